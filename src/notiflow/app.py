@@ -1,0 +1,185 @@
+"""The FastAPI application: routers, the one error shape, request limits and health."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from notiflow import __version__
+from notiflow.auth.api import router as auth_router
+from notiflow.config import Settings, get_settings
+from notiflow.kit.errors import NotiflowError, error_body
+from notiflow.notifications.api import router as notifications_router
+from notiflow.notifications.api import tenant_router
+from notiflow.runtime import Runtime, create_runtime
+from notiflow.tenancy.api import router as user_router
+
+log = structlog.get_logger(__name__)
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "too_many_requests",
+}
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """Build the API. Pass a ``runtime`` to share one (tests, the embedded server); otherwise
+    one is created from ``settings`` at startup and closed at shutdown."""
+    settings = runtime.settings if runtime is not None else (settings or get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        app.state.runtime = runtime or create_runtime(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.runtime.close()
+
+    app = FastAPI(
+        title="notiflow",
+        version=__version__,
+        description="Notifications and background jobs for a multi-tenant social-media platform.",
+        lifespan=lifespan,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
+    _install_error_handlers(app)
+    app.include_router(auth_router)
+    app.include_router(user_router)
+    app.include_router(notifications_router)
+    app.include_router(tenant_router)
+
+    @app.get("/health", tags=["health"])
+    async def health(request: Request) -> JSONResponse:
+        current: Runtime = request.app.state.runtime
+        checks: dict[str, str] = {}
+        try:
+            async with current.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as error:  # the point of a health check is to report, not raise
+            checks["database"] = f"error: {type(error).__name__}"
+        if current.redis is None:
+            checks["redis"] = "disabled"
+        else:
+            try:
+                await current.redis.ping()
+                checks["redis"] = "ok"
+            except Exception as error:
+                checks["redis"] = f"error: {type(error).__name__}"
+        healthy = all(value in ("ok", "disabled") for value in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "degraded", "version": __version__, **checks},
+            status_code=200 if healthy else 503,
+        )
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotiflowError)
+    async def notiflow_error(_request: Request, error: NotiflowError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
+        return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": list(item.get("loc", ())), "msg": item.get("msg"), "type": item.get("type")}
+            for item in error.errors()
+        ]
+        if any(item["type"] == "json_invalid" for item in details):
+            return JSONResponse(
+                error_body("invalid_json", "the request body is not valid JSON", details),
+                status_code=400,
+            )
+        first = details[0] if details else {"loc": [], "msg": "invalid"}
+        where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+        return JSONResponse(
+            error_body("validation_failed", f"{where}: {first['msg']}", details),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(error.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(error.detail)),
+            status_code=error.status_code,
+            headers=getattr(error, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path, error=type(error).__name__)
+        return JSONResponse(
+            error_body("internal_error", "an unexpected error occurred"), status_code=500
+        )
+
+
+class BodySizeLimit:
+    """Refuse request bodies larger than ``max_bytes`` with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body: Any = error_body(
+            "payload_too_large", f"the request body exceeds {self.max_bytes} bytes"
+        )
+        response = JSONResponse(body, status_code=413)
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:  # pragma: no cover - a plain response never reads
+    return {"type": "http.disconnect"}

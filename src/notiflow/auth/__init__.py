@@ -1,0 +1,1 @@
+"""Authentication: hashed personal access tokens, argon2 passwords, the login route."""

@@ -1,0 +1,1 @@
+"""Shared building blocks: database, errors, after-commit side effects, pagination, logging."""

@@ -1,0 +1,57 @@
+"""One error base class carrying its HTTP status, and the JSON error shape every response uses.
+
+Shape: ``{"error": {"code": "...", "message": "...", "details": ...}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NotiflowError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if code is not None:
+            self.code = code
+
+    def to_body(self) -> dict[str, Any]:
+        return error_body(self.code, self.message, self.details)
+
+
+class Unauthorized(NotiflowError):
+    status_code = 401
+    code = "unauthenticated"
+
+
+class Forbidden(NotiflowError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(NotiflowError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(NotiflowError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(NotiflowError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class InvalidInput(NotiflowError):
+    status_code = 422
+    code = "validation_failed"
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}

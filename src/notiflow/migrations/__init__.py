@@ -1,0 +1,1 @@
+"""Alembic migrations, run programmatically by ``notiflow serve`` / ``notiflow db upgrade``."""

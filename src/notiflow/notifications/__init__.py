@@ -1,0 +1,1 @@
+"""In-app notifications, preferences, the delivery ledger and the send path."""

@@ -1,0 +1,279 @@
+"""Notification routes (spec 003 §10 under /api/v1/notifications), the send API and the ledger."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from notiflow.kit.deps import (
+    CurrentAuth,
+    NotificationServiceDep,
+    RuntimeDep,
+    SessionDep,
+    TenantAdmin,
+    actor_of,
+)
+from notiflow.kit.errors import NotFound
+from notiflow.kit.pagination import Cursor, page_meta
+from notiflow.audit import service as audit
+from notiflow.models import Tenant
+from notiflow.notifications import idempotency
+from notiflow.notifications.policy import TenantNotificationSettings
+from notiflow.notifications.schemas import (
+    DataEnvelope,
+    DeliveryData,
+    LedgerData,
+    MarkMultipleReadRequest,
+    NotificationData,
+    NotificationPage,
+    NotificationPreferenceData,
+    SendNotificationRequest,
+    SendResponseData,
+    SentNotification,
+    UnreadCountData,
+    UpdatedCountData,
+    UpdatePreferencesRequest,
+)
+from notiflow.notifications.service import (
+    NotificationFilters,
+    NotificationPayload,
+    PreferenceUpdate,
+)
+from notiflow.notifications.types import NotificationChannel, NotificationType
+
+router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
+tenant_router = APIRouter(prefix="/api/v1/tenant", tags=["tenant"])
+
+
+@router.get("", response_model=NotificationPage)
+async def index(
+    auth: CurrentAuth,
+    service: NotificationServiceDep,
+    type: NotificationType | None = None,  # noqa: A002 - the spec's filter name
+    is_read: bool | None = None,
+    channel: NotificationChannel | None = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=100)] = 15,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> NotificationPage:
+    """The user's notifications, newest first. Filter by type, is_read and channel; page with
+    page/per_page (totals included) or with the opaque ``cursor`` from ``meta.next_cursor``."""
+    result = await service.list_for_user(
+        auth.user.id,
+        auth.tenant_id,
+        NotificationFilters(type=type, is_read=is_read, channel=channel),
+        page=page,
+        per_page=per_page,
+        cursor=Cursor.decode(cursor) if cursor else None,
+    )
+    return NotificationPage(
+        data=[NotificationData.from_model(item) for item in result.items],
+        meta=page_meta(result),
+    )
+
+
+@router.get("/unread-count", response_model=DataEnvelope[UnreadCountData])
+async def unread_count(
+    auth: CurrentAuth, service: NotificationServiceDep
+) -> DataEnvelope[UnreadCountData]:
+    count = await service.get_unread_count(auth.user.id, auth.tenant_id)
+    return DataEnvelope(data=UnreadCountData(count=count))
+
+
+@router.get("/recent", response_model=DataEnvelope[list[NotificationData]])
+async def recent(
+    auth: CurrentAuth,
+    service: NotificationServiceDep,
+    limit: Annotated[int, Query(ge=1, le=50)] = 10,
+) -> DataEnvelope[list[NotificationData]]:
+    items = await service.get_recent(auth.user.id, auth.tenant_id, limit)
+    return DataEnvelope(data=[NotificationData.from_model(item) for item in items])
+
+
+@router.post("/read-all", response_model=DataEnvelope[UpdatedCountData])
+async def mark_all_as_read(
+    auth: CurrentAuth, service: NotificationServiceDep
+) -> DataEnvelope[UpdatedCountData]:
+    updated = await service.mark_all_as_read(auth.user.id, auth.tenant_id)
+    return DataEnvelope(data=UpdatedCountData(updated=updated))
+
+
+@router.post("/read-multiple", response_model=DataEnvelope[UpdatedCountData])
+async def mark_multiple_as_read(
+    body: MarkMultipleReadRequest, auth: CurrentAuth, service: NotificationServiceDep
+) -> DataEnvelope[UpdatedCountData]:
+    """Mark the given ids read; ids that are not the caller's are ignored (not counted)."""
+    updated = await service.mark_multiple_as_read(auth.user.id, auth.tenant_id, body.ids)
+    return DataEnvelope(data=UpdatedCountData(updated=updated))
+
+
+@router.get("/preferences", response_model=DataEnvelope[list[NotificationPreferenceData]])
+async def preferences(
+    auth: CurrentAuth, service: NotificationServiceDep
+) -> DataEnvelope[list[NotificationPreferenceData]]:
+    """One entry per notification type: the user's choice, or the type's default."""
+    items = await service.get_preferences(auth.user.id)
+    return DataEnvelope(data=[NotificationPreferenceData.from_preference(p) for p in items])
+
+
+@router.put("/preferences", response_model=DataEnvelope[list[NotificationPreferenceData]])
+async def update_preferences(
+    body: UpdatePreferencesRequest,
+    request: Request,
+    auth: CurrentAuth,
+    service: NotificationServiceDep,
+) -> DataEnvelope[list[NotificationPreferenceData]]:
+    """Set per-type preferences; returns the full list afterwards. Changes are audited."""
+    await service.update_preferences(
+        auth.user.id,
+        [
+            PreferenceUpdate(
+                notification_type=item.notification_type,
+                in_app_enabled=item.in_app_enabled,
+                email_enabled=item.email_enabled,
+                push_enabled=item.push_enabled,
+            )
+            for item in body.preferences
+        ],
+        actor=actor_of(auth, request),
+    )
+    items = await service.get_preferences(auth.user.id)
+    return DataEnvelope(data=[NotificationPreferenceData.from_preference(p) for p in items])
+
+
+@router.post("/send", status_code=202, response_model=DataEnvelope[SendResponseData])
+async def send(
+    body: SendNotificationRequest,
+    auth: TenantAdmin,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    service: NotificationServiceDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Any:
+    """Send a notification to some members (``user_ids``) or all (``audience: "tenant"``) of the
+    caller's tenant. Owners and admins only. The same ``Idempotency-Key`` within 24 h replays
+    the first response and creates nothing."""
+    ttl = timedelta(hours=runtime.settings.idempotency_ttl_hours)
+    fingerprint = idempotency.request_fingerprint(body.model_dump(mode="json"))
+    if idempotency_key is not None:
+        idempotency.check_key(idempotency_key)
+        replay = await idempotency.find_replay(
+            session,
+            tenant_id=auth.tenant_id,
+            user_id=auth.user.id,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+            ttl=ttl,
+        )
+        if replay is not None:
+            return JSONResponse(
+                replay.response, status_code=replay.status_code, headers={"Idempotent-Replayed": "true"}
+            )
+    payload = NotificationPayload(
+        type=body.type,
+        title=body.title,
+        message=body.message,
+        data=body.data,
+        action_url=body.action_url,
+        icon=body.icon,
+        dedupe_key=body.dedupe_key,
+    )
+    if body.audience == "tenant":
+        result = await service.send_to_tenant(auth.tenant_id, payload, channels=body.channels)
+    else:
+        result = await service.send_to_users(
+            body.user_ids or [], payload, tenant_id=auth.tenant_id, channels=body.channels
+        )
+    response = DataEnvelope(
+        data=SendResponseData(
+            event_id=result.event_id,
+            created=len(result.notifications),
+            deduplicated=len(result.deduplicated_user_ids),
+            notifications=[
+                SentNotification(id=record.id, user_id=record.user_id)
+                for record in result.notifications
+            ],
+        )
+    )
+    if idempotency_key is not None:
+        await idempotency.remember(
+            session,
+            tenant_id=auth.tenant_id,
+            user_id=auth.user.id,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+            status_code=202,
+            response=response.model_dump(mode="json"),
+        )
+    return response
+
+
+@router.post("/{notification_id}/read", response_model=DataEnvelope[NotificationData])
+async def mark_as_read(
+    notification_id: uuid.UUID, auth: CurrentAuth, service: NotificationServiceDep
+) -> DataEnvelope[NotificationData]:
+    notification = await service.get_for_user(auth.user.id, auth.tenant_id, notification_id)
+    notification = await service.mark_as_read(notification)
+    return DataEnvelope(data=NotificationData.from_model(notification))
+
+
+@router.get("/{notification_id}/deliveries", response_model=DataEnvelope[LedgerData])
+async def deliveries(
+    notification_id: uuid.UUID, auth: CurrentAuth, service: NotificationServiceDep
+) -> DataEnvelope[LedgerData]:
+    """Why did (or didn't) I get this? Each channel with its status and reason."""
+    notification, rows = await service.list_deliveries(
+        auth.user.id, auth.tenant_id, notification_id
+    )
+    return DataEnvelope(
+        data=LedgerData(
+            notification=NotificationData.from_model(notification),
+            deliveries=[DeliveryData.from_model(row) for row in rows],
+        )
+    )
+
+
+@tenant_router.get(
+    "/notification-settings", response_model=DataEnvelope[TenantNotificationSettings]
+)
+async def tenant_settings(
+    auth: TenantAdmin, session: SessionDep
+) -> DataEnvelope[TenantNotificationSettings]:
+    """The tenant's notification policy (enforced / forbidden), defaults and push rollout."""
+    tenant = await _tenant(session, auth.tenant_id)
+    return DataEnvelope(data=TenantNotificationSettings.from_tenant_settings(tenant.settings))
+
+
+@tenant_router.put(
+    "/notification-settings", response_model=DataEnvelope[TenantNotificationSettings]
+)
+async def update_tenant_settings(
+    body: TenantNotificationSettings, request: Request, auth: TenantAdmin, session: SessionDep
+) -> DataEnvelope[TenantNotificationSettings]:
+    """Replace the tenant's notification policy and defaults (audited)."""
+    tenant = await _tenant(session, auth.tenant_id)
+    before = TenantNotificationSettings.from_tenant_settings(tenant.settings)
+    tenant.settings = {**(tenant.settings or {}), "notifications": body.model_dump(mode="json")}
+    await audit.record(
+        session,
+        action="tenant.notification_settings.updated",
+        subject_type="tenant",
+        subject_id=tenant.id,
+        before=before.model_dump(mode="json"),
+        after=body.model_dump(mode="json"),
+        actor_id=auth.user.id,
+        tenant_id=tenant.id,
+        ip_address=actor_of(auth, request).ip_address,
+    )
+    return DataEnvelope(data=body)
+
+
+async def _tenant(session: SessionDep, tenant_id: uuid.UUID) -> Tenant:
+    tenant = await session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound("tenant not found")
+    return tenant

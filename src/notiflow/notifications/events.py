@@ -1,0 +1,70 @@
+"""What the notification core tells the rest of the system after a commit.
+
+Real-time broadcasting and delivery jobs subscribe here; the core does not know who listens.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import structlog
+
+from notiflow.notifications.unread import UserTenant
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRecord:
+    """A stored notification as listeners see it, plus the decisions taken when it was sent."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+    event_id: uuid.UUID
+    type: str
+    channel: str
+    title: str
+    message: str
+    data: dict[str, Any] | None
+    action_url: str | None
+    icon: str | None
+    read_at: datetime | None
+    created_at: datetime
+    push_allowed: bool
+    pending_delivery_ids: tuple[uuid.UUID, ...] = ()
+
+
+class NotificationListener(Protocol):
+    async def notifications_created(self, records: Sequence[NotificationRecord]) -> None: ...
+
+    async def unread_counts_changed(self, keys: Sequence[UserTenant]) -> None: ...
+
+
+class NotificationEvents:
+    """Fans each event out to every registered listener; one failing listener does not stop
+    the others (durable work is recovered from the database, DESIGN §6)."""
+
+    def __init__(self) -> None:
+        self._listeners: list[NotificationListener] = []
+
+    def subscribe(self, listener: NotificationListener) -> None:
+        self._listeners.append(listener)
+
+    async def notifications_created(self, records: Sequence[NotificationRecord]) -> None:
+        for listener in self._listeners:
+            try:
+                await listener.notifications_created(records)
+            except Exception:
+                log.exception("notification_listener_failed", listener=type(listener).__name__)
+
+    async def unread_counts_changed(self, keys: Sequence[UserTenant]) -> None:
+        for listener in self._listeners:
+            try:
+                await listener.unread_counts_changed(keys)
+            except Exception:
+                log.exception("notification_listener_failed", listener=type(listener).__name__)

@@ -1,0 +1,248 @@
+"""Request and response models: the spec's NotificationData / NotificationPreferenceData shapes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from notiflow.kit.pagination import PageMeta
+from notiflow.models import Notification, NotificationDelivery
+from notiflow.notifications.events import NotificationRecord
+from notiflow.notifications.policy import TenantNotificationSettings
+from notiflow.notifications.service import PreferenceUpdate
+from notiflow.notifications.types import NotificationChannel, NotificationType
+
+MAX_DATA_BYTES = 16_384
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+class NotificationData(BaseModel):
+    """Spec 003 §6.1 NotificationData (timestamps are ISO-8601 UTC strings)."""
+
+    id: uuid.UUID
+    type: str
+    channel: str
+    title: str
+    message: str
+    data: dict[str, Any] | None
+    action_url: str | None
+    icon: str | None
+    is_read: bool
+    read_at: str | None
+    created_at: str
+
+    @classmethod
+    def from_model(cls, notification: Notification | NotificationRecord) -> NotificationData:
+        return cls(
+            id=notification.id,
+            type=notification.type,
+            channel=notification.channel,
+            title=notification.title,
+            message=notification.message,
+            data=notification.data,
+            action_url=notification.action_url,
+            icon=notification.icon,
+            is_read=notification.read_at is not None,
+            read_at=_iso(notification.read_at),
+            created_at=_iso(notification.created_at) or "",
+        )
+
+
+class NotificationPreferenceData(BaseModel):
+    """Spec 003 §6.1 NotificationPreferenceData."""
+
+    notification_type: str
+    in_app_enabled: bool
+    email_enabled: bool
+    push_enabled: bool
+
+    @classmethod
+    def from_preference(cls, preference: PreferenceUpdate) -> NotificationPreferenceData:
+        return cls(
+            notification_type=preference.notification_type.value,
+            in_app_enabled=preference.in_app_enabled,
+            email_enabled=preference.email_enabled,
+            push_enabled=preference.push_enabled,
+        )
+
+
+class UpdatePreferenceData(BaseModel):
+    """Spec 003 §6.1 UpdatePreferenceData: omitted flags take the spec's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notification_type: NotificationType
+    in_app_enabled: bool = True
+    email_enabled: bool = True
+    push_enabled: bool = False
+
+
+class UpdatePreferencesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    preferences: Annotated[list[UpdatePreferenceData], Field(min_length=1, max_length=64)]
+
+    @model_validator(mode="after")
+    def _unique_types(self) -> Self:
+        types = [preference.notification_type for preference in self.preferences]
+        if len(set(types)) != len(types):
+            raise ValueError("each notification_type may appear only once")
+        return self
+
+
+class MarkMultipleReadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=1000)]
+
+
+class GlobalPreferencesRequest(BaseModel):
+    """Spec 000 §5.1: the user's master switches for email and push."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email_notifications_enabled: bool | None = None
+    push_notifications_enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if self.email_notifications_enabled is None and self.push_notifications_enabled is None:
+            raise ValueError(
+                "give email_notifications_enabled and/or push_notifications_enabled"
+            )
+        return self
+
+
+class SendNotificationRequest(BaseModel):
+    """Body of ``POST /api/v1/notifications/send``: ``user_ids`` or ``audience: "tenant"``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=1000)] | None = None
+    audience: Literal["tenant"] | None = None
+    type: NotificationType
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+    message: Annotated[str, Field(min_length=1, max_length=10_000)]
+    data: dict[str, Any] | None = None
+    action_url: Annotated[str, Field(max_length=255)] | None = None
+    icon: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    channels: Annotated[list[NotificationChannel], Field(min_length=1, max_length=4)] | None = None
+    dedupe_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+    @field_validator("title", "message")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _data_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value, separators=(",", ":"))) > MAX_DATA_BYTES:
+            raise ValueError(f"data must serialize to at most {MAX_DATA_BYTES} bytes of JSON")
+        return value
+
+    @field_validator("action_url")
+    @classmethod
+    def _action_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://", "/")):
+            raise ValueError("must be an http(s) URL or a path starting with '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_audience(self) -> Self:
+        if (self.user_ids is None) == (self.audience is None):
+            raise ValueError("give exactly one of user_ids or audience='tenant'")
+        if self.channels is not None and len(set(self.channels)) != len(self.channels):
+            raise ValueError("channels must not repeat")
+        return self
+
+
+class SentNotification(BaseModel):
+    id: uuid.UUID
+    user_id: uuid.UUID
+
+
+class SendResponseData(BaseModel):
+    event_id: uuid.UUID
+    created: int
+    deduplicated: int
+    notifications: list[SentNotification]
+
+
+class DeliveryData(BaseModel):
+    channel: str
+    status: str
+    reason: str | None
+    attempts: int
+    next_attempt_at: str | None
+    sent_at: str | None
+    provider_message_id: str | None
+    last_error: str | None
+    updated_at: str
+
+    @classmethod
+    def from_model(cls, delivery: NotificationDelivery) -> DeliveryData:
+        return cls(
+            channel=delivery.channel,
+            status=delivery.status,
+            reason=delivery.reason,
+            attempts=delivery.attempts,
+            next_attempt_at=_iso(delivery.next_attempt_at),
+            sent_at=_iso(delivery.sent_at),
+            provider_message_id=delivery.provider_message_id,
+            last_error=delivery.last_error,
+            updated_at=_iso(delivery.updated_at) or "",
+        )
+
+
+class LedgerData(BaseModel):
+    notification: NotificationData
+    deliveries: list[DeliveryData]
+
+
+class UnreadCountData(BaseModel):
+    count: int
+
+
+class UpdatedCountData(BaseModel):
+    updated: int
+
+
+class NotificationPage(BaseModel):
+    data: list[NotificationData]
+    meta: PageMeta
+
+
+DataT = TypeVar("DataT")
+
+
+class DataEnvelope(BaseModel, Generic[DataT]):
+    data: DataT
+
+
+__all__ = [
+    "DataEnvelope",
+    "DeliveryData",
+    "GlobalPreferencesRequest",
+    "LedgerData",
+    "MarkMultipleReadRequest",
+    "NotificationData",
+    "NotificationPage",
+    "NotificationPreferenceData",
+    "SendNotificationRequest",
+    "SendResponseData",
+    "TenantNotificationSettings",
+    "UnreadCountData",
+    "UpdatePreferenceData",
+    "UpdatePreferencesRequest",
+    "UpdatedCountData",
+]
