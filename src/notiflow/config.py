@@ -46,12 +46,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Self:
-        if self.env is Environment.PRODUCTION:
-            if self.secret_key == DEVELOPMENT_SECRET_KEY or len(self.secret_key) < 32:
-                raise ValueError(
-                    "NOTIFLOW_SECRET_KEY must be set to a random value of at least 32 characters "
-                    "in production (the development placeholder is refused)"
-                )
+        weak_secret = self.secret_key == DEVELOPMENT_SECRET_KEY or len(self.secret_key) < 32
+        if self.env is Environment.PRODUCTION and weak_secret:
+            raise ValueError(
+                "NOTIFLOW_SECRET_KEY must be set to a random value of at least 32 characters "
+                "in production (the development placeholder is refused)"
+            )
         parse_push_rollout(self.push_rollout)
         return self
 

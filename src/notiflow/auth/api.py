@@ -25,7 +25,7 @@ class LoginRequest(BaseModel):
 
 class LoginData(BaseModel):
     token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - the scheme name, not a secret
     user_id: uuid.UUID
     tenant_id: uuid.UUID
 

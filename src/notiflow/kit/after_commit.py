@@ -1,4 +1,4 @@
-"""The after-commit buffer: side effects (live events, jobs, cache invalidation) queued on a session.
+"""The after-commit buffer: side effects (live events, jobs, cache invalidation) of a session.
 
 Services call :func:`after_commit` while they work; the edge that owns the transaction calls
 :func:`commit_and_flush_effects`. Effects run only after a successful commit and are dropped on

@@ -9,7 +9,7 @@ from uuid_utils.compat import uuid7
 
 
 def new_id() -> uuid.UUID:
-    """A time-ordered UUID (v7): unique like uuid4, but inserts stay at the right edge of indexes."""
+    """A time-ordered UUID (v7): unique like uuid4, but new rows land at the end of indexes."""
     value: uuid.UUID = uuid7()
     return value
 

@@ -1,4 +1,4 @@
-"""Notifications (spec 003 §2.1), preferences (§2.2), the delivery ledger/outbox, idempotency keys."""
+"""Notifications (spec 003 §2.1), preferences (§2.2), the delivery ledger, idempotency keys."""
 
 from __future__ import annotations
 

@@ -50,12 +50,8 @@ class User(IdMixin, TimestampMixin, Base):
     locale: Mapped[str] = mapped_column(String(16), default="en")
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
-    email_notifications_enabled: Mapped[bool] = mapped_column(
-        default=True, server_default=true()
-    )
-    push_notifications_enabled: Mapped[bool] = mapped_column(
-        default=True, server_default=true()
-    )
+    email_notifications_enabled: Mapped[bool] = mapped_column(default=True, server_default=true())
+    push_notifications_enabled: Mapped[bool] = mapped_column(default=True, server_default=true())
     phone_number: Mapped[str | None] = mapped_column(String(32), default=None)
     phone_verified_at: Mapped[datetime | None] = mapped_column(default=None)
 

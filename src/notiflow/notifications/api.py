@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
+from notiflow.audit import service as audit
 from notiflow.kit.deps import (
     CurrentAuth,
     NotificationServiceDep,
@@ -19,7 +20,6 @@ from notiflow.kit.deps import (
 )
 from notiflow.kit.errors import NotFound
 from notiflow.kit.pagination import Cursor, page_meta
-from notiflow.audit import service as audit
 from notiflow.models import Tenant
 from notiflow.notifications import idempotency
 from notiflow.notifications.policy import TenantNotificationSettings
@@ -53,7 +53,7 @@ tenant_router = APIRouter(prefix="/api/v1/tenant", tags=["tenant"])
 async def index(
     auth: CurrentAuth,
     service: NotificationServiceDep,
-    type: NotificationType | None = None,  # noqa: A002 - the spec's filter name
+    type: NotificationType | None = None,
     is_read: bool | None = None,
     channel: NotificationChannel | None = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
@@ -171,7 +171,9 @@ async def send(
         )
         if replay is not None:
             return JSONResponse(
-                replay.response, status_code=replay.status_code, headers={"Idempotent-Replayed": "true"}
+                replay.response,
+                status_code=replay.status_code,
+                headers={"Idempotent-Replayed": "true"},
             )
     payload = NotificationPayload(
         type=body.type,
@@ -188,7 +190,7 @@ async def send(
         result = await service.send_to_users(
             body.user_ids or [], payload, tenant_id=auth.tenant_id, channels=body.channels
         )
-    response = DataEnvelope(
+    response: DataEnvelope[SendResponseData] = DataEnvelope(
         data=SendResponseData(
             event_id=result.event_id,
             created=len(result.notifications),

@@ -2,7 +2,7 @@
 
 For (user, type, channel) the first matching rule wins:
 
-1. tenant policy: ``forbidden`` -> off; ``enforced`` -> on (only types the registry marks enforceable);
+1. tenant policy: ``forbidden`` -> off; ``enforced`` -> on (only types marked enforceable);
 2. the user's global email/push switch is off -> off;
 3. the user's per-type preference row -> its flag;
 4. the tenant's default for (type, channel), if set;
@@ -166,7 +166,9 @@ def _resolve_preference(
 
     tenant_default = tenant.defaults.get(notification_type, {}).get(channel)
     if tenant_default is not None:
-        return ALLOW if tenant_default else Decision(allowed=False, reason=Reason.TENANT_DEFAULT_OFF)
+        return (
+            ALLOW if tenant_default else Decision(allowed=False, reason=Reason.TENANT_DEFAULT_OFF)
+        )
 
     if type_spec(notification_type).default_for(channel):
         return ALLOW

@@ -114,9 +114,7 @@ class GlobalPreferencesRequest(BaseModel):
     @model_validator(mode="after")
     def _something(self) -> Self:
         if self.email_notifications_enabled is None and self.push_notifications_enabled is None:
-            raise ValueError(
-                "give email_notifications_enabled and/or push_notifications_enabled"
-            )
+            raise ValueError("give email_notifications_enabled and/or push_notifications_enabled")
         return self
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, TypeVar, overload
+from datetime import timedelta
+from typing import Any, TypeVar, cast, overload
 
-from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -246,9 +246,10 @@ class NotificationService:
                 )
                 for channel in requested
             }
-            visible = NotificationChannel.IN_APP in decisions and decisions[
-                NotificationChannel.IN_APP
-            ].allowed
+            visible = (
+                NotificationChannel.IN_APP in decisions
+                and decisions[NotificationChannel.IN_APP].allowed
+            )
             notification_id = new_id()
             decisions_by_id[notification_id] = decisions
             notification_rows.append(
@@ -347,7 +348,7 @@ class NotificationService:
     async def _insert_notifications(
         self, rows: list[dict[str, Any]], dedupe_key: str | None
     ) -> list[dict[str, Any]]:
-        table = Notification.__table__
+        table = cast(Table, Notification.__table__)
         if dedupe_key is None:
             for chunk in _chunks(rows, ID_CHUNK):
                 await self.session.execute(insert(table), chunk)
@@ -531,9 +532,7 @@ class NotificationService:
             query = query.where(
                 or_(
                     Notification.created_at < cursor.created_at,
-                    and_(
-                        Notification.created_at == cursor.created_at, Notification.id < cursor.id
-                    ),
+                    and_(Notification.created_at == cursor.created_at, Notification.id < cursor.id),
                 )
             )
         else:
@@ -559,7 +558,7 @@ class NotificationService:
 
     def _feed_query(
         self, user_id: uuid.UUID, tenant_id: uuid.UUID, filters: NotificationFilters
-    ) -> Select[tuple[Notification]]:
+    ) -> Select[Notification]:
         query = (
             select(Notification)
             .where(
@@ -698,7 +697,9 @@ class NotificationService:
             row.in_app_enabled = change.in_app_enabled
             row.email_enabled = change.email_enabled
             row.push_enabled = change.push_enabled
-            after = _preference_state(change.in_app_enabled, change.email_enabled, change.push_enabled)
+            after = _preference_state(
+                change.in_app_enabled, change.email_enabled, change.push_enabled
+            )
             if before != after:
                 await audit.record(
                     self.session,

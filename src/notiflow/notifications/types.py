@@ -49,8 +49,8 @@ class NotificationType(StrEnum):
     # Social Accounts
     ACCOUNT_CONNECTED = "account_connected"
     ACCOUNT_DISCONNECTED = "account_disconnected"
-    ACCOUNT_TOKEN_EXPIRING = "account_token_expiring"
-    ACCOUNT_TOKEN_EXPIRED = "account_token_expired"
+    ACCOUNT_TOKEN_EXPIRING = "account_token_expiring"  # noqa: S105 - a type name, not a secret
+    ACCOUNT_TOKEN_EXPIRED = "account_token_expired"  # noqa: S105 - a type name, not a secret
     # Support
     TICKET_CREATED = "ticket_created"
     TICKET_REPLIED = "ticket_replied"
@@ -121,9 +121,7 @@ TYPE_REGISTRY: dict[NotificationType, TypeSpec] = {
     _T.ACCOUNT_CONNECTED: TypeSpec(_C.SOCIAL_ACCOUNTS, email=False),
     _T.ACCOUNT_DISCONNECTED: TypeSpec(_C.SOCIAL_ACCOUNTS, email=True),
     _T.ACCOUNT_TOKEN_EXPIRING: TypeSpec(_C.SOCIAL_ACCOUNTS, email=True, enforceable=True),
-    _T.ACCOUNT_TOKEN_EXPIRED: TypeSpec(
-        _C.SOCIAL_ACCOUNTS, email=True, sms=True, enforceable=True
-    ),
+    _T.ACCOUNT_TOKEN_EXPIRED: TypeSpec(_C.SOCIAL_ACCOUNTS, email=True, sms=True, enforceable=True),
     _T.TICKET_CREATED: TypeSpec(_C.SUPPORT, email=True),
     _T.TICKET_REPLIED: TypeSpec(_C.SUPPORT, email=True),
     _T.TICKET_RESOLVED: TypeSpec(_C.SUPPORT, email=True),

@@ -1,4 +1,4 @@
-"""Routes about the authenticated user: ``GET /api/v1/user`` and the global notification switches."""
+"""Routes about the caller: ``GET /api/v1/user`` and the global notification switches."""
 
 from __future__ import annotations
 

@@ -70,4 +70,6 @@ async def create_user(
     membership = Membership(tenant_id=tenant.id, user_id=user.id, role=role.value)
     session.add(membership)
     await session.flush()
-    return CreatedUser(user=user, tenant=tenant, membership=membership, tenant_created=tenant_created)
+    return CreatedUser(
+        user=user, tenant=tenant, membership=membership, tenant_created=tenant_created
+    )
