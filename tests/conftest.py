@@ -1,0 +1,196 @@
+"""Shared fixtures: every database test runs on SQLite AND PostgreSQL, against real servers.
+
+PostgreSQL and Redis must be reachable (``.ci/run`` / ``make test`` start them); a test that needs
+one that is down fails loudly instead of being skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from notiflow.app import create_app
+from notiflow.auth.service import issue_token
+from notiflow.config import Environment, Settings
+from notiflow.kit.after_commit import commit_and_flush_effects
+from notiflow.kit.db import Base, create_engine, create_sessionmaker
+from notiflow.kit.migrate import upgrade
+from notiflow.models import Tenant, User
+from notiflow.models.tenancy import Role
+from notiflow.notifications.events import NotificationEvents
+from notiflow.notifications.service import NotificationService
+from notiflow.notifications.unread import MemoryUnreadCountCache
+from notiflow.runtime import Runtime
+from notiflow.tenancy.service import create_user
+
+POSTGRES_URL = os.environ.get(
+    "NOTIFLOW_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/notiflow_test"
+)
+REDIS_URL = os.environ.get("NOTIFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+BACKENDS = os.environ.get("NOTIFLOW_TEST_BACKENDS", "sqlite,postgresql").split(",")
+
+
+async def _create_postgres_database(url: str) -> None:
+    """Create the test database if it is missing, then reset its schema."""
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    base, _, name = dsn.rpartition("/")
+    admin = await asyncpg.connect(f"{base}/postgres")
+    try:
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[AsyncEngine]:
+    """A migrated database per backend, shared by the session (tables are emptied per test)."""
+    if request.param == "postgresql":
+        await _create_postgres_database(POSTGRES_URL)
+        url = POSTGRES_URL
+    else:
+        path = Path(tmp_path_factory.mktemp("sqlite")) / "notiflow.db"
+        url = f"sqlite+aiosqlite:///{path}"
+    engine = create_engine(url)
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def backend(engine: AsyncEngine) -> str:
+    return engine.dialect.name
+
+
+@pytest.fixture
+async def runtime(engine: AsyncEngine) -> AsyncIterator[Runtime]:
+    settings = Settings(
+        env=Environment.TEST, database_url=str(engine.url), redis_url=None, push_rollout="all"
+    )
+    runtime = Runtime(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        cache=MemoryUnreadCountCache(),
+        events=NotificationEvents(),
+    )
+    yield runtime
+    await _empty_tables(engine)
+
+
+async def _empty_tables(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(table.name for table in Base.metadata.sorted_tables)
+            await connection.execute(text(f"TRUNCATE {names} CASCADE"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                await connection.execute(table.delete())
+
+
+@pytest.fixture
+async def session(runtime: Runtime) -> AsyncIterator[AsyncSession]:
+    async with runtime.sessionmaker() as session:
+        yield session
+
+
+async def commit(session: AsyncSession) -> None:
+    """Commit like an edge does: then run the after-commit effects."""
+    await commit_and_flush_effects(session)
+
+
+@pytest.fixture
+def service(runtime: Runtime, session: AsyncSession) -> NotificationService:
+    return runtime.notification_service(session)
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(runtime=runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://notiflow.test") as client:
+        yield client
+
+
+@dataclass
+class Member:
+    user: User
+    tenant: Tenant
+    role: Role
+    token: str
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.user.id
+
+    @property
+    def tenant_id(self) -> uuid.UUID:
+        return self.tenant.id
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+MakeMember = Callable[..., Awaitable[Member]]
+
+
+@pytest.fixture
+def make_member(runtime: Runtime) -> MakeMember:
+    """Create (and commit) a user in a tenant, with a token. Tenants are created by name."""
+    counter = 0
+
+    async def make(
+        tenant: str = "acme",
+        *,
+        role: Role = Role.MEMBER,
+        email: str | None = None,
+        password: str | None = None,
+        **user_fields: Any,
+    ) -> Member:
+        nonlocal counter
+        counter += 1
+        async with runtime.sessionmaker() as session:
+            created = await create_user(
+                session,
+                tenant_name=tenant,
+                email=email or f"user{counter}-{uuid.uuid4().hex[:6]}@{tenant}.example",
+                role=role,
+                password=password,
+            )
+            for field, value in user_fields.items():
+                setattr(created.user, field, value)
+            token = await issue_token(session, created.user.id, created.tenant.id)
+            await commit_and_flush_effects(session)
+        return Member(user=created.user, tenant=created.tenant, role=role, token=token)
+
+    return make
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    await client.ping()  # fails loudly when Redis is down
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
