@@ -34,11 +34,24 @@ from notiflow.notifications.unread import MemoryUnreadCountCache
 from notiflow.runtime import Runtime
 from notiflow.tenancy.service import create_user
 
+# A database of this run's own (unless one is given), so concurrent runs never share tables.
 POSTGRES_URL = os.environ.get(
-    "NOTIFLOW_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/notiflow_test"
+    "NOTIFLOW_TEST_POSTGRES_URL",
+    f"postgresql+asyncpg://postgres@127.0.0.1:5432/notiflow_test_{os.getpid()}",
 )
+_OWN_DATABASE = "NOTIFLOW_TEST_POSTGRES_URL" not in os.environ
 REDIS_URL = os.environ.get("NOTIFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 BACKENDS = os.environ.get("NOTIFLOW_TEST_BACKENDS", "sqlite,postgresql").split(",")
+
+
+async def _drop_postgres_database(url: str) -> None:
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    base, _, name = dsn.rpartition("/")
+    admin = await asyncpg.connect(f"{base}/postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 async def _create_postgres_database(url: str) -> None:
@@ -74,6 +87,8 @@ async def engine(
     await upgrade(engine)
     yield engine
     await engine.dispose()
+    if request.param == "postgresql" and _OWN_DATABASE:
+        await _drop_postgres_database(url)
 
 
 @pytest.fixture

@@ -161,7 +161,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         try:
@@ -177,8 +177,12 @@ class BodySizeLimit:
         await response({"type": "http"}, _no_receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """Raised from ``receive`` when a streamed body grows past the limit. It is an HTTP exception
+    because FastAPI turns any other error met while reading the body into a 400."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"the request body exceeds {max_bytes} bytes")
 
 
 async def _no_receive() -> Message:  # pragma: no cover - a plain response never reads

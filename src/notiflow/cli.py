@@ -8,8 +8,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
+import structlog
 import typer
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.config import Settings, get_settings
@@ -41,6 +43,19 @@ def _fail(message: str, code: str = "error") -> None:
     raise typer.Exit(1)
 
 
+def _text_option(value: str, label: str, max_length: int) -> str:
+    """A stripped, non-empty option value that fits its column on every backend (SQLite does
+    not enforce lengths, PostgreSQL refuses longer values and NUL characters)."""
+    text = value.strip()
+    if not text:
+        _fail(f"{label} must not be empty", "validation_failed")
+    if len(text) > max_length:
+        _fail(f"{label} must be at most {max_length} characters", "validation_failed")
+    if any(not character.isprintable() for character in text):
+        _fail(f"{label} must not contain control characters", "validation_failed")
+    return text
+
+
 async def _prepare(settings: Settings) -> Runtime:
     ensure_sqlite_directory(settings.database_url)
     runtime = create_runtime(settings)
@@ -66,6 +81,10 @@ def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     except NotiflowError as error:
         _fail(error.message, error.code)
         raise  # unreachable: _fail exits
+    except (SQLAlchemyError, OSError) as error:
+        # An unreachable or refusing database is an operational error, not a crash to dump.
+        _fail(f"database error: {type(error).__name__}: {error}".splitlines()[0], "database_error")
+        raise  # unreachable: _fail exits
 
 
 @app.command()
@@ -83,14 +102,22 @@ def serve(
 
     async def main() -> None:
         runtime = await _prepare(settings)
+        bind_host, bind_port = host or settings.api_host, port or settings.api_port
         config = uvicorn.Config(
             create_app(runtime=runtime),
-            host=host or settings.api_host,
-            port=port or settings.api_port,
+            host=bind_host,
+            port=bind_port,
             loop="uvloop",
             http="httptools",
             access_log=False,
             log_config=None,
+        )
+        structlog.get_logger("notiflow").info(
+            "api_listening",
+            url=f"http://{bind_host}:{bind_port}",
+            docs=f"http://{bind_host}:{bind_port}/docs",
+            database=runtime.engine.url.render_as_string(hide_password=True),
+            redis="enabled" if runtime.redis is not None else "disabled",
         )
         try:
             await uvicorn.Server(config).serve()
@@ -132,15 +159,15 @@ def users_create(
     except EmailNotValidError as error:
         _fail(f"invalid email: {error}", "validation_failed")
         return
-    if not tenant.strip():
-        _fail("tenant name must not be empty", "validation_failed")
+    tenant_name = _text_option(tenant, "tenant name", 200)
+    display_name = _text_option(name, "name", 200) if name is not None else None
 
     async def work(session: AsyncSession) -> dict[str, Any]:
         created = await create_user(
             session,
-            tenant_name=tenant.strip(),
+            tenant_name=tenant_name,
             email=normalized,
-            name=name,
+            name=display_name,
             role=role,
             password=password,
         )
@@ -169,6 +196,10 @@ def tokens_create(
     """Issue a new personal access token; prints one JSON object with ``token``."""
     from notiflow.auth.service import issue_token
 
+    label = _text_option(name, "token name", 100)
+    if tenant is not None:
+        tenant = _text_option(tenant, "tenant name", 200)
+
     async def work(session: AsyncSession) -> dict[str, Any]:
         user = await session.scalar(select(User).where(User.email == email.strip().lower()))
         if user is None:
@@ -184,7 +215,7 @@ def tokens_create(
         tenant_id = await session.scalar(query.limit(1))
         if tenant_id is None:
             raise NotiflowError(f"{email} is not a member of that tenant", code="not_found")
-        token = await issue_token(session, user.id, tenant_id, name=name)
+        token = await issue_token(session, user.id, tenant_id, name=label)
         return {"token": token, "user_id": str(user.id), "tenant_id": str(tenant_id)}
 
     _print_json(_with_session(work))

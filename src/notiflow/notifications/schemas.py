@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, Self, TypeVar
@@ -17,6 +18,38 @@ from notiflow.notifications.service import PreferenceUpdate
 from notiflow.notifications.types import NotificationChannel, NotificationType
 
 MAX_DATA_BYTES = 16_384
+
+
+def _storable_text(value: str) -> str:
+    """Refuse text no database column can hold: NUL (PostgreSQL rejects it in text and JSON)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _check_json_value(value: Any, where: str = "data") -> None:
+    """Refuse what parses as JSON in Python but cannot be stored or sent back as JSON:
+    NaN/Infinity (not JSON, refused by PostgreSQL), NUL and lone surrogates in strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: NaN and Infinity are not JSON numbers")
+    if isinstance(value, str):
+        _check_json_string(value, where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_json_string(key, where)
+            _check_json_value(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json_value(item, f"{where}[{index}]")
+
+
+def _check_json_string(value: str, where: str) -> None:
+    if "\x00" in value:
+        raise ValueError(f"{where}: strings must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{where}: strings must be valid Unicode (no lone surrogates)") from None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -141,10 +174,18 @@ class SendNotificationRequest(BaseModel):
             raise ValueError("must not be blank")
         return value
 
+    @field_validator("title", "message", "action_url", "icon", "dedupe_key")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        return _storable_text(value) if value is not None else None
+
     @field_validator("data")
     @classmethod
     def _data_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(json.dumps(value, separators=(",", ":"))) > MAX_DATA_BYTES:
+        if value is None:
+            return None
+        _check_json_value(value)
+        if len(json.dumps(value, separators=(",", ":"))) > MAX_DATA_BYTES:
             raise ValueError(f"data must serialize to at most {MAX_DATA_BYTES} bytes of JSON")
         return value
 

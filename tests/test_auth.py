@@ -1,0 +1,173 @@
+"""Logging in, and personal access tokens: hashed at rest, refused once revoked or expired."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notiflow.kit.after_commit import commit_and_flush_effects
+from notiflow.kit.ids import utcnow
+from notiflow.models import Membership, PersonalAccessToken
+from notiflow.models.tenancy import Role
+from tests.conftest import MakeMember
+
+LOGIN = "/api/v1/auth/login"
+
+
+async def login(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
+    return await client.post(LOGIN, json=body)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_login_with_the_right_password_returns_a_working_token(
+    client: httpx.AsyncClient, make_member: MakeMember
+) -> None:
+    alice = await make_member(email="alice@acme.example", password="correct horse", role=Role.ADMIN)
+
+    response = await login(client, email="alice@acme.example", password="correct horse")
+
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert data["token_type"] == "Bearer"
+    assert data["user_id"] == str(alice.id)
+    assert data["tenant_id"] == str(alice.tenant_id)
+    token = data["token"]
+    assert token != alice.token
+    me = await client.get("/api/v1/user", headers=bearer(token))
+    assert me.status_code == 200
+    assert me.json()["data"]["email"] == "alice@acme.example"
+    assert me.json()["data"]["role"] == "admin"
+    # The earlier token keeps working alongside the new one.
+    assert (await client.get("/api/v1/user", headers=alice.headers)).status_code == 200
+
+
+async def test_login_ignores_the_case_and_surrounding_space_of_the_email(
+    client: httpx.AsyncClient, make_member: MakeMember
+) -> None:
+    await make_member(email="bob@acme.example", password="pw")
+    response = await login(client, email="Bob@ACME.example", password="pw")
+    assert response.status_code == 200, response.text
+
+
+async def test_wrong_password_and_unknown_email_look_the_same(
+    client: httpx.AsyncClient, make_member: MakeMember
+) -> None:
+    await make_member(email="alice@acme.example", password="correct horse")
+    passwordless = await make_member(email="nopass@acme.example")
+
+    wrong_password = await login(client, email="alice@acme.example", password="wrong horse")
+    unknown_email = await login(client, email="nobody@acme.example", password="correct horse")
+    no_password_set = await login(client, email=passwordless.user.email, password="anything")
+
+    for response in (wrong_password, unknown_email, no_password_set):
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        error = response.json()["error"]
+        assert error["code"] == "invalid_credentials"
+    assert wrong_password.json() == unknown_email.json() == no_password_set.json()
+
+
+async def test_login_picks_the_requested_tenant(
+    client: httpx.AsyncClient, make_member: MakeMember
+) -> None:
+    acme = await make_member("acme", email="carol@example.com", password="pw")
+    globex = await make_member("globex", email="carol@example.com", role=Role.OWNER)
+    assert acme.id == globex.id  # one person, two organizations
+
+    default = await login(client, email="carol@example.com", password="pw")
+    chosen = await login(
+        client, email="carol@example.com", password="pw", tenant_id=str(globex.tenant_id)
+    )
+    elsewhere = await login(
+        client, email="carol@example.com", password="pw", tenant_id=str(uuid.uuid4())
+    )
+
+    assert default.json()["data"]["tenant_id"] == str(acme.tenant_id)
+    token = chosen.json()["data"]["token"]
+    me = (await client.get("/api/v1/user", headers=bearer(token))).json()["data"]
+    assert me["tenant_id"] == str(globex.tenant_id)
+    assert me["role"] == "owner"
+    assert elsewhere.status_code == 401
+    assert elsewhere.json()["error"]["code"] == "invalid_credentials"
+
+
+async def test_tokens_are_stored_hashed(
+    client: httpx.AsyncClient, make_member: MakeMember, session: AsyncSession
+) -> None:
+    alice = await make_member(email="alice@acme.example", password="pw")
+    response = await login(client, email="alice@acme.example", password="pw")
+    issued = [alice.token, response.json()["data"]["token"]]
+
+    rows = (await session.execute(select(PersonalAccessToken.__table__))).all()
+    await session.rollback()
+
+    assert len(rows) == 2
+    stored = " ".join(str(value) for row in rows for value in row)
+    for token in issued:
+        token_id, _, secret = token.partition("|")
+        assert uuid.UUID(token_id) in {row.id for row in rows}
+        assert secret not in stored
+        assert token not in stored
+    for row in rows:
+        assert len(row.token_hash) == 64
+        int(row.token_hash, 16)  # a hex digest
+
+
+async def test_a_revoked_token_stops_working(
+    client: httpx.AsyncClient, make_member: MakeMember, session: AsyncSession
+) -> None:
+    alice = await make_member(email="alice@acme.example", password="pw")
+    spare = (await login(client, email="alice@acme.example", password="pw")).json()["data"]
+    assert (await client.get("/api/v1/user", headers=alice.headers)).status_code == 200
+
+    token_id = uuid.UUID(alice.token.partition("|")[0])
+    await session.execute(delete(PersonalAccessToken).where(PersonalAccessToken.id == token_id))
+    await commit_and_flush_effects(session)
+
+    revoked = await client.get("/api/v1/user", headers=alice.headers)
+    assert revoked.status_code == 401
+    assert revoked.headers["WWW-Authenticate"] == "Bearer"
+    assert revoked.json()["error"]["code"] == "unauthenticated"
+    # Only that token: her other session keeps working.
+    other = await client.get("/api/v1/user", headers=bearer(spare["token"]))
+    assert other.status_code == 200
+
+
+async def test_an_expired_token_stops_working(
+    client: httpx.AsyncClient, make_member: MakeMember, session: AsyncSession
+) -> None:
+    alice = await make_member()
+    token_id = uuid.UUID(alice.token.partition("|")[0])
+    await session.execute(
+        update(PersonalAccessToken)
+        .where(PersonalAccessToken.id == token_id)
+        .values(expires_at=utcnow() - timedelta(seconds=1))
+    )
+    await commit_and_flush_effects(session)
+
+    response = await client.get("/api/v1/user", headers=alice.headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "token expired"
+
+
+async def test_a_token_of_a_removed_member_stops_working(
+    client: httpx.AsyncClient, make_member: MakeMember, session: AsyncSession
+) -> None:
+    alice = await make_member()
+    await session.execute(
+        delete(Membership).where(
+            Membership.user_id == alice.id, Membership.tenant_id == alice.tenant_id
+        )
+    )
+    await commit_and_flush_effects(session)
+
+    response = await client.get("/api/v1/user", headers=alice.headers)
+    assert response.status_code == 401

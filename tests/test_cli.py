@@ -1,0 +1,381 @@
+"""The ``notiflow`` console script, run as a real subprocess against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import POSTGRES_URL
+
+# Every test here starts several Python processes.
+pytestmark = pytest.mark.slow
+
+NOTIFLOW = str(Path(sys.executable).parent / "notiflow")
+CLI_DATABASE = f"notiflow_cli_test_{os.getpid()}"
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict[str, Any]:
+        """The one JSON object printed on stdout (and nothing else)."""
+        lines = self.stdout.strip().splitlines()
+        assert len(lines) == 1, self.stdout
+        value: dict[str, Any] = json.loads(lines[0])
+        return value
+
+    def error(self) -> dict[str, Any]:
+        """The JSON error printed on stderr by a failed command."""
+        assert "Traceback" not in self.stderr, self.stderr
+        lines = self.stderr.strip().splitlines()
+        assert len(lines) == 1, self.stderr
+        value: dict[str, Any] = json.loads(lines[0])["error"]
+        return value
+
+
+@dataclass
+class Cli:
+    env: dict[str, str]
+    cwd: Path
+
+    async def run(self, *args: str) -> Result:
+        process = await asyncio.create_subprocess_exec(
+            NOTIFLOW,
+            *args,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+        assert process.returncode is not None
+        return Result(process.returncode, stdout.decode(), stderr.decode())
+
+
+async def _recreate_postgres_database(name: str, *, create: bool) -> str:
+    base = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://").rpartition("/")[0]
+    admin = await asyncpg.connect(f"{base}/postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if create:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return f"{POSTGRES_URL.rpartition('/')[0]}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def cli(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cli]:
+    """The CLI pointed at a fresh, empty database (a temporary SQLite file or a scratch
+    PostgreSQL database), run in a directory without a ``.env`` file."""
+    if request.param == "postgresql":
+        url = await _recreate_postgres_database(CLI_DATABASE, create=True)
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'var' / 'cli.db'}"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("NOTIFLOW_")}
+    env["NOTIFLOW_DATABASE_URL"] = url
+    env["NOTIFLOW_ENV"] = "test"
+    yield Cli(env=env, cwd=tmp_path)
+    if request.param == "postgresql":
+        await _recreate_postgres_database(CLI_DATABASE, create=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def serve(cli: Cli, tmp_path: Path) -> AsyncIterator[str]:
+    """``notiflow serve`` on a free port over the same database; yields its base URL."""
+    port = _free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            NOTIFLOW,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            env=cli.env,
+            cwd=cli.cwd,
+            stdout=log,
+            stderr=log,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_until_healthy(base_url, process, log_path)
+        yield base_url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def _wait_until_healthy(
+    base_url: str, process: asyncio.subprocess.Process, log_path: Path
+) -> None:
+    async with httpx.AsyncClient(base_url=base_url, timeout=2) as client:
+        for _ in range(300):
+            if process.returncode is not None:
+                log = await asyncio.to_thread(log_path.read_text)
+                pytest.fail(f"notiflow serve exited early:\n{log}")
+            try:
+                response = await client.get("/health")
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+                continue
+            assert response.status_code == 200, response.text
+            assert response.json()["database"] == "ok"
+            return
+    log = await asyncio.to_thread(log_path.read_text)
+    pytest.fail(f"notiflow serve did not become healthy:\n{log}")
+
+
+async def _get_user(base_url: str, token: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        return await client.get("/api/v1/user", headers={"Authorization": f"Bearer {token}"})
+
+
+def token_id_only(token: str) -> str:
+    return token.partition("|")[0]
+
+
+def _assert_uuid_like(value: Any) -> None:
+    assert isinstance(value, str)
+    assert len(value) == 36
+    assert value.count("-") == 4
+
+
+# ---------------------------------------------------------------- users create / tokens create
+
+
+async def test_users_create_prints_one_json_object_with_a_token(cli: Cli) -> None:
+    result = await cli.run(
+        "users",
+        "create",
+        "--tenant",
+        "Acme",
+        "--email",
+        "a@x.io",
+        "--role",
+        "owner",
+        "--password",
+        "pw",
+        "--with-token",
+    )
+
+    assert result.returncode == 0, result.stderr
+    created = result.json()
+    _assert_uuid_like(created["user_id"])
+    _assert_uuid_like(created["tenant_id"])
+    assert created["email"] == "a@x.io"
+    assert created["role"] == "owner"
+    assert created["tenant_created"] is True
+    token_id, separator, secret = created["token"].partition("|")
+    _assert_uuid_like(token_id)
+    assert separator == "|"
+    assert len(secret) >= 32
+
+
+async def test_tokens_from_the_cli_work_against_the_served_api(cli: Cli, serve: str) -> None:
+    created = await cli.run(
+        "users",
+        "create",
+        "--tenant",
+        "Acme",
+        "--email",
+        "a@x.io",
+        "--role",
+        "owner",
+        "--password",
+        "pw",
+        "--with-token",
+    )
+    assert created.returncode == 0, created.stderr
+    user = created.json()
+
+    response = await _get_user(serve, user["token"])
+    assert response.status_code == 200, response.text
+    me = response.json()["data"]
+    assert me["id"] == user["user_id"]
+    assert me["tenant_id"] == user["tenant_id"]
+    assert me["email"] == "a@x.io"
+    assert me["role"] == "owner"
+
+    issued = await cli.run("tokens", "create", "--email", "a@x.io")
+    assert issued.returncode == 0, issued.stderr
+    second = issued.json()
+    assert second["token"] != user["token"]
+    assert second["user_id"] == user["user_id"]
+    assert second["tenant_id"] == user["tenant_id"]
+    response = await _get_user(serve, second["token"])
+    assert response.status_code == 200
+    assert response.json()["data"]["id"] == user["user_id"]
+    # The first token is still valid, and the password set by the CLI logs in.
+    assert (await _get_user(serve, user["token"])).status_code == 200
+    async with httpx.AsyncClient(base_url=serve, timeout=10) as client:
+        login = await client.post("/api/v1/auth/login", json={"email": "a@x.io", "password": "pw"})
+        assert login.status_code == 200, login.text
+        owner_only = await client.get(
+            "/api/v1/tenant/notification-settings",
+            headers={"Authorization": f"Bearer {login.json()['data']['token']}"},
+        )
+        assert owner_only.status_code == 200
+        unknown = await client.get(
+            "/api/v1/user", headers={"Authorization": f"Bearer {token_id_only(second['token'])}|x"}
+        )
+        assert unknown.status_code == 401
+
+
+async def test_users_create_without_token_and_in_an_existing_tenant(cli: Cli) -> None:
+    first = await cli.run("users", "create", "--tenant", "Acme", "--email", "a@x.io")
+    second = await cli.run(
+        "users", "create", "--tenant", "Acme", "--email", "b@x.io", "--name", "Bee"
+    )
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert "token" not in first.json()
+    assert first.json()["role"] == "member"
+    assert second.json()["tenant_created"] is False
+    assert second.json()["tenant_id"] == first.json()["tenant_id"]
+
+
+async def test_creating_the_same_user_twice_in_a_tenant_fails(cli: Cli) -> None:
+    args = ("users", "create", "--tenant", "Acme", "--email", "a@x.io", "--with-token")
+    first = await cli.run(*args)
+    assert first.returncode == 0, first.stderr
+
+    again = await cli.run(*args)
+    differently_cased = await cli.run("users", "create", "--tenant", "Acme", "--email", "A@X.io")
+
+    for result in (again, differently_cased):
+        assert result.returncode == 1
+        assert result.stdout == ""
+        error = result.error()
+        assert error["code"] == "already_member"
+        assert "a@x.io" in error["message"]
+    # The same person may join another tenant.
+    elsewhere = await cli.run("users", "create", "--tenant", "Globex", "--email", "a@x.io")
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert elsewhere.json()["user_id"] == first.json()["user_id"]
+    assert elsewhere.json()["tenant_created"] is True
+
+
+@pytest.mark.parametrize("email", ["not-an-email", "a b@x.io", ""])
+async def test_an_invalid_email_fails_cleanly(cli: Cli, email: str) -> None:
+    result = await cli.run("users", "create", "--tenant", "Acme", "--email", email)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    error = result.error()
+    assert error["code"] == "validation_failed"
+    assert "email" in error["message"]
+    # Nothing was created: the tenant does not exist yet for the next user.
+    created = await cli.run("users", "create", "--tenant", "Acme", "--email", "ok@x.io")
+    assert created.returncode == 0, created.stderr
+    assert created.json()["tenant_created"] is True
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param(("--tenant", "   "), id="blank-tenant"),
+        pytest.param(("--tenant", "x" * 201), id="tenant-too-long"),
+        pytest.param(("--tenant", "Acme\x01"), id="tenant-control-character"),
+        pytest.param(("--tenant", "Acme", "--name", "n" * 201), id="name-too-long"),
+        pytest.param(("--tenant", "Acme", "--role", "boss"), id="unknown-role"),
+    ],
+)
+async def test_bad_options_fail_cleanly_and_alike_on_every_backend(
+    cli: Cli, options: tuple[str, ...]
+) -> None:
+    result = await cli.run("users", "create", "--email", "a@x.io", *options)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    if "--role" not in options:  # Typer's own usage error for choices is not JSON
+        assert result.returncode == 1
+        assert result.error()["code"] == "validation_failed"
+    # Nothing was created.
+    assert (await cli.run("tokens", "create", "--email", "a@x.io")).returncode == 1
+
+
+async def test_limits_themselves_are_accepted(cli: Cli) -> None:
+    result = await cli.run(
+        "users", "create", "--tenant", "T" * 200, "--email", "a@x.io", "--name", "N" * 200
+    )
+    assert result.returncode == 0, result.stderr
+    token = await cli.run("tokens", "create", "--email", "a@x.io", "--name", "L" * 100)
+    assert token.returncode == 0, token.stderr
+    too_long = await cli.run("tokens", "create", "--email", "a@x.io", "--name", "L" * 101)
+    assert too_long.returncode == 1
+    assert too_long.error()["code"] == "validation_failed"
+
+
+@pytest.mark.parametrize(
+    "database",
+    [
+        pytest.param("sqlite", id="sqlite-folder-is-a-file"),
+        pytest.param("postgresql", id="postgresql-nothing-listening"),
+    ],
+)
+async def test_an_unreachable_database_fails_cleanly(tmp_path: Path, database: str) -> None:
+    if database == "sqlite":
+        (tmp_path / "not-a-folder").write_text("")
+        url = f"sqlite+aiosqlite:///{tmp_path / 'not-a-folder' / 'cli.db'}"
+    else:
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/nothing"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("NOTIFLOW_")}
+    cli = Cli(env={**env, "NOTIFLOW_DATABASE_URL": url}, cwd=tmp_path)
+
+    result = await cli.run("users", "create", "--tenant", "Acme", "--email", "a@x.io")
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.error()["code"] == "database_error"
+
+
+async def test_tokens_create_for_an_unknown_user_or_tenant_fails_cleanly(cli: Cli) -> None:
+    unknown_user = await cli.run("tokens", "create", "--email", "nobody@x.io")
+    assert unknown_user.returncode == 1
+    assert unknown_user.stdout == ""
+    assert unknown_user.error()["code"] == "not_found"
+
+    created = await cli.run("users", "create", "--tenant", "Acme", "--email", "a@x.io")
+    assert created.returncode == 0, created.stderr
+    wrong_tenant = await cli.run("tokens", "create", "--email", "a@x.io", "--tenant", "Globex")
+    assert wrong_tenant.returncode == 1
+    assert wrong_tenant.error()["code"] == "not_found"
+    right_tenant = await cli.run("tokens", "create", "--email", "a@x.io", "--tenant", "Acme")
+    assert right_tenant.returncode == 0, right_tenant.stderr
+    assert right_tenant.json()["tenant_id"] == created.json()["tenant_id"]
+
+
+async def test_db_upgrade_reports_ok_and_is_repeatable(cli: Cli) -> None:
+    for _ in range(2):
+        result = await cli.run("db", "upgrade")
+        assert result.returncode == 0, result.stderr
+        assert result.json() == {"status": "ok"}
