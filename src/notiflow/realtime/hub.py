@@ -1,0 +1,221 @@
+"""Channels and their subscribers in this process, presence, and the backplane between processes.
+
+The hub is transport-neutral: a subscriber is anything with a ``socket_id`` and an ``enqueue``
+that takes ready-to-write WebSocket frame bytes. Each event is framed once, whatever the number
+of subscribers (DESIGN §2), and handed to every local subscriber; with a backplane it also goes to
+the other nodes that have subscribers on that channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from notiflow.realtime import protocol
+from notiflow.realtime.protocol import ChannelKind, Member, channel_kind
+
+
+class Subscriber(Protocol):
+    socket_id: str
+
+    def enqueue(self, frame: bytes) -> None: ...
+
+
+def websocket_frame(payload: bytes) -> bytes:
+    """An unmasked, final text frame (server to client), built once and written to many."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 65_536:
+        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
+    return header + payload
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    occupied: bool
+    subscription_count: int
+    user_count: int | None = None
+
+
+class PresenceFull(Exception):
+    """The presence channel has reached its member limit."""
+
+
+class PresenceStore(Protocol):
+    async def add(self, channel: str, member: Member) -> bool:
+        """Count one more connection of ``member``; True when it is the user's first."""
+        ...
+
+    async def remove(self, channel: str, member: Member) -> bool:
+        """Count one connection less; True when it was the user's last."""
+        ...
+
+    async def members(self, channel: str) -> dict[str, Any]:
+        """user_id -> user_info of everyone present."""
+        ...
+
+
+class MemoryPresence:
+    """Presence for a single node."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, dict[str, list[Any]]] = {}
+
+    async def add(self, channel: str, member: Member) -> bool:
+        members = self._channels.setdefault(channel, {})
+        entry = members.get(member.user_id)
+        if entry is None:
+            members[member.user_id] = [member.user_info, 1]
+            return True
+        entry[0] = member.user_info
+        entry[1] += 1
+        return False
+
+    async def remove(self, channel: str, member: Member) -> bool:
+        members = self._channels.get(channel)
+        entry = members.get(member.user_id) if members else None
+        if members is None or entry is None:
+            return False
+        entry[1] -= 1
+        if entry[1] > 0:
+            return False
+        del members[member.user_id]
+        if not members:
+            del self._channels[channel]
+        return True
+
+    async def members(self, channel: str) -> dict[str, Any]:
+        return {user_id: entry[0] for user_id, entry in self._channels.get(channel, {}).items()}
+
+
+class Backplane(Protocol):
+    """Carries frames between nodes (Redis pub/sub in ``notiflow.realtime.redis``)."""
+
+    async def channel_occupied(self, channel: str) -> None: ...
+
+    async def channel_vacated(self, channel: str) -> None: ...
+
+    async def publish(self, channel: str, frame: bytes, except_socket_id: str | None) -> None: ...
+
+    async def channel_counts(self, prefix: str | None = None) -> dict[str, int]:
+        """Subscription counts of every occupied channel, across all nodes."""
+        ...
+
+
+class Hub:
+    def __init__(
+        self,
+        *,
+        presence: PresenceStore | None = None,
+        backplane: Backplane | None = None,
+        presence_limit: int = 100,
+    ) -> None:
+        self.channels: dict[str, dict[str, Subscriber]] = {}
+        self.presence: PresenceStore = presence or MemoryPresence()
+        self.backplane = backplane
+        self.presence_limit = presence_limit
+
+    # ------------------------------------------------------------------ membership
+
+    def add_local(self, channel: str, subscriber: Subscriber) -> bool:
+        """Register a local subscriber at once (so nothing published after this is missed).
+        True when it is this node's first subscriber of the channel."""
+        subscribers = self.channels.get(channel)
+        if subscribers is None:
+            self.channels[channel] = {subscriber.socket_id: subscriber}
+            return True
+        subscribers[subscriber.socket_id] = subscriber
+        return False
+
+    def remove_local(self, channel: str, subscriber: Subscriber) -> bool:
+        """True when the channel has no local subscriber left."""
+        subscribers = self.channels.get(channel)
+        if subscribers is None or subscribers.pop(subscriber.socket_id, None) is None:
+            return False
+        if subscribers:
+            return False
+        del self.channels[channel]
+        return True
+
+    async def join(
+        self, channel: str, subscriber: Subscriber, member: Member | None
+    ) -> dict[str, Any] | None:
+        """Subscribe; for presence channels return the members (the joiner included) and tell
+        the others when this is the user's first connection."""
+        if member is not None:
+            present = await self.presence.members(channel)
+            if member.user_id not in present and len(present) >= self.presence_limit:
+                raise PresenceFull(channel)
+        first_here = self.add_local(channel, subscriber)
+        if first_here and self.backplane is not None:
+            await self.backplane.channel_occupied(channel)
+        if member is None:
+            return None
+        if await self.presence.add(channel, member):
+            await self.publish_frame(
+                channel,
+                websocket_frame(protocol.member_added(channel, member.user_id, member.user_info)),
+                except_socket_id=subscriber.socket_id,
+            )
+        return await self.presence.members(channel)
+
+    async def leave(self, channel: str, subscriber: Subscriber, member: Member | None) -> None:
+        last_here = self.remove_local(channel, subscriber)
+        if member is not None and await self.presence.remove(channel, member):
+            await self.publish_frame(
+                channel, websocket_frame(protocol.member_removed(channel, member.user_id)), None
+            )
+        if last_here and self.backplane is not None:
+            await self.backplane.channel_vacated(channel)
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(
+        self, channel: str, event: str, data: Any, except_socket_id: str | None = None
+    ) -> None:
+        """Send ``event`` to everyone on ``channel`` (but ``except_socket_id``), on every node."""
+        frame = websocket_frame(protocol.event_message(event, channel, data))
+        await self.publish_frame(channel, frame, except_socket_id)
+
+    async def publish_frame(
+        self, channel: str, frame: bytes, except_socket_id: str | None
+    ) -> None:
+        self.deliver(channel, frame, except_socket_id)
+        if self.backplane is not None:
+            await self.backplane.publish(channel, frame, except_socket_id)
+
+    def deliver(self, channel: str, frame: bytes, except_socket_id: str | None) -> int:
+        """Hand a framed message to this node's subscribers; returns how many got it."""
+        subscribers = self.channels.get(channel)
+        if not subscribers:
+            return 0
+        delivered = 0
+        for socket_id, subscriber in subscribers.items():
+            if socket_id != except_socket_id:
+                subscriber.enqueue(frame)
+                delivered += 1
+        return delivered
+
+    # ------------------------------------------------------------------ information
+
+    async def channel_counts(self, prefix: str | None = None) -> dict[str, int]:
+        if self.backplane is not None:
+            return await self.backplane.channel_counts(prefix)
+        return {
+            name: len(subscribers)
+            for name, subscribers in self.channels.items()
+            if prefix is None or name.startswith(prefix)
+        }
+
+    async def channel_info(self, channel: str) -> ChannelInfo:
+        count = (await self.channel_counts(channel)).get(channel, 0)
+        user_count = None
+        if channel_kind(channel) is ChannelKind.PRESENCE:
+            user_count = len(await self.presence.members(channel))
+        return ChannelInfo(occupied=count > 0, subscription_count=count, user_count=user_count)
+
+    async def users(self, channel: str) -> list[str]:
+        return list(await self.presence.members(channel))

@@ -1,0 +1,421 @@
+"""The Pusher Channels protocol 7 as a sans-IO state machine: text frames in, actions out.
+
+Nothing here touches a socket, a clock or Redis. :class:`PusherConnection` turns each message a
+client sends into a list of actions (send these bytes, close with this code, join or leave a
+channel, relay a client event); the server (``notiflow.realtime.server``) performs them. That keeps
+every protocol rule testable without a network, and the transport replaceable.
+
+Wire facts this follows (checked against pusher-js 8, Soketi and Reverb): server-to-client ``data``
+is a JSON *string*; ``activity_timeout`` must be present in the handshake; a failed subscription is
+``pusher:subscription_error`` with the channel and ``{type, error, status}`` (what Echo's
+``.error()`` receives); close codes 4000-4099 stop pusher-js reconnecting, 4100-4199 make it retry
+after a second, 4200-4299 retry at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from notiflow.realtime.signing import verify_channel_auth
+
+CHANNEL_NAME_RE = re.compile(r"^[-a-zA-Z0-9_=@,.;]+$")
+MAX_CHANNEL_NAME = 200
+MAX_EVENT_NAME = 200
+
+
+class ErrorCode(IntEnum):
+    """Pusher error / close codes and what pusher-js does with them."""
+
+    APP_NOT_FOUND = 4001  # refused: do not reconnect
+    APP_DISABLED = 4003
+    UNAUTHORIZED = 4009  # origin not allowed, unauthorized: do not reconnect
+    OVER_CAPACITY = 4100  # reconnect after ~1 s
+    RECONNECT = 4200  # server going away / generic: reconnect now
+    PONG_TIMEOUT = 4201
+    CLIENT_EVENT_REJECTED = 4301
+
+
+class ChannelKind(StrEnum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+    ENCRYPTED = "private-encrypted"
+    PRESENCE = "presence"
+
+
+def channel_kind(channel: str) -> ChannelKind:
+    if channel.startswith("private-encrypted-"):
+        return ChannelKind.ENCRYPTED
+    if channel.startswith("private-"):
+        return ChannelKind.PRIVATE
+    if channel.startswith("presence-"):
+        return ChannelKind.PRESENCE
+    return ChannelKind.PUBLIC
+
+
+def valid_channel_name(channel: object) -> bool:
+    return (
+        isinstance(channel, str)
+        and 0 < len(channel) <= MAX_CHANNEL_NAME
+        and CHANNEL_NAME_RE.match(channel) is not None
+    )
+
+
+# ---------------------------------------------------------------------------- frames
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return _dumps(message).encode()
+
+
+def event_message(event: str, channel: str | None, data: Any, **extra: Any) -> bytes:
+    """A server-to-client event. ``data`` that is not already a string is JSON-encoded into one,
+    as Pusher servers do (pusher-js parses it back)."""
+    message: dict[str, Any] = {"event": event}
+    if channel is not None:
+        message["channel"] = channel
+    message["data"] = data if isinstance(data, str) else _dumps(data)
+    message.update(extra)
+    return encode(message)
+
+
+def connection_established(socket_id: str, activity_timeout: int) -> bytes:
+    return event_message(
+        "pusher:connection_established",
+        None,
+        {"socket_id": socket_id, "activity_timeout": activity_timeout},
+    )
+
+
+def error_message(code: int | None, message: str) -> bytes:
+    return encode({"event": "pusher:error", "data": {"code": code, "message": message}})
+
+
+PONG = encode({"event": "pusher:pong", "data": {}})
+PING = encode({"event": "pusher:ping", "data": {}})
+
+
+def subscription_succeeded(channel: str, presence: dict[str, Any] | None = None) -> bytes:
+    data: dict[str, Any] = {} if presence is None else {"presence": presence}
+    return event_message("pusher_internal:subscription_succeeded", channel, data)
+
+
+def subscription_error(channel: str, error_type: str, error: str, status: int) -> bytes:
+    return encode(
+        {
+            "event": "pusher:subscription_error",
+            "channel": channel,
+            "data": {"type": error_type, "error": error, "status": status},
+        }
+    )
+
+
+def member_added(channel: str, user_id: str, user_info: Any) -> bytes:
+    return event_message(
+        "pusher_internal:member_added", channel, {"user_id": user_id, "user_info": user_info}
+    )
+
+
+def member_removed(channel: str, user_id: str) -> bytes:
+    return event_message("pusher_internal:member_removed", channel, {"user_id": user_id})
+
+
+def presence_data(members: dict[str, Any]) -> dict[str, Any]:
+    """The ``presence`` object of a presence channel's subscription_succeeded."""
+    return {"ids": list(members), "hash": members, "count": len(members)}
+
+
+# ---------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    user_id: str
+    user_info: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Subscribe the connection; the server answers with subscription_succeeded."""
+
+    channel: str
+    member: Member | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    channel: str
+    member: Member | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Whisper:
+    """A client event to relay to the channel's other subscribers (frame already built)."""
+
+    channel: str
+    frame: bytes
+
+
+Action = Send | Close | Join | Leave | Whisper
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolConfig:
+    app_key: str
+    app_secret: str
+    activity_timeout: int = 30
+    # Ping a client this long after its last message (pusher-js itself pings after
+    # activity_timeout), then close with 4201 if nothing arrives within pong_timeout.
+    ping_after: float = 45.0
+    pong_timeout: float = 30.0
+    max_message_bytes: int = 10_000
+    client_events: bool = True
+    client_event_rate: float = 10.0  # per second, per connection (Pusher's limit)
+    # A client still sending after this many rejected client events in a row is closed.
+    client_event_flood_limit: int = 100
+    max_member_info_bytes: int = 2_000
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class PusherConnection:
+    """The protocol state of one WebSocket connection."""
+
+    socket_id: str
+    config: ProtocolConfig
+    now: float
+    subscriptions: dict[str, Member | None] = field(default_factory=dict)
+    closed: bool = False
+    last_activity: float = 0.0
+    ping_sent_at: float | None = None
+    rejected_in_a_row: int = 0
+    _bucket: _Bucket = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.last_activity = self.now
+        self._bucket = _Bucket(tokens=self.config.client_event_rate, updated=self.now)
+
+    def open(self) -> list[Action]:
+        return [Send(connection_established(self.socket_id, self.config.activity_timeout))]
+
+    # -------------------------------------------------------------- incoming
+
+    def receive(self, payload: bytes | str, now: float) -> list[Action]:
+        if self.closed:
+            return []
+        self.last_activity = now
+        self.ping_sent_at = None
+        size = len(payload.encode() if isinstance(payload, str) else payload)
+        if size > self.config.max_message_bytes:
+            return [
+                Send(
+                    error_message(
+                        ErrorCode.CLIENT_EVENT_REJECTED,
+                        f"Message too large: {size} bytes (maximum "
+                        f"{self.config.max_message_bytes})",
+                    )
+                )
+            ]
+        try:
+            message = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            return [Send(error_message(ErrorCode.RECONNECT, "Invalid message format: not JSON"))]
+        if not isinstance(message, dict) or not isinstance(message.get("event"), str):
+            return [
+                Send(
+                    error_message(
+                        ErrorCode.RECONNECT,
+                        "Invalid message format: expected an object with an event name",
+                    )
+                )
+            ]
+        event: str = message["event"]
+        data = message.get("data")
+        if event == "pusher:ping":
+            return [Send(PONG)]
+        if event == "pusher:pong":
+            return []
+        if event == "pusher:subscribe":
+            return self._subscribe(data)
+        if event == "pusher:unsubscribe":
+            return self._unsubscribe(data)
+        if event.startswith("client-"):
+            return self._client_event(event, message.get("channel"), data, now)
+        return [Send(error_message(ErrorCode.RECONNECT, f"Unsupported event: {event[:100]}"))]
+
+    def _subscribe(self, data: Any) -> list[Action]:
+        if not isinstance(data, dict) or not isinstance(data.get("channel"), str):
+            return [
+                Send(error_message(ErrorCode.RECONNECT, "pusher:subscribe needs data.channel"))
+            ]
+        channel: str = data["channel"]
+        if not valid_channel_name(channel):
+            return [
+                Send(
+                    subscription_error(
+                        channel[:MAX_CHANNEL_NAME],
+                        "InvalidChannel",
+                        "Channel names are 1-200 characters of a-z A-Z 0-9 - _ = @ , . ;",
+                        400,
+                    )
+                )
+            ]
+        kind = channel_kind(channel)
+        if kind is ChannelKind.PUBLIC:
+            self.subscriptions[channel] = None
+            return [Join(channel)]
+
+        auth = data.get("auth")
+        channel_data = data.get("channel_data") if kind is ChannelKind.PRESENCE else None
+        if kind is ChannelKind.PRESENCE and not isinstance(channel_data, str):
+            return [self._auth_error(channel, "Presence channels need channel_data")]
+        if not isinstance(auth, str) or not verify_channel_auth(
+            self.config.app_key,
+            self.config.app_secret,
+            self.socket_id,
+            channel,
+            auth,
+            channel_data,
+        ):
+            return [self._auth_error(channel, "Invalid signature")]
+
+        member: Member | None = None
+        if isinstance(channel_data, str):  # a presence channel
+            member_or_error = self._presence_member(channel, channel_data)
+            if isinstance(member_or_error, Send):
+                return [member_or_error]
+            member = member_or_error
+            previous = self.subscriptions.get(channel)
+            if previous is not None and previous != member:
+                # Re-subscribing as someone else: leave as the old member first.
+                self.subscriptions[channel] = member
+                return [Leave(channel, previous), Join(channel, member)]
+        self.subscriptions[channel] = member
+        return [Join(channel, member)]
+
+    def _presence_member(self, channel: str, channel_data: str) -> Member | Send:
+        if len(channel_data.encode()) > self.config.max_member_info_bytes:
+            return Send(
+                subscription_error(
+                    channel,
+                    "LimitReached",
+                    f"channel_data exceeds {self.config.max_member_info_bytes} bytes",
+                    400,
+                )
+            )
+        try:
+            parsed = json.loads(channel_data)
+        except ValueError:
+            parsed = None
+        user_id = parsed.get("user_id") if isinstance(parsed, dict) else None
+        if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
+            return self._auth_error(channel, "channel_data must be JSON with a user_id")
+        return Member(user_id=str(user_id), user_info=parsed.get("user_info"))
+
+    @staticmethod
+    def _auth_error(channel: str, reason: str) -> Send:
+        return Send(subscription_error(channel, "AuthError", reason, 401))
+
+    def _unsubscribe(self, data: Any) -> list[Action]:
+        channel = data.get("channel") if isinstance(data, dict) else None
+        if not isinstance(channel, str) or channel not in self.subscriptions:
+            return []
+        member = self.subscriptions.pop(channel)
+        return [Leave(channel, member)]
+
+    def _client_event(self, event: str, channel: Any, data: Any, now: float) -> list[Action]:
+        reason = self._client_event_refusal(event, channel)
+        if reason is None and not self._take_token(now):
+            reason = f"Client event rate limit exceeded ({self.config.client_event_rate:g}/s)"
+        if reason is not None:
+            self.rejected_in_a_row += 1
+            if self.rejected_in_a_row >= self.config.client_event_flood_limit:
+                self.closed = True
+                return [
+                    Send(error_message(ErrorCode.CLIENT_EVENT_REJECTED, reason)),
+                    Close(ErrorCode.CLIENT_EVENT_REJECTED, "Too many rejected client events"),
+                    *self._leave_all(),
+                ]
+            return [Send(error_message(ErrorCode.CLIENT_EVENT_REJECTED, reason))]
+        self.rejected_in_a_row = 0
+        member = self.subscriptions[str(channel)]
+        extra = {"user_id": member.user_id} if member is not None else {}
+        frame = encode({"event": event, "channel": channel, "data": data, **extra})
+        return [Whisper(channel, frame)]
+
+    def _client_event_refusal(self, event: str, channel: Any) -> str | None:
+        if not self.config.client_events:
+            return "Client events are disabled"
+        if len(event) > MAX_EVENT_NAME:
+            return f"Event names are at most {MAX_EVENT_NAME} characters"
+        if not isinstance(channel, str) or channel not in self.subscriptions:
+            return "Client events need a channel this connection is subscribed to"
+        if channel_kind(channel) not in (ChannelKind.PRIVATE, ChannelKind.PRESENCE):
+            return "Client events are only allowed on private and presence channels"
+        return None
+
+    def _take_token(self, now: float) -> bool:
+        rate = self.config.client_event_rate
+        bucket = self._bucket
+        bucket.tokens = min(rate, bucket.tokens + (now - bucket.updated) * rate)
+        bucket.updated = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return True
+        return False
+
+    # -------------------------------------------------------------- time and closing
+
+    def tick(self, now: float) -> list[Action]:
+        """Liveness: ping an idle client, close one that does not answer (4201)."""
+        if self.closed:
+            return []
+        if self.ping_sent_at is not None:
+            if now - self.ping_sent_at >= self.config.pong_timeout:
+                self.closed = True
+                return [
+                    Close(ErrorCode.PONG_TIMEOUT, "Pong reply not received in time"),
+                    *self._leave_all(),
+                ]
+            return []
+        if now - self.last_activity >= self.config.ping_after:
+            self.ping_sent_at = now
+            return [Send(PING)]
+        return []
+
+    def disconnected(self) -> list[Action]:
+        """The socket is gone: leave every channel."""
+        if self.closed and not self.subscriptions:
+            return []
+        self.closed = True
+        return list(self._leave_all())
+
+    def _leave_all(self) -> list[Action]:
+        leaves: list[Action] = [
+            Leave(channel, member) for channel, member in self.subscriptions.items()
+        ]
+        self.subscriptions.clear()
+        return leaves

@@ -1,0 +1,326 @@
+"""The WebSocket server: picows transport, the protocol core per connection, the hub for channels.
+
+Each connection runs :class:`~notiflow.realtime.protocol.PusherConnection` and performs its
+actions. Outgoing frames are queued per connection and written once per loop tick, so a burst of
+events to one socket costs one ``write``; every frame is built once for all of its receivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import itertools
+import secrets
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    ws_create_server,
+)
+
+from notiflow.realtime import protocol
+from notiflow.realtime.hub import Hub, PresenceFull, websocket_frame
+from notiflow.realtime.protocol import (
+    Action,
+    Close,
+    ErrorCode,
+    Join,
+    Leave,
+    Member,
+    ProtocolConfig,
+    PusherConnection,
+    Send,
+    Whisper,
+)
+
+log = structlog.get_logger(__name__)
+
+# A client that stops reading gets this much queued before it is disconnected (4100: retry later).
+MAX_WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+MESSAGE_TOO_BIG = 1009  # RFC 6455 close code
+
+
+class SocketIds:
+    """``<node>.<counter>`` ids: the node part is random per process, so ids are unique across
+    nodes without coordination, and match pusher's ``^\\d+\\.\\d+$``."""
+
+    def __init__(self) -> None:
+        self.node = str(secrets.randbelow(9 * 10**8) + 10**8)
+        self._counter = itertools.count(secrets.randbelow(10**6) + 1)
+
+    def next(self) -> str:
+        return f"{self.node}.{next(self._counter)}"
+
+
+def origin_allowed(origin: str | None, allowed: Sequence[str]) -> bool:
+    """Compare the Origin's host with the allow-list (``*`` wildcards). Clients that send no
+    Origin (servers, mobile apps) are not browsers and cannot be victims of cross-site hijacking."""
+    if not allowed or "*" in allowed or origin is None:
+        return True
+    host = urlsplit(origin).hostname or ""
+    return any(fnmatch.fnmatchcase(host, pattern) for pattern in allowed)
+
+
+class Connection(WSListener):  # type: ignore[misc]  # picows ships no stubs for subclassing
+    __slots__ = (
+        "_fragments",
+        "pending",
+        "protocol",
+        "raw",
+        "refusal",
+        "server",
+        "socket_id",
+        "transport",
+    )
+
+    def __init__(
+        self, server: RealtimeServer, socket_id: str, refusal: tuple[int, str] | None
+    ) -> None:
+        self.server = server
+        self.socket_id = socket_id
+        self.refusal = refusal
+        self.protocol = PusherConnection(socket_id, server.config, time.monotonic())
+        self.pending: list[bytes] = []
+        self._fragments: list[bytes] | None = None
+        self.transport: WSTransport | None = None
+        self.raw: asyncio.Transport | None = None
+
+    # ---------------------------------------------------------------- picows callbacks
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.raw = transport.underlying_transport
+        if self.refusal is not None:
+            code, message = self.refusal
+            self.enqueue(websocket_frame(protocol.error_message(code, message)))
+            self.close(code, message)
+            return
+        self.server.connections[self.socket_id] = self
+        self.perform(self.protocol.open())
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type == WSMsgType.TEXT or msg_type == WSMsgType.CONTINUATION:
+            payload = self._assemble(frame)
+            if payload is not None:
+                self.perform(self.protocol.receive(payload, time.monotonic()))
+        elif msg_type == WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+        elif msg_type == WSMsgType.BINARY:
+            self.enqueue(
+                websocket_frame(
+                    protocol.error_message(ErrorCode.RECONNECT, "Binary frames are not supported")
+                )
+            )
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.server.connections.pop(self.socket_id, None)
+        self.pending.clear()
+        self.perform(self.protocol.disconnected())
+
+    def _assemble(self, frame: WSFrame) -> bytes | None:
+        """Join fragmented messages (pusher-js never fragments, other clients may)."""
+        chunk = frame.get_payload_as_bytes()
+        if frame.fin and self._fragments is None:
+            return chunk
+        if self._fragments is None:
+            self._fragments = []
+        self._fragments.append(chunk)
+        if sum(len(part) for part in self._fragments) > self.server.max_frame_bytes:
+            self._fragments = None
+            self.close(MESSAGE_TOO_BIG, "Message too big")
+            return None
+        if not frame.fin:
+            return None
+        payload = b"".join(self._fragments)
+        self._fragments = None
+        return payload
+
+    # ---------------------------------------------------------------- actions
+
+    def perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self.enqueue(websocket_frame(action.frame))
+            elif isinstance(action, Whisper):
+                self.server.spawn(
+                    self.server.hub.publish_frame(
+                        action.channel, websocket_frame(action.frame), self.socket_id
+                    )
+                )
+            elif isinstance(action, Join):
+                self.server.spawn(self._join(action.channel, action.member))
+            elif isinstance(action, Leave):
+                self.server.spawn(self.server.hub.leave(action.channel, self, action.member))
+            elif isinstance(action, Close):
+                self.close(action.code, action.reason)
+
+    async def _join(self, channel: str, member: Member | None) -> None:
+        try:
+            members = await self.server.hub.join(channel, self, member)
+        except PresenceFull:
+            self.protocol.subscriptions.pop(channel, None)
+            self.enqueue(
+                websocket_frame(
+                    protocol.subscription_error(
+                        channel, "LimitReached", "The presence channel is full", 403
+                    )
+                )
+            )
+            return
+        if self.transport is None or self.transport.is_disconnected:
+            await self.server.hub.leave(channel, self, member)
+            return
+        presence = protocol.presence_data(members) if members is not None else None
+        self.enqueue(websocket_frame(protocol.subscription_succeeded(channel, presence)))
+
+    def enqueue(self, frame: bytes) -> None:
+        if self.raw is None:
+            return
+        if not self.pending:
+            self.server.mark_dirty(self)
+        self.pending.append(frame)
+
+    def flush(self) -> None:
+        raw = self.raw
+        pending = self.pending
+        if raw is None or not pending or raw.is_closing():
+            pending.clear()
+            return
+        raw.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        pending.clear()
+        if raw.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
+            self.close(ErrorCode.OVER_CAPACITY, "Client is not reading fast enough")
+
+    def close(self, code: int, reason: str) -> None:
+        transport = self.transport
+        if transport is None or transport.is_disconnected:
+            return
+        self.flush()
+        transport.send_close(WSCloseCode(code), reason.encode()[:120])
+        transport.disconnect()
+
+
+class RealtimeServer:
+    """Pusher-protocol server. ``await start(host, port)``, then publish through ``hub``."""
+
+    def __init__(
+        self,
+        config: ProtocolConfig,
+        hub: Hub | None = None,
+        *,
+        allowed_origins: Sequence[str] = (),
+        max_connections: int | None = None,
+        max_frame_bytes: int = 1_048_576,
+        reap_interval: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.hub = hub or Hub()
+        self.allowed_origins = tuple(allowed_origins)
+        self.max_connections = max_connections
+        self.max_frame_bytes = max_frame_bytes
+        self.reap_interval = reap_interval
+        self.socket_ids = SocketIds()
+        self.connections: dict[str, Connection] = {}
+        self._dirty: list[Connection] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.connections)
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("server not started")
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self, host: str = "127.0.0.1", port: int = 6001) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = await ws_create_server(
+            self._accept,
+            host,
+            port,
+            max_frame_size=self.max_frame_bytes,
+            # A 1 KiB initial read buffer keeps idle connections small; it grows on demand.
+            read_buffer_init_size=1024,
+            enable_auto_pong=True,
+            websocket_handshake_timeout=10,
+        )
+        self._reaper = asyncio.create_task(self._reap_forever())
+        log.info("realtime_listening", url=f"ws://{host}:{self.port}/app/{self.config.app_key}")
+
+    async def stop(self) -> None:
+        """Close every connection with 4200 (pusher-js reconnects at once, elsewhere)."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for connection in list(self.connections.values()):
+            connection.close(ErrorCode.RECONNECT, "Server shutting down")
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _accept(self, request: WSUpgradeRequest) -> Connection | None:
+        target = urlsplit(request.path.decode("latin-1"))
+        prefix, _, key = target.path.partition("/app/")
+        if prefix or not key or "/" in key:
+            return None  # 404
+        refusal: tuple[int, str] | None = None
+        if key != self.config.app_key:
+            refusal = (ErrorCode.APP_NOT_FOUND, f"App key {key[:64]} does not exist")
+        elif not origin_allowed(request.headers.get("Origin"), self.allowed_origins):
+            refusal = (ErrorCode.UNAUTHORIZED, "Origin not allowed")
+        elif self.max_connections is not None and len(self.connections) >= self.max_connections:
+            refusal = (ErrorCode.OVER_CAPACITY, "Over connection quota")
+        return Connection(self, self.socket_ids.next(), refusal)
+
+    # ---------------------------------------------------------------- writes and tasks
+
+    def mark_dirty(self, connection: Connection) -> None:
+        self._dirty.append(connection)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for connection in dirty:
+            connection.flush()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("realtime_task_failed", error=repr(task.exception()))
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reap_interval)
+            now = time.monotonic()
+            for connection in list(self.connections.values()):
+                actions = connection.protocol.tick(now)
+                if actions:
+                    connection.perform(actions)
