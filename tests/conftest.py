@@ -72,6 +72,26 @@ async def _create_postgres_database(url: str) -> None:
         await connection.close()
 
 
+TEST_PUSHER_KEY = "test-app-key"
+TEST_PUSHER_SECRET = "test-app-secret-0123456789"
+TEST_PUSHER_APP_ID = "4242"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings as the tests run them (test environment, real secrets, no Redis by default)."""
+    values: dict[str, Any] = {
+        "env": Environment.TEST,
+        "secret_key": "test-secret-key-0123456789abcdef0123456789",
+        "pusher_app_id": TEST_PUSHER_APP_ID,
+        "pusher_app_key": TEST_PUSHER_KEY,
+        "pusher_app_secret": TEST_PUSHER_SECRET,
+        "redis_url": None,
+        "push_rollout": "all",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 async def engine(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -98,9 +118,7 @@ def backend(engine: AsyncEngine) -> str:
 
 @pytest.fixture
 async def runtime(engine: AsyncEngine) -> AsyncIterator[Runtime]:
-    settings = Settings(
-        env=Environment.TEST, database_url=str(engine.url), redis_url=None, push_rollout="all"
-    )
+    settings = make_settings(database_url=engine.url.render_as_string(hide_password=False))
     runtime = Runtime(
         settings=settings,
         engine=engine,

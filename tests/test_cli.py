@@ -89,6 +89,8 @@ async def cli(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[C
     env = {key: value for key, value in os.environ.items() if not key.startswith("NOTIFLOW_")}
     env["NOTIFLOW_DATABASE_URL"] = url
     env["NOTIFLOW_ENV"] = "test"
+    env["NOTIFLOW_SECRET_KEY"] = "cli-test-secret-key-0123456789abcdef"
+    env["NOTIFLOW_PUSHER_APP_SECRET"] = "cli-test-pusher-secret-0123"
     yield Cli(env=env, cwd=tmp_path)
     if request.param == "postgresql":
         await _recreate_postgres_database(CLI_DATABASE, create=False)

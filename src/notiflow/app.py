@@ -20,6 +20,8 @@ from notiflow.config import Settings, get_settings
 from notiflow.kit.errors import NotiflowError, error_body
 from notiflow.notifications.api import router as notifications_router
 from notiflow.notifications.api import tenant_router
+from notiflow.realtime.api import auth_router as realtime_router
+from notiflow.realtime.api import pusher_router
 from notiflow.runtime import Runtime, create_runtime
 from notiflow.tenancy.api import router as user_router
 
@@ -69,6 +71,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(user_router)
     app.include_router(notifications_router)
     app.include_router(tenant_router)
+    app.include_router(realtime_router)
+    app.include_router(pusher_router)
 
     @app.get("/health", tags=["health"])
     async def health(request: Request) -> JSONResponse:

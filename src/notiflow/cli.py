@@ -91,13 +91,21 @@ def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface for the HTTP API.")] = None,
     port: Annotated[int | None, typer.Option(help="Port for the HTTP API.")] = None,
+    ws_port: Annotated[
+        int | None, typer.Option("--ws-port", help="Port for the WebSocket server.")
+    ] = None,
 ) -> None:
-    """Apply migrations and start the API (default http://127.0.0.1:8000, docs at /docs)."""
+    """Apply migrations, then serve the API (default http://127.0.0.1:8000, docs at /docs) and
+    the Pusher-protocol WebSocket server (default ws://127.0.0.1:6001) in one process."""
     import uvicorn
+    import uvloop
 
     from notiflow.app import create_app
+    from notiflow.realtime.server import build_realtime_server
 
     settings = get_settings()
+    if ws_port is not None:
+        settings = settings.model_copy(update={"ws_port": ws_port})
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
@@ -107,11 +115,12 @@ def serve(
             create_app(runtime=runtime),
             host=bind_host,
             port=bind_port,
-            loop="uvloop",
-            http="httptools",
             access_log=False,
             log_config=None,
+            http="httptools",
         )
+        realtime = build_realtime_server(settings, runtime.hub)
+        await realtime.start(settings.ws_host, settings.ws_port)
         structlog.get_logger("notiflow").info(
             "api_listening",
             url=f"http://{bind_host}:{bind_port}",
@@ -122,9 +131,43 @@ def serve(
         try:
             await uvicorn.Server(config).serve()
         finally:
+            await realtime.stop()
             await runtime.close()
 
-    asyncio.run(main())
+    uvloop.run(main())
+
+
+@app.command()
+def realtime(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Run only the Pusher-protocol WebSocket server (scale-out: one or more per machine)."""
+    import signal
+
+    import uvloop
+
+    from notiflow.realtime.server import build_realtime_server
+    from notiflow.runtime import build_hub
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    async def main() -> None:
+        hub, close_hub = await build_hub(settings)
+        server = build_realtime_server(settings, hub)
+        await server.start(host or settings.ws_host, port or settings.ws_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+            await close_hub()
+
+    uvloop.run(main())
 
 
 @db_app.command("upgrade")
@@ -222,6 +265,16 @@ def tokens_create(
 
 
 def main() -> None:
+    from pydantic import ValidationError
+
+    try:
+        get_settings()
+    except ValidationError as error:
+        problems = "; ".join(str(item["msg"]) for item in error.errors())
+        typer.echo(
+            json.dumps({"error": {"code": "configuration_error", "message": problems}}), err=True
+        )
+        sys.exit(2)
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover - interactive stop

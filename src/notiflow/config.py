@@ -10,12 +10,20 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_SECRET_KEY = "development-only-secret-key-change-me"  # noqa: S105 - refused outside development
+DEVELOPMENT_PUSHER_SECRET = "development-only-pusher-secret"  # noqa: S105 - refused outside development
 
 
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
     PRODUCTION = "production"
+
+
+class BroadcastDriver(StrEnum):
+    BUILTIN = "builtin"  # notiflow's own WebSocket server
+    PUSHER = "pusher"  # any Pusher-compatible HTTP API (managed Pusher, Soketi, another notiflow)
+    LOG = "log"
+    NULL = "null"
 
 
 class Settings(BaseSettings):
@@ -37,6 +45,26 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # Real-time push (Pusher protocol). The app id must be digits (the PyPI SDK insists).
+    pusher_app_id: str = Field(default="1", pattern=r"^[0-9]+$")
+    pusher_app_key: str = Field(default="notiflow-key", min_length=1, max_length=100)
+    pusher_app_secret: str = DEVELOPMENT_PUSHER_SECRET
+    broadcast_driver: BroadcastDriver = BroadcastDriver.BUILTIN
+    # Where the "pusher" driver sends events (e.g. api-eu.pusher.com:443 over https).
+    pusher_host: str = "127.0.0.1"
+    pusher_port: int = Field(default=8000, ge=1, le=65535)
+    pusher_scheme: str = Field(default="http", pattern=r"^https?$")
+    pusher_cluster: str = "mt1"
+    ws_host: str = "127.0.0.1"
+    # The host and port browsers connect to (behind a proxy these differ from the bind address).
+    ws_public_host: str | None = None
+    ws_public_port: int | None = None
+    ws_allowed_origins: list[str] = Field(default_factory=list)
+    ws_max_message_bytes: int = Field(default=10_000, ge=256)
+    ws_activity_timeout: int = Field(default=30, ge=5, le=600)
+    ws_client_event_rate: float = Field(default=10.0, gt=0)
+    ws_presence_limit: int = Field(default=100, ge=1)
+
     # Progressive rollout of push (DESIGN §5): "all", "admins" or a percentage 0-100.
     push_rollout: str = "all"
 
@@ -46,12 +74,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Self:
-        weak_secret = self.secret_key == DEVELOPMENT_SECRET_KEY or len(self.secret_key) < 32
-        if self.env is Environment.PRODUCTION and weak_secret:
-            raise ValueError(
-                "NOTIFLOW_SECRET_KEY must be set to a random value of at least 32 characters "
-                "in production (the development placeholder is refused)"
-            )
+        if self.env is not Environment.DEVELOPMENT:
+            if self.secret_key == DEVELOPMENT_SECRET_KEY or len(self.secret_key) < 32:
+                raise ValueError(
+                    "NOTIFLOW_SECRET_KEY must be a random value of at least 32 characters outside "
+                    "development (the development placeholder is refused)"
+                )
+            pusher_secret = self.pusher_app_secret
+            if pusher_secret == DEVELOPMENT_PUSHER_SECRET or len(pusher_secret) < 16:
+                raise ValueError(
+                    "NOTIFLOW_PUSHER_APP_SECRET must be a random value of at least 16 characters "
+                    "outside development (the development placeholder is refused)"
+                )
         parse_push_rollout(self.push_rollout)
         return self
 

@@ -339,8 +339,13 @@ class NotificationService:
         records = list(result.notifications)
 
         async def announce() -> None:
-            await self._unread_changed(unread_keys)
+            # Cache first (a client reacting to the event must read the new count), then the
+            # notification itself, then the badge.
+            if unread_keys:
+                await self.cache.invalidate(unread_keys)
             await self.events.notifications_created(records)
+            if unread_keys:
+                await self.events.unread_counts_changed(unread_keys)
 
         after_commit(self.session, announce)
         return result

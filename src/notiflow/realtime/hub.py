@@ -180,9 +180,7 @@ class Hub:
         frame = websocket_frame(protocol.event_message(event, channel, data))
         await self.publish_frame(channel, frame, except_socket_id)
 
-    async def publish_frame(
-        self, channel: str, frame: bytes, except_socket_id: str | None
-    ) -> None:
+    async def publish_frame(self, channel: str, frame: bytes, except_socket_id: str | None) -> None:
         self.deliver(channel, frame, except_socket_id)
         if self.backplane is not None:
             await self.backplane.publish(channel, frame, except_socket_id)

@@ -268,9 +268,7 @@ class PusherConnection:
 
     def _subscribe(self, data: Any) -> list[Action]:
         if not isinstance(data, dict) or not isinstance(data.get("channel"), str):
-            return [
-                Send(error_message(ErrorCode.RECONNECT, "pusher:subscribe needs data.channel"))
-            ]
+            return [Send(error_message(ErrorCode.RECONNECT, "pusher:subscribe needs data.channel"))]
         channel: str = data["channel"]
         if not valid_channel_name(channel):
             return [

@@ -27,6 +27,7 @@ from picows import (
     ws_create_server,
 )
 
+from notiflow.config import Settings
 from notiflow.realtime import protocol
 from notiflow.realtime.hub import Hub, PresenceFull, websocket_frame
 from notiflow.realtime.protocol import (
@@ -70,7 +71,7 @@ def origin_allowed(origin: str | None, allowed: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(host, pattern) for pattern in allowed)
 
 
-class Connection(WSListener):  # type: ignore[misc]  # picows ships no stubs for subclassing
+class Connection(WSListener):
     __slots__ = (
         "_fragments",
         "pending",
@@ -324,3 +325,18 @@ class RealtimeServer:
                 actions = connection.protocol.tick(now)
                 if actions:
                     connection.perform(actions)
+
+
+def build_realtime_server(settings: Settings, hub: Hub) -> RealtimeServer:
+    """The WebSocket server configured from ``NOTIFLOW_*`` settings."""
+    return RealtimeServer(
+        ProtocolConfig(
+            app_key=settings.pusher_app_key,
+            app_secret=settings.pusher_app_secret,
+            activity_timeout=settings.ws_activity_timeout,
+            max_message_bytes=settings.ws_max_message_bytes,
+            client_event_rate=settings.ws_client_event_rate,
+        ),
+        hub,
+        allowed_origins=settings.ws_allowed_origins,
+    )

@@ -1,0 +1,373 @@
+"""HTTP routes of the real-time side, on the API port.
+
+- ``POST /broadcasting/auth``: channel authorization for pusher-js / Laravel Echo (bearer token);
+- ``GET /api/v1/realtime/config``: what a front end needs to connect (spec 000 §6);
+- the Pusher HTTP API (``/apps/{app_id}/...``), signed exactly as the ``pusher`` SDKs sign, so any
+  backend can use notiflow as its Pusher server.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import re
+import time
+import uuid
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import select
+
+from notiflow.kit.deps import CurrentAuth, RuntimeDep, SessionDep
+from notiflow.kit.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from notiflow.models import Membership
+from notiflow.realtime.notifier import NOTIFICATION_CREATED, UNREAD_COUNT_CHANGED, user_channel
+from notiflow.realtime.protocol import (
+    MAX_EVENT_NAME,
+    ChannelKind,
+    channel_kind,
+    valid_channel_name,
+)
+from notiflow.realtime.signing import (
+    body_md5,
+    channel_auth,
+    request_signature,
+    shared_secret,
+)
+from notiflow.runtime import Runtime
+
+SOCKET_ID_RE = re.compile(r"^\d+\.\d+$")
+TIMESTAMP_WINDOW_SECONDS = 600
+MAX_EVENT_DATA_BYTES = 10_240
+MAX_CHANNELS_PER_EVENT = 100
+MAX_BATCH = 10
+
+auth_router = APIRouter(tags=["realtime"])
+pusher_router = APIRouter(prefix="/apps", tags=["pusher http api"])
+
+_NOTIFICATIONS = re.compile(r"^notifications\.(?P<user>[0-9a-fA-F-]{36})$")
+_TENANT = re.compile(r"^tenant\.(?P<tenant>[0-9a-fA-F-]{36})$")
+
+
+# ---------------------------------------------------------------------------- /broadcasting/auth
+
+
+async def _auth_form(request: Request) -> dict[str, str]:
+    """pusher-js posts a form (``socket_id=...&channel_name=...``); other clients send JSON."""
+    body = await request.body()
+    content_type = request.headers.get("content-type", "")
+    if "application/json" in content_type:
+        try:
+            parsed = json.loads(body or b"{}")
+        except ValueError:
+            raise InvalidInput("the request body is not valid JSON", code="invalid_json") from None
+        if not isinstance(parsed, dict):
+            raise InvalidInput("expected a JSON object with socket_id and channel_name")
+        return {key: value for key, value in parsed.items() if isinstance(value, str)}
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {key: values[0] for key, values in fields.items()}
+
+
+@auth_router.post("/broadcasting/auth")
+async def broadcasting_auth(
+    request: Request, auth: CurrentAuth, runtime: RuntimeDep, session: SessionDep
+) -> dict[str, str]:
+    """Authorize a private or presence subscription: ``private-notifications.{userId}`` only for
+    that user, ``private-tenant.{tenantId}`` / ``presence-tenant.{tenantId}`` only for members."""
+    form = await _auth_form(request)
+    socket_id = form.get("socket_id", "")
+    channel = form.get("channel_name", "")
+    if not SOCKET_ID_RE.match(socket_id) or len(socket_id) > 50:
+        raise InvalidInput("socket_id must look like '123.456'")
+    if not valid_channel_name(channel):
+        raise InvalidInput("channel_name is not a valid channel name")
+    settings = runtime.settings
+    kind = channel_kind(channel)
+    if kind is ChannelKind.PUBLIC:
+        raise Forbidden("public channels need no authorization")
+    bare = channel.removeprefix("private-encrypted-").removeprefix("private-")
+    bare = bare.removeprefix("presence-")
+    user = auth.user
+
+    notifications = _NOTIFICATIONS.match(bare)
+    tenant = _TENANT.match(bare)
+    allowed = False
+    if notifications is not None and kind is not ChannelKind.PRESENCE:
+        allowed = notifications["user"].lower() == str(user.id)
+    elif tenant is not None:
+        tenant_id = _uuid(tenant["tenant"])
+        allowed = tenant_id is not None and (
+            await session.scalar(
+                select(Membership.id).where(
+                    Membership.tenant_id == tenant_id, Membership.user_id == user.id
+                )
+            )
+            is not None
+        )
+    if not allowed:
+        raise Forbidden(f"you may not subscribe to {channel}")
+
+    key, secret = settings.pusher_app_key, settings.pusher_app_secret
+    if kind is ChannelKind.PRESENCE:
+        channel_data = json.dumps(
+            {"user_id": str(user.id), "user_info": {"name": user.name}}, separators=(",", ":")
+        )
+        return {
+            "auth": channel_auth(key, secret, socket_id, channel, channel_data),
+            "channel_data": channel_data,
+        }
+    reply = {"auth": channel_auth(key, secret, socket_id, channel)}
+    if kind is ChannelKind.ENCRYPTED:
+        master_key = _master_key(runtime)
+        reply["shared_secret"] = base64.b64encode(shared_secret(master_key, channel)).decode()
+    return reply
+
+
+def _master_key(runtime: Runtime) -> bytes:
+    """The encryption master key for private-encrypted channels, derived from the secret key."""
+    return hmac.new(
+        runtime.settings.secret_key.encode(), b"notiflow-pusher-encryption", "sha256"
+    ).digest()
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------- front-end config
+
+
+class EchoOptions(BaseModel):
+    """Options for ``new Echo({...})`` (pass ``Pusher`` alongside in bundlers without a global)."""
+
+    broadcaster: str = "pusher"
+    key: str
+    cluster: str
+    wsHost: str
+    wsPort: int
+    wssPort: int
+    forceTLS: bool
+    enabledTransports: list[str]
+    authEndpoint: str
+    disableStats: bool = True
+
+
+class RealtimeConfig(BaseModel):
+    key: str
+    cluster: str
+    ws_host: str
+    ws_port: int
+    force_tls: bool
+    auth_endpoint: str
+    channel: str
+    events: list[str]
+    echo: EchoOptions
+
+
+@auth_router.get("/api/v1/realtime/config")
+async def realtime_config(auth: CurrentAuth, runtime: RuntimeDep) -> dict[str, RealtimeConfig]:
+    """Everything a front end needs to connect Laravel Echo or pusher-js to notiflow."""
+    settings = runtime.settings
+    host = settings.ws_public_host or settings.ws_host
+    port = settings.ws_public_port or settings.ws_port
+    force_tls = settings.public_url.startswith("https://")
+    auth_endpoint = f"{settings.public_url.rstrip('/')}/broadcasting/auth"
+    return {
+        "data": RealtimeConfig(
+            key=settings.pusher_app_key,
+            cluster=settings.pusher_cluster,
+            ws_host=host,
+            ws_port=port,
+            force_tls=force_tls,
+            auth_endpoint=auth_endpoint,
+            channel=user_channel(auth.user.id),
+            events=[NOTIFICATION_CREATED, UNREAD_COUNT_CHANGED],
+            echo=EchoOptions(
+                key=settings.pusher_app_key,
+                cluster=settings.pusher_cluster,
+                wsHost=host,
+                wsPort=port,
+                wssPort=port,
+                forceTLS=force_tls,
+                enabledTransports=["wss"] if force_tls else ["ws", "wss"],
+                authEndpoint=auth_endpoint,
+            ),
+        )
+    }
+
+
+# ---------------------------------------------------------------------------- Pusher HTTP API
+
+
+async def verify_pusher_signature(request: Request, app_id: str, runtime: RuntimeDep) -> None:
+    """Check a request signed like the ``pusher`` SDKs sign it (401 otherwise)."""
+    settings = runtime.settings
+    if app_id != settings.pusher_app_id:
+        raise NotFound(f"unknown app id {app_id[:20]}")
+    params = dict(request.query_params)
+    if params.get("auth_key") != settings.pusher_app_key:
+        raise Unauthorized("unknown auth_key")
+    if params.get("auth_version", "1.0") != "1.0":
+        raise Unauthorized("auth_version must be 1.0")
+    try:
+        timestamp = int(params.get("auth_timestamp", ""))
+    except ValueError:
+        raise Unauthorized("auth_timestamp is missing or not an integer") from None
+    if abs(time.time() - timestamp) > TIMESTAMP_WINDOW_SECONDS:
+        raise Unauthorized(
+            f"auth_timestamp is more than {TIMESTAMP_WINDOW_SECONDS} s away from the server time"
+        )
+    body = await request.body()
+    given_md5 = params.get("body_md5")
+    if body and given_md5 is None:
+        raise Unauthorized("body_md5 is required with a body")
+    if given_md5 is not None and not hmac.compare_digest(given_md5, body_md5(body)):
+        raise Unauthorized("body_md5 does not match the body")
+    signature = params.get("auth_signature", "")
+    expected = request_signature(
+        settings.pusher_app_secret, request.method, request.url.path, params
+    )
+    if not hmac.compare_digest(signature.encode(), expected.encode()):
+        raise Unauthorized("invalid auth_signature")
+
+
+PusherSigned = Annotated[None, Depends(verify_pusher_signature)]
+
+
+class TriggerEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: Annotated[str, Field(min_length=1, max_length=MAX_EVENT_NAME)]
+    data: str
+    channels: (
+        Annotated[list[str], Field(min_length=1, max_length=MAX_CHANNELS_PER_EVENT)] | None
+    ) = None
+    channel: str | None = None
+    socket_id: str | None = None
+    info: str | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _data_size(cls, value: str) -> str:
+        if len(value.encode()) > MAX_EVENT_DATA_BYTES:
+            raise ValueError(f"data must be at most {MAX_EVENT_DATA_BYTES} bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _targets(self) -> TriggerEvent:
+        targets = self.targets()
+        if not targets:
+            raise ValueError("give channels (a list) or channel")
+        invalid = [name for name in targets if not valid_channel_name(name)]
+        if invalid:
+            raise ValueError(f"invalid channel name(s): {', '.join(invalid[:5])}")
+        if self.socket_id is not None and not SOCKET_ID_RE.match(self.socket_id):
+            raise ValueError("socket_id must look like '123.456'")
+        return self
+
+    def targets(self) -> list[str]:
+        if self.channels is not None:
+            return self.channels
+        return [self.channel] if self.channel is not None else []
+
+
+class BatchEvents(BaseModel):
+    batch: Annotated[list[TriggerEvent], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+async def _channel_attributes(runtime: Runtime, channel: str, info: str | None) -> dict[str, Any]:
+    wanted = {item.strip() for item in (info or "").split(",") if item.strip()}
+    if not wanted:
+        return {}
+    details = await runtime.hub.channel_info(channel)
+    attributes: dict[str, Any] = {}
+    if "subscription_count" in wanted:
+        attributes["subscription_count"] = details.subscription_count
+    if "user_count" in wanted and details.user_count is not None:
+        attributes["user_count"] = details.user_count
+    return attributes
+
+
+async def _trigger(runtime: Runtime, event: TriggerEvent) -> dict[str, Any]:
+    for channel in event.targets():
+        await runtime.hub.publish(channel, event.name, event.data, event.socket_id)
+    if not event.info:
+        return {}
+    return {
+        "channels": {
+            channel: await _channel_attributes(runtime, channel, event.info)
+            for channel in event.targets()
+        }
+    }
+
+
+@pusher_router.post("/{app_id}/events")
+async def trigger_event(
+    app_id: str, body: TriggerEvent, _signed: PusherSigned, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Publish one event to up to 100 channels (optionally excluding ``socket_id``)."""
+    return await _trigger(runtime, body)
+
+
+@pusher_router.post("/{app_id}/batch_events")
+async def trigger_batch(
+    app_id: str, body: BatchEvents, _signed: PusherSigned, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Publish up to 10 events in one request."""
+    results = [await _trigger(runtime, event) for event in body.batch]
+    if any(results):
+        return {"batch": [result.get("channels", {}) for result in results]}
+    return {"batch": [{} for _ in results]}
+
+
+@pusher_router.get("/{app_id}/channels")
+async def list_channels(
+    app_id: str,
+    _signed: PusherSigned,
+    runtime: RuntimeDep,
+    filter_by_prefix: str | None = None,
+    info: str | None = None,
+) -> dict[str, Any]:
+    """Occupied channels, optionally filtered by prefix; ``info=user_count`` needs presence-."""
+    wanted = {item.strip() for item in (info or "").split(",") if item.strip()}
+    if "user_count" in wanted and not (filter_by_prefix or "").startswith("presence-"):
+        raise InvalidInput("info=user_count requires filter_by_prefix=presence-")
+    counts = await runtime.hub.channel_counts(filter_by_prefix)
+    channels: dict[str, Any] = {}
+    for name in sorted(counts):
+        channels[name] = await _channel_attributes(runtime, name, info) if wanted else {}
+    return {"channels": channels}
+
+
+@pusher_router.get("/{app_id}/channels/{channel_name}")
+async def channel_details(
+    app_id: str,
+    channel_name: str,
+    _signed: PusherSigned,
+    runtime: RuntimeDep,
+    info: str | None = None,
+) -> dict[str, Any]:
+    if not valid_channel_name(channel_name):
+        raise InvalidInput("invalid channel name")
+    wanted = {item.strip() for item in (info or "").split(",") if item.strip()}
+    if "user_count" in wanted and channel_kind(channel_name) is not ChannelKind.PRESENCE:
+        raise InvalidInput("user_count is only available for presence channels")
+    details = await runtime.hub.channel_info(channel_name)
+    return {"occupied": details.occupied, **await _channel_attributes(runtime, channel_name, info)}
+
+
+@pusher_router.get("/{app_id}/channels/{channel_name}/users")
+async def channel_users(
+    app_id: str, channel_name: str, _signed: PusherSigned, runtime: RuntimeDep
+) -> dict[str, Any]:
+    if channel_kind(channel_name) is not ChannelKind.PRESENCE or not valid_channel_name(
+        channel_name
+    ):
+        raise InvalidInput("users are only listed for presence channels")
+    return {"users": [{"id": user_id} for user_id in await runtime.hub.users(channel_name)]}
