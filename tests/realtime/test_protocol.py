@@ -1,0 +1,277 @@
+"""The Pusher protocol core, frame by frame, without sockets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from notiflow.realtime.protocol import (
+    Close,
+    ErrorCode,
+    Join,
+    Leave,
+    Member,
+    ProtocolConfig,
+    PusherConnection,
+    Send,
+    Whisper,
+)
+from notiflow.realtime.signing import channel_auth
+
+KEY, SECRET, SOCKET = "app-key", "app-secret-0123456789", "123.456"
+
+
+def connection(**config: object) -> PusherConnection:
+    return PusherConnection(SOCKET, ProtocolConfig(KEY, SECRET, **config), now=0.0)  # type: ignore[arg-type]
+
+
+def sent(actions: list) -> list[dict]:
+    return [json.loads(action.frame) for action in actions if isinstance(action, Send)]
+
+
+def subscribe(channel: str, auth: str | None = None, channel_data: str | None = None) -> str:
+    data: dict[str, str] = {"channel": channel}
+    if auth is not None:
+        data["auth"] = auth
+    if channel_data is not None:
+        data["channel_data"] = channel_data
+    return json.dumps({"event": "pusher:subscribe", "data": data})
+
+
+def test_handshake_carries_socket_id_and_activity_timeout_as_a_json_string() -> None:
+    [established] = sent(connection(activity_timeout=30).open())
+    assert established["event"] == "pusher:connection_established"
+    assert isinstance(established["data"], str)
+    assert json.loads(established["data"]) == {"socket_id": SOCKET, "activity_timeout": 30}
+
+
+def test_ping_gets_pong() -> None:
+    assert sent(connection().receive('{"event":"pusher:ping","data":{}}', 1.0)) == [
+        {"event": "pusher:pong", "data": {}}
+    ]
+
+
+def test_public_subscription_joins_without_auth() -> None:
+    assert connection().receive(subscribe("news"), 1.0) == [Join("news")]
+
+
+def test_private_subscription_with_a_valid_signature() -> None:
+    conn = connection()
+    auth = channel_auth(KEY, SECRET, SOCKET, "private-notifications.7")
+    assert conn.receive(subscribe("private-notifications.7", auth), 1.0) == [
+        Join("private-notifications.7")
+    ]
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        None,
+        "app-key:deadbeef",
+        channel_auth(KEY, "wrong-secret", SOCKET, "private-notifications.7"),
+        # a signature for another socket (replayed from someone else's connection)
+        channel_auth(KEY, SECRET, "999.999", "private-notifications.7"),
+        # a signature for another channel
+        channel_auth(KEY, SECRET, SOCKET, "private-notifications.8"),
+    ],
+)
+def test_bad_private_auth_is_a_subscription_error(auth: str | None) -> None:
+    conn = connection()
+    [error] = sent(conn.receive(subscribe("private-notifications.7", auth), 1.0))
+    assert error == {
+        "event": "pusher:subscription_error",
+        "channel": "private-notifications.7",
+        "data": {"type": "AuthError", "error": "Invalid signature", "status": 401},
+    }
+    assert conn.subscriptions == {}
+
+
+def test_presence_subscription_carries_the_member() -> None:
+    channel_data = '{"user_id":42,"user_info":{"name":"Ada"}}'
+    auth = channel_auth(KEY, SECRET, SOCKET, "presence-room", channel_data)
+    actions = connection().receive(subscribe("presence-room", auth, channel_data), 1.0)
+    assert actions == [Join("presence-room", Member("42", {"name": "Ada"}))]
+
+
+@pytest.mark.parametrize(
+    "channel_data", ['{"user_info":{}}', "not json", '{"user_id":""}', '{"user_id":true}']
+)
+def test_presence_needs_a_user_id(channel_data: str) -> None:
+    auth = channel_auth(KEY, SECRET, SOCKET, "presence-room", channel_data)
+    [error] = sent(connection().receive(subscribe("presence-room", auth, channel_data), 1.0))
+    assert error["event"] == "pusher:subscription_error"
+    assert error["data"]["type"] == "AuthError"
+
+
+def test_presence_member_info_is_size_limited() -> None:
+    channel_data = json.dumps({"user_id": "1", "user_info": {"bio": "x" * 3000}})
+    auth = channel_auth(KEY, SECRET, SOCKET, "presence-room", channel_data)
+    [error] = sent(connection().receive(subscribe("presence-room", auth, channel_data), 1.0))
+    assert error["data"]["type"] == "LimitReached"
+
+
+@pytest.mark.parametrize("channel", ["has space", "x" * 201, "emoji-😀", ""])
+def test_invalid_channel_names_are_refused(channel: str) -> None:
+    [error] = sent(connection().receive(subscribe(channel), 1.0))
+    assert error["event"] == "pusher:subscription_error"
+    assert error["data"]["status"] == 400
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "not json",
+        "[1,2,3]",
+        '{"data":{}}',
+        '{"event":42}',
+        '{"event":"pusher:subscribe","data":"private-x"}',
+        b"\xff\xfe",
+    ],
+)
+def test_malformed_frames_get_an_error_and_keep_the_connection(payload: str | bytes) -> None:
+    conn = connection()
+    actions = conn.receive(payload, 1.0)
+    [error] = sent(actions)
+    assert error["event"] == "pusher:error"
+    assert error["data"]["code"] == ErrorCode.RECONNECT
+    assert not any(isinstance(action, Close) for action in actions)
+    assert not conn.closed
+
+
+def test_unknown_events_are_answered_not_fatal() -> None:
+    [error] = sent(connection().receive('{"event":"pusher:launch_missiles"}', 1.0))
+    assert "Unsupported event" in error["data"]["message"]
+
+
+def test_oversize_messages_are_refused() -> None:
+    conn = connection(max_message_bytes=1000)
+    [error] = sent(conn.receive(json.dumps({"event": "pusher:ping", "pad": "x" * 2000}), 1.0))
+    assert error["data"]["code"] == ErrorCode.CLIENT_EVENT_REJECTED
+    assert "too large" in error["data"]["message"]
+
+
+def test_unsubscribe_leaves_with_the_member() -> None:
+    channel_data = '{"user_id":"7"}'
+    conn = connection()
+    conn.receive(
+        subscribe(
+            "presence-room",
+            channel_auth(KEY, SECRET, SOCKET, "presence-room", channel_data),
+            channel_data,
+        ),
+        1.0,
+    )
+    actions = conn.receive('{"event":"pusher:unsubscribe","data":{"channel":"presence-room"}}', 2)
+    assert actions == [Leave("presence-room", Member("7", None))]
+    assert conn.receive('{"event":"pusher:unsubscribe","data":{"channel":"nope"}}', 3) == []
+
+
+def _private(conn: PusherConnection, channel: str = "private-chat") -> None:
+    conn.receive(subscribe(channel, channel_auth(KEY, SECRET, SOCKET, channel)), 0.0)
+
+
+def client_event(channel: str = "private-chat", event: str = "client-typing") -> str:
+    return json.dumps({"event": event, "channel": channel, "data": {"typing": True}})
+
+
+def test_client_event_is_relayed_on_private_channels() -> None:
+    conn = connection()
+    _private(conn)
+    [whisper] = conn.receive(client_event(), 1.0)
+    assert isinstance(whisper, Whisper)
+    assert whisper.channel == "private-chat"
+    assert json.loads(whisper.frame) == {
+        "event": "client-typing",
+        "channel": "private-chat",
+        "data": {"typing": True},
+    }
+
+
+@pytest.mark.parametrize(
+    ("setup", "message", "reason"),
+    [
+        ("news", client_event("news"), "only allowed on private and presence"),
+        (None, client_event(), "subscribed to"),
+        ("private-chat", client_event(event="client-" + "x" * 200), "at most 200"),
+    ],
+)
+def test_client_events_that_are_refused(setup: str | None, message: str, reason: str) -> None:
+    conn = connection()
+    if setup == "news":
+        conn.receive(subscribe("news"), 0.0)
+    elif setup is not None:
+        _private(conn, setup)
+    [error] = sent(conn.receive(message, 1.0))
+    assert error["data"]["code"] == ErrorCode.CLIENT_EVENT_REJECTED
+    assert reason in error["data"]["message"]
+
+
+def test_client_events_can_be_disabled() -> None:
+    conn = connection(client_events=False)
+    _private(conn)
+    [error] = sent(conn.receive(client_event(), 1.0))
+    assert "disabled" in error["data"]["message"]
+
+
+def test_client_event_rate_limit_then_flood_close() -> None:
+    conn = connection(client_event_rate=10, client_event_flood_limit=20)
+    _private(conn)
+    # 10 pass in the first instant, the 11th is refused
+    results = [conn.receive(client_event(), 1.0) for _ in range(11)]
+    assert all(isinstance(result[0], Whisper) for result in results[:10])
+    assert sent(results[10])[0]["data"]["code"] == ErrorCode.CLIENT_EVENT_REJECTED
+    # after a second the bucket is full again
+    assert isinstance(conn.receive(client_event(), 2.0)[0], Whisper)
+    # a client that keeps flooding is disconnected with 4301 and leaves its channels
+    actions: list = []
+    for _ in range(40):
+        actions = conn.receive(client_event(), 2.0)
+        if any(isinstance(action, Close) for action in actions):
+            break
+    assert Close(ErrorCode.CLIENT_EVENT_REJECTED, "Too many rejected client events") in actions
+    assert Leave("private-chat", None) in actions
+    assert conn.closed
+    assert conn.receive(client_event(), 3.0) == []
+
+
+def test_presence_client_events_carry_the_user_id() -> None:
+    channel_data = '{"user_id":"9"}'
+    conn = connection()
+    conn.receive(
+        subscribe(
+            "presence-room",
+            channel_auth(KEY, SECRET, SOCKET, "presence-room", channel_data),
+            channel_data,
+        ),
+        0.0,
+    )
+    [whisper] = conn.receive(client_event("presence-room"), 1.0)
+    assert json.loads(whisper.frame)["user_id"] == "9"
+
+
+def test_idle_client_is_pinged_then_closed_with_4201() -> None:
+    conn = connection(ping_after=45, pong_timeout=30)
+    _private(conn)
+    assert conn.tick(44.0) == []
+    assert sent(conn.tick(45.0)) == [{"event": "pusher:ping", "data": {}}]
+    assert conn.tick(60.0) == []
+    actions = conn.tick(75.0)
+    assert actions[0] == Close(ErrorCode.PONG_TIMEOUT, "Pong reply not received in time")
+    assert Leave("private-chat", None) in actions
+
+
+def test_any_message_counts_as_alive() -> None:
+    conn = connection(ping_after=45, pong_timeout=30)
+    conn.tick(45.0)
+    conn.receive('{"event":"pusher:pong","data":{}}', 50.0)
+    assert conn.tick(80.0) == []
+    assert sent(conn.tick(95.0)) == [{"event": "pusher:ping", "data": {}}]
+
+
+def test_disconnect_leaves_every_channel_once() -> None:
+    conn = connection()
+    _private(conn, "private-a")
+    _private(conn, "private-b")
+    assert conn.disconnected() == [Leave("private-a", None), Leave("private-b", None)]
+    assert conn.disconnected() == []
