@@ -24,7 +24,10 @@ def test_presence_channel_signature() -> None:
 
 
 def test_http_api_signature_of_a_post() -> None:
-    body = b'{"name":"NotificationCreated","channels":["private-notifications.42"],"data":"{\\"id\\":1}"}'
+    body = (
+        b'{"name":"NotificationCreated","channels":["private-notifications.42"],'
+        b'"data":"{\\"id\\":1}"}'
+    )
     assert body_md5(body) == "734de1d3ddcfa88dd151e6657cbf8918"
     params = {
         "auth_key": "app-key",
