@@ -85,6 +85,6 @@ class RealtimeNotifier:
                         )
                         .group_by(Notification.user_id)
                     )
-                    for user_id, count in rows.tuples():
+                    for user_id, count in rows:
                         counts[(user_id, tenant_id)] = int(count)
         return counts

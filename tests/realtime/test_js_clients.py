@@ -1,0 +1,174 @@
+"""The real front-end libraries against notiflow: Laravel Echo and pusher-js under Node, and the
+npm ``pusher`` server SDK against the Pusher HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from notiflow.models.tenancy import Role
+from tests.conftest import MakeMember, Member
+from tests.realtime.conftest import LiveStack
+from tests.realtime.node import NodeClient, run_sdk
+
+
+def browser(live: LiveStack, member: Member, mode: str = "echo", **extra: Any) -> dict[str, Any]:
+    return {
+        "wsHost": "127.0.0.1",
+        "wsPort": live.ws_port,
+        "key": live.key,
+        "authEndpoint": f"{live.api_url}/broadcasting/auth",
+        "token": member.token,
+        "mode": mode,
+        **extra,
+    }
+
+
+def own_channel(member: Member) -> dict[str, Any]:
+    return {
+        "kind": "private",
+        "name": f"notifications.{member.id}",
+        "listen": [".NotificationCreated", ".UnreadCountChanged"],
+    }
+
+
+async def send_to(live: LiveStack, sender: Member, recipient: Member, title: str) -> str:
+    async with httpx.AsyncClient(base_url=live.api_url) as client:
+        response = await client.post(
+            "/api/v1/notifications/send",
+            headers=sender.headers,
+            json={
+                "user_ids": [str(recipient.id)],
+                "type": "post_published",
+                "title": title,
+                "message": "It went out to 3 accounts.",
+                "action_url": "/posts/42",
+            },
+        )
+    assert response.status_code == 202, response.text
+    notification_id: str = response.json()["data"]["notifications"][0]["id"]
+    return notification_id
+
+
+async def test_echo_receives_notification_created_on_its_private_channel(
+    live: LiveStack, make_member: MakeMember
+) -> None:
+    owner = await make_member("acme", role=Role.OWNER)
+    config = browser(live, owner, subscribe=[own_channel(owner)])
+    async with NodeClient(config, name="owner") as tab:
+        await tab.connected()
+        await tab.wait_for({"type": "subscribed", "channel": f"private-notifications.{owner.id}"})
+        notification_id = await send_to(live, owner, owner, "Your post is live")
+        event = await tab.wait_for({"type": "event", "event": "NotificationCreated"})
+        assert event["data"]["id"] == notification_id
+        assert event["data"]["title"] == "Your post is live"
+        assert event["data"]["action_url"] == "/posts/42"
+        badge = await tab.wait_for({"type": "event", "event": "UnreadCountChanged"})
+        assert badge["data"]["count"] == 1
+
+
+async def test_echo_gets_an_error_on_another_users_channel(
+    live: LiveStack, make_member: MakeMember
+) -> None:
+    me = await make_member("acme")
+    victim = await make_member("acme")
+    config = browser(live, me, subscribe=[own_channel(victim)])
+    async with NodeClient(config, name="me") as tab:
+        await tab.connected()
+        error = await tab.wait_for(
+            {"type": "subscription_error", "channel": f"private-notifications.{victim.id}"}
+        )
+        assert error["error"]["status"] == 403
+        # the victim's notifications never reach this tab
+        owner = await make_member("acme", role=Role.OWNER)
+        await send_to(live, owner, victim, "Private to the victim")
+        await tab.assert_silent({"type": "event"})
+
+
+async def test_echo_stops_receiving_when_the_user_turns_push_off(
+    live: LiveStack, make_member: MakeMember
+) -> None:
+    owner = await make_member("acme", role=Role.OWNER)
+    config = browser(live, owner, subscribe=[own_channel(owner)])
+    async with NodeClient(config, name="owner") as tab:
+        await tab.connected()
+        await tab.wait_for({"type": "subscribed"})
+        await send_to(live, owner, owner, "First")
+        await tab.wait_for({"type": "event", "event": "NotificationCreated"})
+
+        async with httpx.AsyncClient(base_url=live.api_url) as client:
+            response = await client.patch(
+                "/api/v1/me/notification-preferences",
+                headers=owner.headers,
+                json={"push_notifications_enabled": False},
+            )
+            assert response.status_code == 200
+        await send_to(live, owner, owner, "Second")
+        # the badge still follows (it is not a notification) ...
+        await tab.wait_for({"type": "event", "event": "UnreadCountChanged", "data": {"count": 2}})
+        # ... but no NotificationCreated leaves the server
+        await tab.assert_silent({"type": "event", "event": "NotificationCreated"}, within=0.7)
+
+
+async def test_pusher_js_presence_and_whispers(live: LiveStack, make_member: MakeMember) -> None:
+    ada = await make_member("acme")
+    bob = await make_member("acme")
+    channel = f"presence-tenant.{ada.tenant_id}"
+    entry = {"kind": "presence", "name": f"tenant.{ada.tenant_id}"}
+    async with NodeClient(browser(live, ada, "pusher", subscribe=[entry]), name="ada") as ada_tab:
+        await ada_tab.connected()
+        await ada_tab.wait_for({"type": "subscribed", "channel": channel})
+        async with NodeClient(
+            browser(live, bob, "pusher", subscribe=[entry]), name="bob"
+        ) as bob_tab:
+            await bob_tab.connected()
+            await bob_tab.wait_for({"type": "subscribed", "channel": channel})
+            joined = await ada_tab.wait_for({"type": "presence", "action": "joining"})
+            assert joined["member"]["id"] == str(bob.id)
+
+            await bob_tab.send(
+                {"cmd": "whisper", "channel": channel, "event": "typing", "data": {"who": "bob"}}
+            )
+            whisper = await ada_tab.wait_for({"type": "event", "event": "client-typing"})
+            assert whisper["data"] == {"who": "bob"}
+            await bob_tab.assert_silent({"type": "event", "event": "client-typing"})
+        left = await ada_tab.wait_for({"type": "presence", "action": "leaving"})
+        assert left["member"]["id"] == str(bob.id)
+
+
+async def test_npm_server_sdk_triggers_and_reads_channel_info(
+    live: LiveStack, make_member: MakeMember
+) -> None:
+    member = await make_member("acme")
+    settings = live.runtime.settings
+    sdk = {
+        "appId": settings.pusher_app_id,
+        "key": settings.pusher_app_key,
+        "secret": settings.pusher_app_secret,
+        "host": "127.0.0.1",
+        "port": live.api_port,
+        "useTLS": False,
+    }
+    channel = f"private-notifications.{member.id}"
+    config = browser(live, member, "pusher", subscribe=[{"kind": "private", "name": channel[8:]}])
+    async with NodeClient(config, name="tab") as tab:
+        await tab.connected()
+        await tab.wait_for({"type": "subscribed", "channel": channel})
+        answer = await run_sdk(
+            sdk,
+            {"action": "trigger", "channel": channel, "event": "InvoicePaid", "data": {"n": 1}},
+        )
+        assert answer["status"] == 200, answer
+        event = await tab.wait_for({"type": "event", "event": "InvoicePaid"})
+        assert event["data"] == {"n": 1}
+        info = await run_sdk(
+            sdk,
+            {"action": "channel", "channel": channel, "params": {"info": "subscription_count"}},
+        )
+        assert info["body"] == {"occupied": True, "subscription_count": 1}
+    wrong = await run_sdk(
+        {**sdk, "secret": "not-the-secret-at-all"},
+        {"action": "trigger", "channel": channel, "event": "X", "data": {}},
+    )
+    assert wrong["status"] == 401
