@@ -51,6 +51,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         app.state.runtime = runtime or create_runtime(settings)
+        if owned:
+            await app.state.runtime.start()
         try:
             yield
         finally:

@@ -56,10 +56,12 @@ def _text_option(value: str, label: str, max_length: int) -> str:
     return text
 
 
-async def _prepare(settings: Settings) -> Runtime:
+async def _prepare(settings: Settings, *, join_cluster: bool = False) -> Runtime:
     ensure_sqlite_directory(settings.database_url)
     runtime = create_runtime(settings)
     await upgrade(runtime.engine)
+    if join_cluster:
+        await runtime.start()
     return runtime
 
 
@@ -109,7 +111,7 @@ def serve(
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
-        runtime = await _prepare(settings)
+        runtime = await _prepare(settings, join_cluster=True)
         bind_host, bind_port = host or settings.api_host, port or settings.api_port
         config = uvicorn.Config(
             create_app(runtime=runtime),
@@ -132,6 +134,39 @@ def serve(
             await uvicorn.Server(config).serve()
         finally:
             await realtime.stop()
+            await runtime.close()
+
+    uvloop.run(main())
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Interface for the HTTP API.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port for the HTTP API.")] = None,
+) -> None:
+    """Run only the HTTP API (scale-out: with NOTIFLOW_REDIS_URL its live events reach every
+    `notiflow realtime` node)."""
+    import uvicorn
+    import uvloop
+
+    from notiflow.app import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    async def main() -> None:
+        runtime = await _prepare(settings, join_cluster=True)
+        config = uvicorn.Config(
+            create_app(runtime=runtime),
+            host=host or settings.api_host,
+            port=port or settings.api_port,
+            access_log=False,
+            log_config=None,
+            http="httptools",
+        )
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
             await runtime.close()
 
     uvloop.run(main())

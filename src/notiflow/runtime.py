@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +27,13 @@ from notiflow.realtime.broadcast import (
 )
 from notiflow.realtime.hub import Hub
 from notiflow.realtime.notifier import RealtimeNotifier
+from notiflow.realtime.redis import (
+    Cluster,
+    RedisBackplane,
+    RedisPresence,
+    close_redis_hub,
+    redis_hub,
+)
 
 
 @dataclass
@@ -38,6 +46,7 @@ class Runtime:
     events: NotificationEvents = field(default_factory=NotificationEvents)
     hub: Hub = field(default_factory=Hub)
     broadcaster: Broadcaster = field(default_factory=NullBroadcaster)
+    cluster: Cluster | None = None
 
     def notification_service(self, session: AsyncSession) -> NotificationService:
         return NotificationService(
@@ -47,7 +56,20 @@ class Runtime:
             push_rollout=parse_push_rollout(self.settings.push_rollout),
         )
 
+    async def start(self) -> None:
+        """Join the Redis cluster (when configured) so events and presence span processes."""
+        if self.redis is not None and self.cluster is None:
+            self.cluster = Cluster(self.redis, new_node_id())
+            backplane = RedisBackplane(self.redis, self.cluster)
+            backplane.attach(self.hub)
+            self.hub.presence = RedisPresence(self.redis, self.cluster)
+            await self.cluster.start()
+            await backplane.start()
+
     async def close(self) -> None:
+        if self.cluster is not None:
+            await close_redis_hub(self.hub, self.cluster)
+            self.cluster = None
         await self.broadcaster.close()
         if self.redis is not None:
             await self.redis.aclose()
@@ -96,10 +118,24 @@ def wire_realtime(runtime: Runtime) -> None:
 
 
 async def build_hub(settings: Settings) -> tuple[Hub, Callable[[], Awaitable[None]]]:
-    """The hub of a standalone realtime node, and how to close it."""
-    hub = Hub(presence_limit=settings.ws_presence_limit)
+    """The hub of a standalone realtime node (joined to the Redis cluster when configured),
+    and how to close it."""
+    if not settings.redis_url:
+        hub = Hub(presence_limit=settings.ws_presence_limit)
+
+        async def close_local() -> None:
+            return None
+
+        return hub, close_local
+    redis = Redis.from_url(settings.redis_url)
+    hub, cluster = await redis_hub(redis, new_node_id(), presence_limit=settings.ws_presence_limit)
 
     async def close() -> None:
-        return None
+        await close_redis_hub(hub, cluster)
+        await redis.aclose()
 
     return hub, close
+
+
+def new_node_id() -> str:
+    return secrets.token_hex(6)

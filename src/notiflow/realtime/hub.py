@@ -94,9 +94,11 @@ class MemoryPresence:
 class Backplane(Protocol):
     """Carries frames between nodes (Redis pub/sub in ``notiflow.realtime.redis``)."""
 
-    async def channel_occupied(self, channel: str) -> None: ...
+    async def joined(self, channel: str, first_here: bool) -> None:
+        """A local subscription was added (the first of this node when ``first_here``)."""
+        ...
 
-    async def channel_vacated(self, channel: str) -> None: ...
+    async def left(self, channel: str, last_here: bool) -> None: ...
 
     async def publish(self, channel: str, frame: bytes, except_socket_id: str | None) -> None: ...
 
@@ -150,8 +152,8 @@ class Hub:
             if member.user_id not in present and len(present) >= self.presence_limit:
                 raise PresenceFull(channel)
         first_here = self.add_local(channel, subscriber)
-        if first_here and self.backplane is not None:
-            await self.backplane.channel_occupied(channel)
+        if self.backplane is not None:
+            await self.backplane.joined(channel, first_here)
         if member is None:
             return None
         if await self.presence.add(channel, member):
@@ -163,13 +165,16 @@ class Hub:
         return await self.presence.members(channel)
 
     async def leave(self, channel: str, subscriber: Subscriber, member: Member | None) -> None:
+        subscribers = self.channels.get(channel)
+        if subscribers is None or subscriber.socket_id not in subscribers:
+            return
         last_here = self.remove_local(channel, subscriber)
         if member is not None and await self.presence.remove(channel, member):
             await self.publish_frame(
                 channel, websocket_frame(protocol.member_removed(channel, member.user_id)), None
             )
-        if last_here and self.backplane is not None:
-            await self.backplane.channel_vacated(channel)
+        if self.backplane is not None:
+            await self.backplane.left(channel, last_here)
 
     # ------------------------------------------------------------------ publishing
 

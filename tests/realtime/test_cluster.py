@@ -1,0 +1,121 @@
+"""Two realtime nodes over a real Redis: delivery across nodes, one presence everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from notiflow.realtime.hub import Hub
+from notiflow.realtime.protocol import ProtocolConfig
+from notiflow.realtime.redis import Cluster, close_redis_hub, redis_hub
+from notiflow.realtime.server import RealtimeServer
+from notiflow.realtime.signing import channel_auth
+from tests.realtime.wsclient import WsClient
+
+KEY, SECRET = "cluster-key", "cluster-secret-0123456789"
+
+
+class Node:
+    def __init__(self, hub: Hub, cluster: Cluster, server: RealtimeServer) -> None:
+        self.hub = hub
+        self.cluster = cluster
+        self.server = server
+
+
+@pytest.fixture
+async def nodes(redis: Redis) -> AsyncIterator[list[Node]]:
+    started: list[Node] = []
+    for name in ("node-a", "node-b"):
+        hub, cluster = await redis_hub(redis, name)
+        server = RealtimeServer(ProtocolConfig(KEY, SECRET), hub)
+        await server.start("127.0.0.1", 0)
+        started.append(Node(hub, cluster, server))
+    yield started
+    for node in started:
+        await node.server.stop()
+        await close_redis_hub(node.hub, node.cluster)
+
+
+async def join_presence(node: Node, channel: str, user_id: str, name: str) -> WsClient:
+    client = await WsClient.open(node.server.port, KEY)
+    channel_data = json.dumps({"user_id": user_id, "user_info": {"name": name}})
+    client.subscribe(
+        channel, channel_auth(KEY, SECRET, client.socket_id, channel, channel_data), channel_data
+    )
+    await client.wait_for("pusher_internal:subscription_succeeded", channel=channel)
+    return client
+
+
+async def test_an_event_published_on_one_node_reaches_clients_on_the_other(
+    nodes: list[Node], redis: Redis
+) -> None:
+    a, b = nodes
+    on_a = await WsClient.open(a.server.port, KEY)
+    on_b = await WsClient.open(b.server.port, KEY)
+    for client in (on_a, on_b):
+        client.subscribe(
+            "private-orders", channel_auth(KEY, SECRET, client.socket_id, "private-orders")
+        )
+        await client.wait_for("pusher_internal:subscription_succeeded")
+
+    await b.hub.publish("private-orders", "OrderShipped", '{"id":1}')
+    for client in (on_a, on_b):
+        event = await client.wait_for("OrderShipped")
+        assert event["data"] == '{"id":1}'
+    await asyncio.sleep(0.1)
+    assert [m["event"] for m in on_a.messages].count("OrderShipped") == 1, "exactly once"
+
+    # an API process (a hub with no sockets) reaches both nodes too, minus an excluded socket
+    api_hub, api_cluster = await redis_hub(redis, "api-process")
+    try:
+        await api_hub.publish("private-orders", "OrderPaid", "{}", except_socket_id=on_b.socket_id)
+        await on_a.wait_for("OrderPaid")
+        assert [m for m in await on_b.quiet() if m["event"] == "OrderPaid"] == []
+        assert (await api_hub.channel_counts("private-"))["private-orders"] == 2
+    finally:
+        await close_redis_hub(api_hub, api_cluster)
+
+
+async def test_presence_is_the_same_on_every_node(nodes: list[Node]) -> None:
+    a, b = nodes
+    channel = "presence-team"
+    ada = await join_presence(a, channel, "ada", "Ada")
+    bob = await join_presence(b, channel, "bob", "Bob")
+
+    added = await ada.wait_for("pusher_internal:member_added")
+    assert json.loads(added["data"]) == {"user_id": "bob", "user_info": {"name": "Bob"}}
+    succeeded = await bob.wait_for("pusher_internal:subscription_succeeded")
+    assert json.loads(succeeded["data"])["presence"]["hash"] == {
+        "ada": {"name": "Ada"},
+        "bob": {"name": "Bob"},
+    }
+    for node in nodes:
+        assert set(await node.hub.users(channel)) == {"ada", "bob"}
+        info = await node.hub.channel_info(channel)
+        assert (info.subscription_count, info.user_count) == (2, 2)
+
+    # ada opens a second tab on the other node: not a new member anywhere
+    ada_again = await join_presence(b, channel, "ada", "Ada")
+    assert [m for m in await bob.quiet() if m["event"] == "pusher_internal:member_added"] == []
+    await ada.close()
+    assert [m for m in await bob.quiet() if m["event"] == "pusher_internal:member_removed"] == []
+    await ada_again.close()
+    removed = await bob.wait_for("pusher_internal:member_removed")
+    assert json.loads(removed["data"]) == {"user_id": "ada"}
+    for node in nodes:
+        assert await node.hub.users(channel) == ["bob"]
+
+
+async def test_a_dead_nodes_members_disappear(nodes: list[Node], redis: Redis) -> None:
+    a, b = nodes
+    channel = "presence-team"
+    await join_presence(a, channel, "ada", "Ada")
+    await join_presence(b, channel, "bob", "Bob")
+    # node b dies without cleaning up: its heartbeat key simply expires
+    await redis.delete(f"notiflow:rt:node:{b.cluster.node_id}")
+    assert await a.hub.users(channel) == ["ada"]
+    assert (await a.hub.channel_counts()).get(channel) == 1
