@@ -32,6 +32,8 @@ tokens_app = typer.Typer(help="Personal access tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
+loadtest_app = typer.Typer(help="Load tests against a running notiflow.", no_args_is_help=True)
+app.add_typer(loadtest_app, name="loadtest")
 
 
 def _print_json(payload: dict[str, Any]) -> None:
@@ -203,6 +205,36 @@ def realtime(
             await close_hub()
 
     uvloop.run(main())
+
+
+@loadtest_app.command("ws")
+def loadtest_ws(
+    token: Annotated[str, typer.Option(help="Bearer token of an owner or admin.")],
+    api_url: Annotated[str, typer.Option(help="Base URL of the API.")] = "http://127.0.0.1:8000",
+    ws_url: Annotated[
+        str | None, typer.Option(help="WebSocket base URL (default: from /realtime/config).")
+    ] = None,
+    connections: Annotated[int, typer.Option(min=1, max=50_000)] = 100,
+    rate: Annotated[float, typer.Option(min=0.1, help="Notifications per second.")] = 10.0,
+    duration: Annotated[float, typer.Option(min=0.1, max=3600, help="Seconds of sending.")] = 10.0,
+) -> None:
+    """Open N connections on the caller's private channel, send notifications at RATE/s for
+    DURATION s through the API, and report delivered/expected, throughput and latency."""
+    import uvloop
+
+    from notiflow.loadtest import run_ws_load
+
+    result = uvloop.run(
+        run_ws_load(
+            api_url=api_url,
+            token=token,
+            connections=connections,
+            rate=rate,
+            duration=duration,
+            ws_url=ws_url,
+        )
+    )
+    _print_json(result)
 
 
 @db_app.command("upgrade")
