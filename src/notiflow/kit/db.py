@@ -93,8 +93,10 @@ def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
             cursor.close()
 
         return engine
+    # No pre-ping: it costs a round trip on every checkout (~0.4 ms of every request); stale
+    # connections are recycled instead, and a dropped one fails a single request.
     return create_async_engine(
-        database_url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True
+        database_url, echo=echo, pool_size=10, max_overflow=20, pool_recycle=1800
     )
 
 

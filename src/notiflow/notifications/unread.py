@@ -68,10 +68,23 @@ class RedisUnreadCountCache:
     # make an old entry look current again.
     GENERATION_TTL_SECONDS = 7 * 24 * 3600
 
+    INVALIDATE_BATCH = 1_000
+    # KEYS: generation, count, generation, count, ...; ARGV[1]: generation TTL.
+    _INVALIDATE_LUA = """
+    local ttl = tonumber(ARGV[1])
+    for i = 1, #KEYS, 2 do
+        redis.call('INCR', KEYS[i])
+        redis.call('EXPIRE', KEYS[i], ttl)
+        redis.call('DEL', KEYS[i + 1])
+    end
+    return #KEYS / 2
+    """
+
     def __init__(self, redis: Redis, ttl_seconds: int = 300, prefix: str = "notiflow") -> None:
         self._redis = redis
         self._ttl = ttl_seconds
         self._prefix = prefix
+        self._invalidate = redis.register_script(self._INVALIDATE_LUA)
 
     def _keys(self, user_id: uuid.UUID, tenant_id: uuid.UUID) -> tuple[str, str]:
         suffix = f"{user_id}:{tenant_id}"
@@ -94,16 +107,16 @@ class RedisUnreadCountCache:
         await self._redis.set(count_key, f"{generation}:{count}", ex=self._ttl)
 
     async def invalidate(self, keys: Iterable[UserTenant]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            queued = 0
-            for user_id, tenant_id in keys:
-                generation_key, count_key = self._keys(user_id, tenant_id)
-                pipe.incr(generation_key)
-                pipe.expire(generation_key, self.GENERATION_TTL_SECONDS)
-                pipe.delete(count_key)
-                queued += 1
-            if queued:
-                await pipe.execute()
+        # One server-side script call per thousand users: a 10,000-member fan-out costs ten
+        # round trips instead of 30,000 pipelined commands (and their parsed replies).
+        batch: list[str] = []
+        for user_id, tenant_id in keys:
+            batch.extend(self._keys(user_id, tenant_id))
+            if len(batch) >= 2 * self.INVALIDATE_BATCH:
+                await self._invalidate(keys=batch, args=[self.GENERATION_TTL_SECONDS])
+                batch = []
+        if batch:
+            await self._invalidate(keys=batch, args=[self.GENERATION_TTL_SECONDS])
 
 
 def _text(value: bytes | str) -> str:
