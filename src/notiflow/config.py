@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     pusher_app_id: str = Field(default="1", pattern=r"^[0-9]+$")
     pusher_app_key: str = Field(default="notiflow-key", min_length=1, max_length=100)
     pusher_app_secret: str = DEVELOPMENT_PUSHER_SECRET
+    # base64 of 32 bytes shared with backends that publish to private-encrypted channels;
+    # unset, one is derived from the secret key (then only notiflow itself could encrypt).
+    pusher_encryption_master_key: str | None = None
     broadcast_driver: BroadcastDriver = BroadcastDriver.BUILTIN
     # Where the "pusher" driver sends events (e.g. api-eu.pusher.com:443 over https).
     pusher_host: str = "127.0.0.1"

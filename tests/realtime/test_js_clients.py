@@ -3,6 +3,7 @@ npm ``pusher`` server SDK against the Pusher HTTP API."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import httpx
@@ -172,3 +173,34 @@ async def test_npm_server_sdk_triggers_and_reads_channel_info(
         {"action": "trigger", "channel": channel, "event": "X", "data": {}},
     )
     assert wrong["status"] == 401
+
+
+async def test_encrypted_channel_end_to_end(live: LiveStack, make_member: MakeMember) -> None:
+    """A backend encrypts with the master key; the browser decrypts with the shared secret that
+    /broadcasting/auth hands out; the server only ever sees ciphertext."""
+    member = await make_member("acme")
+    master_key = base64.b64encode(b"k" * 32).decode()
+    live.runtime.settings = live.runtime.settings.model_copy(
+        update={"pusher_encryption_master_key": master_key}
+    )
+    settings = live.runtime.settings
+    channel = f"private-encrypted-notifications.{member.id}"
+    entry = {"kind": "encrypted", "name": f"notifications.{member.id}", "listen": [".Secret"]}
+    async with NodeClient(browser(live, member, subscribe=[entry]), name="tab") as tab:
+        await tab.connected()
+        await tab.wait_for({"type": "subscribed", "channel": channel})
+        answer = await run_sdk(
+            {
+                "appId": settings.pusher_app_id,
+                "key": settings.pusher_app_key,
+                "secret": settings.pusher_app_secret,
+                "host": "127.0.0.1",
+                "port": live.api_port,
+                "useTLS": False,
+                "encryptionMasterKeyBase64": master_key,
+            },
+            {"action": "trigger", "channel": channel, "event": "Secret", "data": {"pin": 1234}},
+        )
+        assert answer["status"] == 200, answer
+        event = await tab.wait_for({"type": "event", "event": "Secret"})
+        assert event["data"] == {"pin": 1234}

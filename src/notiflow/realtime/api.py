@@ -127,7 +127,10 @@ async def broadcasting_auth(
 
 
 def _master_key(runtime: Runtime) -> bytes:
-    """The encryption master key for private-encrypted channels, derived from the secret key."""
+    """The encryption master key of private-encrypted channels (as the Pusher SDKs take it)."""
+    configured = runtime.settings.pusher_encryption_master_key
+    if configured:
+        return base64.b64decode(configured)
     return hmac.new(
         runtime.settings.secret_key.encode(), b"notiflow-pusher-encryption", "sha256"
     ).digest()
