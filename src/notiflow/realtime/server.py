@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import itertools
+import logging
 import secrets
 import time
 from collections.abc import Coroutine, Sequence
@@ -262,6 +263,11 @@ class RealtimeServer:
             read_buffer_init_size=1024,
             enable_auto_pong=True,
             websocket_handshake_timeout=10,
+            # An adapter, not a Logger: picows then shares it instead of building a child
+            # Logger per connection (~0.4 KB each).
+            logger_name=logging.LoggerAdapter(logging.getLogger("picows.server"), {}),
+            # Room for connection storms (reconnects after a deploy) without dropped SYNs.
+            backlog=4096,
         )
         self._reaper = asyncio.create_task(self._reap_forever())
         log.info("realtime_listening", url=f"ws://{host}:{self.port}/app/{self.config.app_key}")
