@@ -2,22 +2,26 @@
 
 from notiflow.models.audit import AuditLog
 from notiflow.models.auth import PersonalAccessToken
+from notiflow.models.jobs import FailedJob
 from notiflow.models.notifications import (
     IdempotencyKey,
     Notification,
     NotificationDelivery,
     NotificationPreference,
+    PushSubscription,
 )
 from notiflow.models.tenancy import Membership, Tenant, User, Workspace
 
 __all__ = [
     "AuditLog",
+    "FailedJob",
     "IdempotencyKey",
     "Membership",
     "Notification",
     "NotificationDelivery",
     "NotificationPreference",
     "PersonalAccessToken",
+    "PushSubscription",
     "Tenant",
     "User",
     "Workspace",

@@ -1,0 +1,1 @@
+"""Delivering notifications on external channels (email, Web Push, SMS) from the outbox."""

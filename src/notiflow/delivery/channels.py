@@ -1,0 +1,72 @@
+"""The contract between the delivery worker and each channel.
+
+The worker claims a ledger row (``notification_deliveries``), re-checks that it should still be
+sent, then hands a :class:`DeliveryContext` to the channel's :class:`ChannelSender`, outside any
+database transaction. The sender does the network I/O and answers with a :class:`SendResult`;
+the worker records it (sent, retry later, or failed) in a new transaction.
+
+A sender never raises for a delivery problem: it classifies it. ``retry`` is for what may work
+later (connection refused, 4xx SMTP replies, HTTP 429/5xx); ``failed`` is for what never will
+(an address the server rejects with 5xx, a push endpoint answering 404/410, a user without a
+verified phone). An exception escaping ``send`` is treated as ``retry`` and logged.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from notiflow.config import Settings
+from notiflow.models import Notification, User
+from notiflow.notifications.types import NotificationChannel
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    outcome: Outcome
+    provider_message_id: str | None = None
+    # What went wrong, for people: stored as the ledger's last_error and, when final, as the
+    # notification's failure_reason (spec 003 §2.1).
+    error: str | None = None
+
+    @classmethod
+    def sent(cls, provider_message_id: str | None = None) -> SendResult:
+        return cls(Outcome.SENT, provider_message_id=provider_message_id)
+
+    @classmethod
+    def retry(cls, error: str) -> SendResult:
+        return cls(Outcome.RETRY, error=error)
+
+    @classmethod
+    def failed(cls, error: str) -> SendResult:
+        return cls(Outcome.FAILED, error=error)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryContext:
+    delivery_id: uuid.UUID
+    attempt: int  # 1 for the first try
+    notification: Notification  # detached, fully loaded
+    user: User  # detached, fully loaded
+    settings: Settings
+    # For senders that must read or change data of their own (Web Push deletes dead
+    # subscriptions); each use is a short transaction of its own.
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+
+class ChannelSender(Protocol):
+    channel: NotificationChannel
+
+    async def send(self, context: DeliveryContext) -> SendResult: ...
+
+    async def close(self) -> None: ...
