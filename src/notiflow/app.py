@@ -17,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from notiflow import __version__
 from notiflow.auth.api import router as auth_router
 from notiflow.config import Settings, get_settings
+from notiflow.delivery.push_api import router as push_router
+from notiflow.delivery.unsubscribe_api import router as unsubscribe_router
 from notiflow.kit.errors import NotiflowError, error_body
 from notiflow.notifications.api import router as notifications_router
 from notiflow.notifications.api import tenant_router
@@ -75,6 +77,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(tenant_router)
     app.include_router(realtime_router)
     app.include_router(pusher_router)
+    app.include_router(push_router)
+    app.include_router(unsubscribe_router)
 
     @app.get("/health", tags=["health"])
     async def health(request: Request) -> JSONResponse:

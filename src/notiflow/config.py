@@ -26,6 +26,12 @@ class BroadcastDriver(StrEnum):
     NULL = "null"
 
 
+class SmtpTls(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
 class Settings(BaseSettings):
     """Every knob of notiflow. Instantiate through :func:`get_settings`."""
 
@@ -67,6 +73,31 @@ class Settings(BaseSettings):
     ws_activity_timeout: int = Field(default=30, ge=5, le=600)
     ws_client_event_rate: float = Field(default=10.0, gt=0)
     ws_presence_limit: int = Field(default=100, ge=1)
+
+    # Email (SMTP).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_tls: SmtpTls = SmtpTls.NONE
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    mail_from: str = "notiflow <no-reply@notiflow.localhost>"
+
+    # Web Push (VAPID, RFC 8292): generate a pair with `notiflow webpush keys`.
+    vapid_public_key: str | None = None
+    vapid_private_key: str | None = None
+    vapid_subject: str = "mailto:admin@notiflow.localhost"
+    webpush_ttl_seconds: int = Field(default=86_400, ge=0)
+
+    # SMS: "log" writes one log line per message; "twilio" posts to a Twilio-compatible API.
+    sms_driver: str = Field(default="log", pattern=r"^(log|twilio)$")
+    sms_base_url: str = "https://api.twilio.com"
+    sms_account_sid: str | None = None
+    sms_auth_token: str | None = None
+    sms_from: str | None = None
+
+    # Failed-job alerts.
+    alert_slack_webhook_url: str | None = None
 
     # Progressive rollout of push (DESIGN §5): "all", "admins" or a percentage 0-100.
     push_rollout: str = "all"
