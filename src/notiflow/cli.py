@@ -110,6 +110,7 @@ def serve(
     import uvloop
 
     from notiflow.app import create_app
+    from notiflow.delivery.jobs import sweep_forever
     from notiflow.realtime.server import build_realtime_server
 
     settings = get_settings()
@@ -130,6 +131,13 @@ def serve(
         )
         realtime = build_realtime_server(settings, runtime.hub)
         await realtime.start(settings.ws_host, settings.ws_port)
+        # Embedded: jobs run in this process; the sweeper hands out retries and anything a
+        # restart left behind (with Redis, `notiflow scheduler` does this instead).
+        sweeper = (
+            asyncio.create_task(sweep_forever(runtime, settings.sweep_interval_seconds))
+            if not settings.redis_url
+            else None
+        )
         structlog.get_logger("notiflow").info(
             "api_listening",
             url=f"http://{bind_host}:{bind_port}",
@@ -140,6 +148,8 @@ def serve(
         try:
             await uvicorn.Server(config).serve()
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
             await realtime.stop()
             await runtime.close()
 
@@ -208,6 +218,76 @@ def realtime(
         finally:
             await server.stop()
             await close_hub()
+
+    uvloop.run(main())
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, max=10_000, help="Jobs run at once.")] = 100,
+) -> None:
+    """Run jobs from the Redis queue (NOTIFLOW_REDIS_URL); start as many as needed."""
+    import signal
+
+    import uvloop
+    from taskiq.api import run_receiver_task
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    if not settings.redis_url:
+        _fail(
+            "notiflow worker needs NOTIFLOW_REDIS_URL; without Redis, `notiflow serve` runs "
+            "jobs in its own process",
+            "configuration_error",
+        )
+
+    async def main() -> None:
+        runtime = await _prepare(settings, join_cluster=True)
+        assert runtime.queue is not None  # noqa: S101 - wire_jobs always sets it
+        runtime.queue.broker.is_worker_process = True
+        receiver = asyncio.create_task(
+            run_receiver_task(runtime.queue.broker, max_async_tasks=concurrency)
+        )
+        structlog.get_logger("notiflow").info("worker_started", concurrency=concurrency)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            receiver.cancel()
+            await runtime.close()
+
+    uvloop.run(main())
+
+
+@app.command()
+def scheduler() -> None:
+    """Run the one scheduler of a scale-out deployment: the outbox sweeper (and, as they are
+    added, the periodic jobs)."""
+    import signal
+
+    import uvloop
+
+    from notiflow.delivery.jobs import sweep_forever
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    async def main() -> None:
+        runtime = await _prepare(settings, join_cluster=True)
+        sweeper = asyncio.create_task(sweep_forever(runtime, settings.sweep_interval_seconds))
+        structlog.get_logger("notiflow").info("scheduler_started")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            sweeper.cancel()
+            await runtime.close()
 
     uvloop.run(main())
 

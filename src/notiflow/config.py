@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     sms_auth_token: str | None = None
     sms_from: str | None = None
 
+    # How often the outbox sweeper hands out due retries and abandoned deliveries.
+    sweep_interval_seconds: float = Field(default=30.0, gt=0)
+
     # Failed-job alerts.
     alert_slack_webhook_url: str | None = None
 

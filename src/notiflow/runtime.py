@@ -10,7 +10,10 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from notiflow.config import BroadcastDriver, Settings, parse_push_rollout
+from notiflow.delivery.channels import ChannelSender
+from notiflow.delivery.service import DeliveryWorker
 from notiflow.kit.db import create_engine, create_sessionmaker
+from notiflow.kit.queue import JobQueue, build_broker
 from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.service import NotificationService
 from notiflow.notifications.unread import (
@@ -47,6 +50,14 @@ class Runtime:
     hub: Hub = field(default_factory=Hub)
     broadcaster: Broadcaster = field(default_factory=NullBroadcaster)
     cluster: Cluster | None = None
+    queue: JobQueue | None = None
+    senders: dict[str, ChannelSender] = field(default_factory=dict)
+    _worker: DeliveryWorker | None = None
+
+    def delivery_worker(self) -> DeliveryWorker:
+        if self._worker is None:
+            self._worker = DeliveryWorker(self.sessionmaker, self.settings, self.senders)
+        return self._worker
 
     def notification_service(self, session: AsyncSession) -> NotificationService:
         return NotificationService(
@@ -65,8 +76,14 @@ class Runtime:
             self.hub.presence = RedisPresence(self.redis, self.cluster)
             await self.cluster.start()
             await backplane.start()
+        if self.queue is not None:
+            await self.queue.start(self)
 
     async def close(self) -> None:
+        if self.queue is not None:
+            await self.queue.close()
+        for sender in self.senders.values():
+            await sender.close()
         if self.cluster is not None:
             await close_redis_hub(self.hub, self.cluster)
             self.cluster = None
@@ -94,7 +111,17 @@ def create_runtime(settings: Settings) -> Runtime:
         hub=Hub(presence_limit=settings.ws_presence_limit),
     )
     wire_realtime(runtime)
+    wire_jobs(runtime)
     return runtime
+
+
+def wire_jobs(runtime: Runtime) -> None:
+    """The job queue, and the dispatcher that wakes a worker after each send."""
+    from notiflow.delivery.jobs import DeliveryDispatcher
+    from notiflow.jobs import ALL_JOBS
+
+    runtime.queue = JobQueue(build_broker(runtime.settings.redis_url), ALL_JOBS)
+    runtime.events.subscribe(DeliveryDispatcher(runtime))
 
 
 def wire_realtime(runtime: Runtime) -> None:

@@ -1,0 +1,72 @@
+"""Delivery jobs: ``delivery.send`` (a batch of ledger rows) and ``delivery.sweep``."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from notiflow.kit.queue import Job, JobQueue
+from notiflow.notifications.events import NotificationRecord
+from notiflow.notifications.unread import UserTenant
+
+if TYPE_CHECKING:
+    from notiflow.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+BATCH = 100
+
+
+async def send_deliveries(runtime: Runtime, payload: dict[str, Any]) -> None:
+    ids = [uuid.UUID(value) for value in payload.get("delivery_ids", [])]
+    await runtime.delivery_worker().process(ids)
+
+
+async def sweep(runtime: Runtime, payload: dict[str, Any]) -> None:
+    """Hand out again what is due: retries whose time came, rows a crash left behind, rows
+    whose wake-up message was lost."""
+    await enqueue_in_batches(runtime, await runtime.delivery_worker().due())
+
+
+async def enqueue_in_batches(runtime: Runtime, delivery_ids: Sequence[uuid.UUID]) -> None:
+    queue = runtime.queue
+    if queue is None or not delivery_ids:
+        return
+    for start in range(0, len(delivery_ids), BATCH):
+        batch = [str(value) for value in delivery_ids[start : start + BATCH]]
+        await queue.enqueue("delivery.send", {"delivery_ids": batch})
+
+
+class DeliveryDispatcher:
+    """After commit, wake a worker for every pending delivery of the new notifications."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def notifications_created(self, records: Sequence[NotificationRecord]) -> None:
+        pending = [delivery for record in records for delivery in record.pending_delivery_ids]
+        try:
+            await enqueue_in_batches(self.runtime, pending)
+        except Exception:  # the sweeper finds them in the outbox anyway
+            log.exception("delivery_enqueue_failed", count=len(pending))
+
+    async def unread_counts_changed(self, keys: Sequence[UserTenant]) -> None:
+        return None
+
+
+async def sweep_forever(runtime: Runtime, interval: float) -> None:
+    while True:
+        try:
+            await sweep(runtime, {})
+        except Exception:
+            log.exception("delivery_sweep_failed")
+        await asyncio.sleep(interval)
+
+
+JOBS = [Job("delivery.send", send_deliveries), Job("delivery.sweep", sweep)]
+
+__all__ = ["JOBS", "DeliveryDispatcher", "JobQueue", "enqueue_in_batches", "sweep_forever"]

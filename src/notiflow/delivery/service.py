@@ -1,0 +1,328 @@
+"""The outbox worker: claim ledger rows, re-check, send through the channel, record the outcome.
+
+Every step is safe to repeat. A claim is one conditional UPDATE (pending and due, or sending with
+an expired lease), so two workers never hold the same row; a crash leaves the row ``sending``
+until its lease expires and the sweeper hands it out again. Retry timing lives in the row
+(``next_attempt_at``), not in the queue.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from notiflow.config import Settings, parse_push_rollout
+from notiflow.delivery.channels import ChannelSender, DeliveryContext, Outcome, SendResult
+from notiflow.kit.ids import utcnow
+from notiflow.models import (
+    FailedJob,
+    Membership,
+    Notification,
+    NotificationDelivery,
+    NotificationPreference,
+    Tenant,
+    User,
+)
+from notiflow.models.tenancy import Role
+from notiflow.notifications.policy import (
+    PreferenceFlags,
+    Recipient,
+    TenantNotificationSettings,
+    resolve,
+)
+from notiflow.notifications.service import DeliveryStatus
+from notiflow.notifications.types import NotificationChannel, NotificationType
+
+log = structlog.get_logger(__name__)
+
+# Spec 003 §8.7: email is tried 3 times. Web Push and SMS likewise; each retry waits longer.
+MAX_ATTEMPTS: Mapping[str, int] = {"email": 3, "push": 3, "sms": 3}
+BACKOFF_BASE_SECONDS = 30.0
+BACKOFF_CAP_SECONDS = 3600.0
+LEASE_SECONDS = 120.0
+
+
+def backoff(attempt: int, base: float = BACKOFF_BASE_SECONDS) -> float:
+    """Exponential backoff with full jitter: base * 2^(attempt-1), randomized in [50%, 100%]."""
+    ceiling: float = min(BACKOFF_CAP_SECONDS, base * 2.0 ** (attempt - 1))
+    jitter: float = 0.5 + random.random() / 2  # noqa: S311 - jitter, not security
+    return ceiling * jitter
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    delivery: NotificationDelivery
+    notification: Notification
+    user: User
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        senders: Mapping[str, ChannelSender],
+        *,
+        backoff_base: float = BACKOFF_BASE_SECONDS,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.settings = settings
+        self.senders = senders
+        self.backoff_base = backoff_base
+        self.lease_seconds = lease_seconds
+
+    # ---------------------------------------------------------------- the job
+
+    async def process(self, delivery_ids: Sequence[uuid.UUID]) -> dict[str, int]:
+        """Claim what is due among ``delivery_ids`` and deliver it; returns outcome counts."""
+        outcomes: dict[str, int] = {}
+        for claimed in await self.claim(delivery_ids):
+            outcome = await self._deliver(claimed)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        return outcomes
+
+    async def claim(self, delivery_ids: Sequence[uuid.UUID]) -> list[Claimed]:
+        if not delivery_ids:
+            return []
+        now = utcnow()
+        async with self.sessionmaker() as session:
+            claimed_ids = list(
+                (
+                    await session.scalars(
+                        update(NotificationDelivery)
+                        .where(NotificationDelivery.id.in_(list(delivery_ids)), _claimable(now))
+                        .values(
+                            status=DeliveryStatus.SENDING,
+                            lease_until=now + timedelta(seconds=self.lease_seconds),
+                            attempts=NotificationDelivery.attempts + 1,
+                            updated_at=now,
+                        )
+                        .returning(NotificationDelivery.id)
+                    )
+                ).all()
+            )
+            if not claimed_ids:
+                await session.commit()
+                return []
+            rows = (
+                await session.execute(
+                    select(NotificationDelivery, Notification, User)
+                    .join(Notification, Notification.id == NotificationDelivery.notification_id)
+                    .join(User, User.id == NotificationDelivery.user_id)
+                    .where(NotificationDelivery.id.in_(claimed_ids))
+                )
+            ).all()
+            await session.commit()
+        return [Claimed(delivery, notification, user) for delivery, notification, user in rows]
+
+    async def _deliver(self, claimed: Claimed) -> str:
+        delivery = claimed.delivery
+        started = time.perf_counter()
+        suppression = await self._still_wanted(claimed)
+        if suppression is not None:
+            await self._record(claimed, None, suppressed=suppression)
+            outcome = DeliveryStatus.SUPPRESSED
+        else:
+            sender = self.senders.get(delivery.channel)
+            if sender is None:
+                result = SendResult.retry(f"no sender configured for {delivery.channel}")
+            else:
+                try:
+                    result = await sender.send(
+                        DeliveryContext(
+                            delivery_id=delivery.id,
+                            attempt=delivery.attempts,
+                            notification=claimed.notification,
+                            user=claimed.user,
+                            settings=self.settings,
+                            sessionmaker=self.sessionmaker,
+                        )
+                    )
+                except Exception as error:  # a sender bug must not lose the delivery
+                    log.exception("channel_sender_crashed", channel=delivery.channel)
+                    result = SendResult.retry(f"{type(error).__name__}: {error}")
+            outcome = await self._record(claimed, result)
+        log.info(
+            "delivery",
+            channel=delivery.channel,
+            user_id=str(delivery.user_id),
+            notification_id=str(delivery.notification_id),
+            tenant_id=str(delivery.tenant_id),
+            delivery_id=str(delivery.id),
+            attempt=delivery.attempts,
+            job="delivery.send",
+            outcome=outcome,
+            seconds=round(time.perf_counter() - started, 4),
+        )
+        return outcome
+
+    async def _still_wanted(self, claimed: Claimed) -> str | None:
+        """Re-check at send time: the user may have changed settings or read it in-app."""
+        notification, user, delivery = claimed.notification, claimed.user, claimed.delivery
+        if (
+            delivery.channel != NotificationChannel.SMS
+            and notification.read_at is not None
+            and notification.read_at > notification.created_at
+        ):
+            return "already_read"
+        async with self.sessionmaker() as session:
+            tenant = await session.get(Tenant, notification.tenant_id)
+            role = await session.scalar(
+                select(Membership.role).where(
+                    Membership.tenant_id == notification.tenant_id,
+                    Membership.user_id == user.id,
+                )
+            )
+            preference = await session.scalar(
+                select(NotificationPreference).where(
+                    NotificationPreference.user_id == user.id,
+                    NotificationPreference.notification_type == notification.type,
+                )
+            )
+        if tenant is None or role is None:
+            return "not_a_member"
+        notification_type = NotificationType(notification.type)
+        recipient = Recipient(
+            user_id=user.id,
+            email_enabled=user.email_notifications_enabled,
+            push_enabled=user.push_notifications_enabled,
+            has_verified_phone=user.phone_number is not None and user.phone_verified_at is not None,
+            is_admin=Role(role).is_admin,
+            preferences=(
+                {
+                    notification_type: PreferenceFlags(
+                        preference.in_app_enabled, preference.email_enabled, preference.push_enabled
+                    )
+                }
+                if preference is not None
+                else {}
+            ),
+        )
+        decision = resolve(
+            notification_type,
+            NotificationChannel(delivery.channel),
+            recipient,
+            TenantNotificationSettings.from_tenant_settings(tenant.settings),
+            parse_push_rollout(self.settings.push_rollout),
+        )
+        if decision.allowed:
+            return None
+        return decision.reason.value if decision.reason else "not_allowed"
+
+    async def _record(
+        self, claimed: Claimed, result: SendResult | None, *, suppressed: str | None = None
+    ) -> str:
+        """Write the outcome, but only while this worker still holds the lease."""
+        delivery = claimed.delivery
+        now = utcnow()
+        values: dict[str, Any] = {"lease_until": None, "updated_at": now}
+        notification_values: dict[str, Any] = {}
+        final_failure = False
+        if suppressed is not None:
+            values.update(status=DeliveryStatus.SUPPRESSED, reason=suppressed)
+            outcome = DeliveryStatus.SUPPRESSED
+        elif result is not None and result.outcome is Outcome.SENT:
+            values.update(
+                status=DeliveryStatus.SENT,
+                sent_at=now,
+                provider_message_id=result.provider_message_id,
+                last_error=None,
+            )
+            if delivery.channel == NotificationChannel.EMAIL:
+                notification_values.update(sent_at=now, failed_at=None, failure_reason=None)
+            outcome = DeliveryStatus.SENT
+        else:
+            assert result is not None  # noqa: S101 - suppressed handled above
+            retry = result.outcome is Outcome.RETRY and delivery.attempts < MAX_ATTEMPTS.get(
+                delivery.channel, 3
+            )
+            if retry:
+                values.update(
+                    status=DeliveryStatus.PENDING,
+                    next_attempt_at=now
+                    + timedelta(seconds=backoff(delivery.attempts, self.backoff_base)),
+                    last_error=result.error,
+                )
+                outcome = "retry"
+            else:
+                values.update(status=DeliveryStatus.FAILED, last_error=result.error)
+                if delivery.channel == NotificationChannel.EMAIL:
+                    notification_values.update(
+                        failed_at=now, failure_reason=(result.error or "failed")[:255]
+                    )
+                outcome = DeliveryStatus.FAILED
+                final_failure = True
+        async with self.sessionmaker() as session:
+            updated: Any = await session.execute(
+                update(NotificationDelivery)
+                .where(
+                    NotificationDelivery.id == delivery.id,
+                    NotificationDelivery.status == DeliveryStatus.SENDING,
+                    NotificationDelivery.attempts == delivery.attempts,
+                )
+                .values(**values)
+            )
+            if not updated.rowcount:
+                # The lease expired and someone else owns the row now: leave it to them.
+                await session.rollback()
+                return "lost_lease"
+            if notification_values:
+                await session.execute(
+                    update(Notification)
+                    .where(Notification.id == delivery.notification_id)
+                    .values(**notification_values, updated_at=now)
+                )
+            if final_failure:
+                session.add(
+                    FailedJob(
+                        job_name="delivery.send",
+                        args={"delivery_id": str(delivery.id), "channel": delivery.channel},
+                        tenant_id=delivery.tenant_id,
+                        exception=result.error if result and result.error else "failed",
+                        attempts=delivery.attempts,
+                    )
+                )
+            await session.commit()
+        return outcome
+
+    # ---------------------------------------------------------------- the sweeper
+
+    async def due(self, limit: int = 10_000) -> list[uuid.UUID]:
+        """Deliveries to hand out again: pending and due, or held by a lease that expired."""
+        async with self.sessionmaker() as session:
+            return list(
+                (
+                    await session.scalars(
+                        select(NotificationDelivery.id)
+                        .where(_claimable(utcnow()))
+                        .order_by(NotificationDelivery.next_attempt_at)
+                        .limit(limit)
+                    )
+                ).all()
+            )
+
+
+def _claimable(now: datetime) -> Any:
+    return or_(
+        and_(
+            NotificationDelivery.status == DeliveryStatus.PENDING,
+            or_(
+                NotificationDelivery.next_attempt_at.is_(None),
+                NotificationDelivery.next_attempt_at <= now,
+            ),
+        ),
+        and_(
+            NotificationDelivery.status == DeliveryStatus.SENDING,
+            NotificationDelivery.lease_until < now,
+        ),
+    )

@@ -1,0 +1,27 @@
+"""Notification jobs: ``notifications.cleanup`` (spec 003 §8.8, §14)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from notiflow.kit.after_commit import commit_and_flush_effects
+from notiflow.kit.queue import Job
+
+if TYPE_CHECKING:
+    from notiflow.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+async def cleanup(runtime: Runtime, payload: dict[str, Any]) -> None:
+    """Delete notifications older than 90 days and read ones read more than 30 days ago."""
+    days = int(payload.get("days_old", 90))
+    async with runtime.sessionmaker() as session:
+        deleted = await runtime.notification_service(session).delete_old(days)
+        await commit_and_flush_effects(session)
+    log.info("notifications_cleanup", job="notifications.cleanup", deleted=deleted)
+
+
+JOBS = [Job("notifications.cleanup", cleanup)]
