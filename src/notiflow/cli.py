@@ -33,6 +33,10 @@ tokens_app = typer.Typer(help="Personal access tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
+jobs_app = typer.Typer(
+    help="Jobs that failed for good (the dead-letter table).", no_args_is_help=True
+)
+app.add_typer(jobs_app, name="jobs")
 loadtest_app = typer.Typer(help="Load tests against a running notiflow.", no_args_is_help=True)
 app.add_typer(loadtest_app, name="loadtest")
 
@@ -292,6 +296,82 @@ def scheduler() -> None:
     uvloop.run(main())
 
 
+@jobs_app.command("failed")
+def jobs_failed(
+    all_: Annotated[bool, typer.Option("--all", help="Include jobs already retried.")] = False,
+) -> None:
+    """List failed jobs, one JSON object per line (newest first)."""
+    from notiflow.admin import failed_jobs
+
+    async def work(session: AsyncSession) -> list[dict[str, Any]]:
+        jobs = await failed_jobs.list_failed(session, include_retried=all_)
+        return [failed_jobs.describe(job) for job in jobs]
+
+    for row in _with_session(work):
+        _print_json(row)
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    job_id: Annotated[str | None, typer.Argument(help="A failed job's id.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Retry every failed job.")] = False,
+) -> None:
+    """Run a failed job (or all of them) again; deliveries go back to the outbox."""
+    import uuid
+
+    from notiflow.admin import failed_jobs
+
+    if (job_id is None) == (not all_):
+        _fail("give a job id or --all", "validation_failed")
+    ids: list[uuid.UUID] | None = None
+    if job_id is not None:
+        try:
+            ids = [uuid.UUID(job_id)]
+        except ValueError:
+            _fail(f"not a job id: {job_id}", "validation_failed")
+
+    async def work(session: AsyncSession) -> list[tuple[str, str, dict[str, Any] | None]]:
+        retried = await failed_jobs.retry(session, ids)
+        return [(str(job.id), job.job_name, payload) for job, payload in retried]
+
+    retried = _with_session(work)
+    settings = get_settings()
+    if settings.redis_url and retried:
+
+        async def wake() -> None:
+            runtime = create_runtime(settings)
+            try:
+                assert runtime.queue is not None  # noqa: S101 - wire_jobs always sets it
+                await runtime.queue.start(runtime)
+                for _, name, payload in retried:
+                    await runtime.queue.enqueue(name, payload or {})
+            finally:
+                await runtime.close()
+
+        asyncio.run(wake())
+    _print_json({"retried": [{"id": job, "job": name} for job, name, _ in retried]})
+
+
+@jobs_app.command("forget")
+def jobs_forget(job_id: Annotated[str, typer.Argument(help="A failed job's id.")]) -> None:
+    """Delete a failed job from the list without running it."""
+    import uuid
+
+    from notiflow.admin import failed_jobs
+
+    try:
+        parsed = uuid.UUID(job_id)
+    except ValueError:
+        _fail(f"not a job id: {job_id}", "validation_failed")
+        return
+
+    async def work(session: AsyncSession) -> None:
+        await failed_jobs.forget(session, parsed)
+
+    _with_session(work)
+    _print_json({"forgotten": job_id})
+
+
 @loadtest_app.command("ws")
 def loadtest_ws(
     token: Annotated[str, typer.Option(help="Bearer token of an owner or admin.")],
@@ -414,6 +494,20 @@ def tokens_create(
         return {"token": token, "user_id": str(user.id), "tenant_id": str(tenant_id)}
 
     _print_json(_with_session(work))
+
+
+webpush_app = typer.Typer(help="Web Push (VAPID keys).", no_args_is_help=True)
+app.add_typer(webpush_app, name="webpush")
+
+
+@webpush_app.command("keys")
+def webpush_keys() -> None:
+    """Generate a VAPID key pair for Web Push; prints one JSON object with ``public_key`` (what
+    browsers take as applicationServerKey), ``private_key`` and the ``env`` lines for .env."""
+    from notiflow.delivery.webpush import generate_vapid_keys
+
+    keys = generate_vapid_keys()
+    _print_json({"public_key": keys.public_key, "private_key": keys.private_key, "env": keys.env})
 
 
 def main() -> None:

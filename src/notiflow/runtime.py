@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from notiflow.admin.alerts import Alerter
 from notiflow.config import BroadcastDriver, Settings, parse_push_rollout
 from notiflow.delivery.channels import ChannelSender
 from notiflow.delivery.service import DeliveryWorker
@@ -54,9 +55,17 @@ class Runtime:
     senders: dict[str, ChannelSender] = field(default_factory=dict)
     _worker: DeliveryWorker | None = None
 
+    alerter: Alerter | None = None
+
     def delivery_worker(self) -> DeliveryWorker:
         if self._worker is None:
-            self._worker = DeliveryWorker(self.sessionmaker, self.settings, self.senders)
+            if self.alerter is None:
+                self.alerter = Alerter(
+                    slack_webhook_url=self.settings.alert_slack_webhook_url, redis=self.redis
+                )
+            self._worker = DeliveryWorker(
+                self.sessionmaker, self.settings, self.senders, alerter=self.alerter
+            )
         return self._worker
 
     def notification_service(self, session: AsyncSession) -> NotificationService:
@@ -84,6 +93,8 @@ class Runtime:
             await self.queue.close()
         for sender in self.senders.values():
             await sender.close()
+        if self.alerter is not None:
+            await self.alerter.close()
         if self.cluster is not None:
             await close_redis_hub(self.hub, self.cluster)
             self.cluster = None

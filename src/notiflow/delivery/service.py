@@ -20,6 +20,7 @@ import structlog
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from notiflow.admin.alerts import Alerter
 from notiflow.config import Settings, parse_push_rollout
 from notiflow.delivery.channels import ChannelSender, DeliveryContext, Outcome, SendResult
 from notiflow.kit.ids import utcnow
@@ -74,12 +75,14 @@ class DeliveryWorker:
         *,
         backoff_base: float = BACKOFF_BASE_SECONDS,
         lease_seconds: float = LEASE_SECONDS,
+        alerter: Alerter | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.settings = settings
         self.senders = senders
         self.backoff_base = backoff_base
         self.lease_seconds = lease_seconds
+        self.alerter = alerter
 
     # ---------------------------------------------------------------- the job
 
@@ -293,6 +296,16 @@ class DeliveryWorker:
                     )
                 )
             await session.commit()
+        if final_failure and self.alerter is not None:
+            try:
+                await self.alerter.job_failed(
+                    "delivery.send",
+                    f"{delivery.channel} to user {delivery.user_id}: "
+                    f"{result.error if result else 'failed'}",
+                    delivery.tenant_id,
+                )
+            except Exception:  # an alert that cannot go out must not undo the record
+                log.exception("alert_failed")
         return outcome
 
     # ---------------------------------------------------------------- the sweeper

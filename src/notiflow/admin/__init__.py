@@ -1,0 +1,1 @@
+"""Operating notiflow: failed-job alerts and the dead-letter table."""

@@ -1,0 +1,111 @@
+"""Alerting on failed jobs (spec 000 §7, spec 003 §14): a Slack-compatible webhook and email to
+the tenant's owners and admins, rate-limited so a storm of failures is one alert, not thousands.
+
+The first failure of a job in a window (5 minutes by default) alerts at once; later ones in the
+same window are counted, and the next alert says how many were held back.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+import structlog
+from redis.asyncio import Redis
+
+log = structlog.get_logger(__name__)
+
+WINDOW_SECONDS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    job_name: str
+    error: str
+    tenant_id: uuid.UUID | None = None
+    held_back: int = 0
+
+    def text(self) -> str:
+        where = f" (tenant {self.tenant_id})" if self.tenant_id else ""
+        more = (
+            f" — and {self.held_back} more failure(s) since the last alert"
+            if self.held_back
+            else ""
+        )
+        return f":rotating_light: notiflow job {self.job_name} failed{where}: {self.error}{more}"
+
+
+EmailAdmins = Callable[[Alert], Awaitable[None]]
+
+
+class Alerter:
+    def __init__(
+        self,
+        *,
+        slack_webhook_url: str | None,
+        redis: Redis | None = None,
+        email_admins: EmailAdmins | None = None,
+        window_seconds: float = WINDOW_SECONDS,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.slack_webhook_url = slack_webhook_url
+        self.redis = redis
+        self.email_admins = email_admins
+        self.window_seconds = window_seconds
+        self.client = client or httpx.AsyncClient(timeout=10.0)
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    async def job_failed(
+        self, job_name: str, error: str, tenant_id: uuid.UUID | None = None
+    ) -> bool:
+        """Alert unless this job already alerted within the window; True when sent."""
+        held_back = await self._open_window(job_name)
+        if held_back is None:
+            return False
+        alert = Alert(
+            job_name=job_name, error=error[:500], tenant_id=tenant_id, held_back=held_back
+        )
+        await self.send(alert)
+        return True
+
+    async def send(self, alert: Alert) -> None:
+        if self.slack_webhook_url:
+            try:
+                response = await self.client.post(
+                    self.slack_webhook_url, json={"text": alert.text()}
+                )
+                if response.status_code >= 400:
+                    log.warning("alert_webhook_refused", status=response.status_code)
+            except httpx.HTTPError as error:
+                log.warning("alert_webhook_failed", error=str(error))
+        if self.email_admins is not None and alert.tenant_id is not None:
+            try:
+                await self.email_admins(alert)
+            except Exception:
+                log.exception("alert_email_failed")
+        log.error("job_failed_alert", job=alert.job_name, tenant_id=str(alert.tenant_id))
+
+    async def _open_window(self, job_name: str) -> int | None:
+        """None while a window is open (the failure is counted); otherwise the number of
+        failures held back since the previous alert."""
+        if self.redis is not None:
+            key = f"notiflow:alert-window:{job_name}"
+            held_key = f"notiflow:alert-held:{job_name}"
+            if await self.redis.set(key, "1", nx=True, px=int(self.window_seconds * 1000)):
+                held_back: bytes | str | None = await self.redis.getdel(held_key)
+                return int(held_back) if held_back is not None else 0
+            await self.redis.incr(held_key)
+            return None
+        now = time.monotonic()
+        opened, held = self._windows.get(job_name, (float("-inf"), 0))
+        if now - opened < self.window_seconds:
+            self._windows[job_name] = (opened, held + 1)
+            return None
+        self._windows[job_name] = (now, 0)
+        return held
+
+    async def close(self) -> None:
+        await self.client.aclose()
