@@ -33,6 +33,8 @@ tokens_app = typer.Typer(help="Personal access tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
+schedule_app = typer.Typer(help="Periodic jobs.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
 jobs_app = typer.Typer(
     help="Jobs that failed for good (the dead-letter table).", no_args_is_help=True
 )
@@ -116,6 +118,7 @@ def serve(
     from notiflow.app import create_app
     from notiflow.delivery.jobs import sweep_forever
     from notiflow.realtime.server import build_realtime_server
+    from notiflow.schedule import run_schedule
 
     settings = get_settings()
     if ws_port is not None:
@@ -137,10 +140,13 @@ def serve(
         await realtime.start(settings.ws_host, settings.ws_port)
         # Embedded: jobs run in this process; the sweeper hands out retries and anything a
         # restart left behind (with Redis, `notiflow scheduler` does this instead).
-        sweeper = (
-            asyncio.create_task(sweep_forever(runtime, settings.sweep_interval_seconds))
+        background = (
+            [
+                asyncio.create_task(sweep_forever(runtime, settings.sweep_interval_seconds)),
+                asyncio.create_task(run_schedule(runtime)),
+            ]
             if not settings.redis_url
-            else None
+            else []
         )
         structlog.get_logger("notiflow").info(
             "api_listening",
@@ -152,8 +158,8 @@ def serve(
         try:
             await uvicorn.Server(config).serve()
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
+            for task in background:
+                task.cancel()
             await realtime.stop()
             await runtime.close()
 
@@ -275,13 +281,17 @@ def scheduler() -> None:
     import uvloop
 
     from notiflow.delivery.jobs import sweep_forever
+    from notiflow.schedule import run_schedule
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
         runtime = await _prepare(settings, join_cluster=True)
-        sweeper = asyncio.create_task(sweep_forever(runtime, settings.sweep_interval_seconds))
+        tasks = [
+            asyncio.create_task(sweep_forever(runtime, settings.sweep_interval_seconds)),
+            asyncio.create_task(run_schedule(runtime)),
+        ]
         structlog.get_logger("notiflow").info("scheduler_started")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -290,10 +300,20 @@ def scheduler() -> None:
         try:
             await stop.wait()
         finally:
-            sweeper.cancel()
+            for task in tasks:
+                task.cancel()
             await runtime.close()
 
     uvloop.run(main())
+
+
+@schedule_app.command("list")
+def schedule_list() -> None:
+    """The periodic jobs and when each runs next, one JSON object per line."""
+    from notiflow.schedule import describe
+
+    for row in describe(get_settings()):
+        _print_json(row)
 
 
 @jobs_app.command("failed")

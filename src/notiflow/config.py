@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     # How often the outbox sweeper hands out due retries and abandoned deliveries.
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
 
+    # Daily maintenance jobs run at this local hour (spec 003 §9, §14).
+    maintenance_hour: int = Field(default=3, ge=0, le=23)
+    maintenance_timezone: str = "UTC"
+
     # Failed-job alerts.
     alert_slack_webhook_url: str | None = None
 
