@@ -20,6 +20,7 @@ from notiflow.config import Settings, get_settings
 from notiflow.delivery.push_api import router as push_router
 from notiflow.delivery.unsubscribe_api import router as unsubscribe_router
 from notiflow.kit.errors import NotiflowError, error_body
+from notiflow.kit.metrics import router as metrics_router
 from notiflow.notifications.api import router as notifications_router
 from notiflow.notifications.api import tenant_router
 from notiflow.realtime.api import auth_router as realtime_router
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(pusher_router)
     app.include_router(push_router)
     app.include_router(unsubscribe_router)
+    app.include_router(metrics_router)
 
     @app.get("/health", tags=["health"])
     async def health(request: Request) -> JSONResponse:
