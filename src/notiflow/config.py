@@ -98,6 +98,8 @@ class Settings(BaseSettings):
 
     # How often the outbox sweeper hands out due retries and abandoned deliveries.
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    # First retry delay of a delivery; each next one doubles (with jitter), up to an hour.
+    delivery_backoff_seconds: float = Field(default=30.0, gt=0)
 
     # Daily maintenance jobs run at this local hour (spec 003 §9, §14).
     maintenance_hour: int = Field(default=3, ge=0, le=23)

@@ -64,7 +64,11 @@ class Runtime:
                     slack_webhook_url=self.settings.alert_slack_webhook_url, redis=self.redis
                 )
             self._worker = DeliveryWorker(
-                self.sessionmaker, self.settings, self.senders, alerter=self.alerter
+                self.sessionmaker,
+                self.settings,
+                self.senders,
+                alerter=self.alerter,
+                backoff_base=self.settings.delivery_backoff_seconds,
             )
         return self._worker
 
@@ -132,6 +136,10 @@ def wire_jobs(runtime: Runtime) -> None:
     from notiflow.jobs import ALL_JOBS
 
     runtime.queue = JobQueue(build_broker(runtime.settings.redis_url), ALL_JOBS)
+    if not runtime.senders:
+        from notiflow.delivery.senders import build_senders
+
+        runtime.senders = build_senders(runtime.settings)
     runtime.events.subscribe(DeliveryDispatcher(runtime))
 
 

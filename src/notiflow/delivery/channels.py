@@ -29,6 +29,9 @@ class Outcome(StrEnum):
     SENT = "sent"
     RETRY = "retry"
     FAILED = "failed"
+    # Nothing to deliver to, and nothing wrong: e.g. no browser subscribed to Web Push. Recorded
+    # as ``suppressed`` with the reason, without a failed job or an alert.
+    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,10 @@ class SendResult:
     @classmethod
     def failed(cls, error: str) -> SendResult:
         return cls(Outcome.FAILED, error=error)
+
+    @classmethod
+    def skipped(cls, reason: str) -> SendResult:
+        return cls(Outcome.SKIPPED, error=reason)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from notiflow.admin.alerts import Alerter
 from notiflow.config import Settings, parse_push_rollout
 from notiflow.delivery.channels import ChannelSender, DeliveryContext, Outcome, SendResult
 from notiflow.kit.ids import utcnow
+from notiflow.kit.metrics import record_delivery
 from notiflow.models import (
     FailedJob,
     Membership,
@@ -155,6 +156,11 @@ class DeliveryWorker:
                     log.exception("channel_sender_crashed", channel=delivery.channel)
                     result = SendResult.retry(f"{type(error).__name__}: {error}")
             outcome = await self._record(claimed, result)
+        record_delivery(
+            delivery.channel,
+            outcome,
+            None if outcome == DeliveryStatus.SUPPRESSED else time.perf_counter() - started,
+        )
         log.info(
             "delivery",
             channel=delivery.channel,
@@ -231,8 +237,10 @@ class DeliveryWorker:
         values: dict[str, Any] = {"lease_until": None, "updated_at": now}
         notification_values: dict[str, Any] = {}
         final_failure = False
+        if result is not None and result.outcome is Outcome.SKIPPED:
+            suppressed = result.error or "skipped"
         if suppressed is not None:
-            values.update(status=DeliveryStatus.SUPPRESSED, reason=suppressed)
+            values.update(status=DeliveryStatus.SUPPRESSED, reason=suppressed[:50])
             outcome = DeliveryStatus.SUPPRESSED
         elif result is not None and result.outcome is Outcome.SENT:
             values.update(

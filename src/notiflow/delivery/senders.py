@@ -1,0 +1,16 @@
+"""The channel senders of a process, built from settings."""
+
+from __future__ import annotations
+
+from notiflow.config import Settings
+from notiflow.delivery.channels import ChannelSender
+from notiflow.delivery.email import EmailSender
+from notiflow.delivery.sms import build_sms_sender
+
+
+def build_senders(settings: Settings) -> dict[str, ChannelSender]:
+    senders: dict[str, ChannelSender] = {
+        "email": EmailSender(settings),
+        "sms": build_sms_sender(settings),
+    }
+    return senders
