@@ -6,11 +6,13 @@ from notiflow.config import Settings
 from notiflow.delivery.channels import ChannelSender
 from notiflow.delivery.email import EmailSender
 from notiflow.delivery.sms import build_sms_sender
+from notiflow.delivery.webpush import WebPushSender
 
 
 def build_senders(settings: Settings) -> dict[str, ChannelSender]:
     senders: dict[str, ChannelSender] = {
         "email": EmailSender(settings),
         "sms": build_sms_sender(settings),
+        "push": WebPushSender(),
     }
     return senders
