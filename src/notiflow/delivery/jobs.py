@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-BATCH = 100
+# Delivery ids per wake-up message: one queue round trip per 500 deliveries.
+BATCH = 500
 
 
 async def send_deliveries(runtime: Runtime, payload: dict[str, Any]) -> None:

@@ -37,6 +37,11 @@ class LiveEvent:
 class Broadcaster(Protocol):
     async def publish(self, events: Sequence[LiveEvent]) -> None: ...
 
+    async def occupied(self, prefix: str) -> set[str] | None:
+        """The channels with this prefix that have subscribers anywhere, or None when unknown
+        (then everything is published)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -47,6 +52,9 @@ class HubBroadcaster:
     async def publish(self, events: Sequence[LiveEvent]) -> None:
         for event in events:
             await self.hub.publish(event.channel, event.name, event.data)
+
+    async def occupied(self, prefix: str) -> set[str] | None:
+        return set(await self.hub.channel_counts(prefix))
 
     async def close(self) -> None:
         return None
@@ -94,6 +102,9 @@ class PusherHttpBroadcaster:
                     "pusher_publish_failed", status=response.status_code, body=response.text[:200]
                 )
 
+    async def occupied(self, prefix: str) -> set[str] | None:
+        return None
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -103,6 +114,9 @@ class LogBroadcaster:
         for event in events:
             log.info("live_event", channel=event.channel, event_name=event.name, data=event.data)
 
+    async def occupied(self, prefix: str) -> set[str] | None:
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -110,6 +124,9 @@ class LogBroadcaster:
 class NullBroadcaster:
     async def publish(self, events: Sequence[LiveEvent]) -> None:
         return None
+
+    async def occupied(self, prefix: str) -> set[str] | None:
+        return set()
 
     async def close(self) -> None:
         return None

@@ -182,6 +182,8 @@ class Hub:
         self, channel: str, event: str, data: Any, except_socket_id: str | None = None
     ) -> None:
         """Send ``event`` to everyone on ``channel`` (but ``except_socket_id``), on every node."""
+        if self.backplane is None and channel not in self.channels:
+            return  # nobody listens here and there is no other node: do not even frame it
         frame = websocket_frame(protocol.event_message(event, channel, data))
         await self.publish_frame(channel, frame, except_socket_id)
 

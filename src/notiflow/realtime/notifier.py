@@ -27,8 +27,11 @@ UNREAD_COUNT_CHANGED = "UnreadCountChanged"
 COUNT_CHUNK = 5_000
 
 
+CHANNEL_PREFIX = "private-notifications."
+
+
 def user_channel(user_id: uuid.UUID | str) -> str:
-    return f"private-notifications.{user_id}"
+    return f"{CHANNEL_PREFIX}{user_id}"
 
 
 class RealtimeNotifier:
@@ -39,6 +42,7 @@ class RealtimeNotifier:
         self.sessionmaker = sessionmaker
 
     async def notifications_created(self, records: Sequence[NotificationRecord]) -> None:
+        online = await self.broadcaster.occupied(CHANNEL_PREFIX)
         events = [
             LiveEvent(
                 channel=user_channel(record.user_id),
@@ -46,12 +50,19 @@ class RealtimeNotifier:
                 data=NotificationData.from_model(record).model_dump_json(),
             )
             for record in records
-            if record.push_allowed
+            if record.push_allowed and (online is None or user_channel(record.user_id) in online)
         ]
         if events:
             await self.broadcaster.publish(events)
 
     async def unread_counts_changed(self, keys: Sequence[UserTenant]) -> None:
+        # Only users with an open connection anywhere need a badge update (a tenant-wide send
+        # reaches thousands, of whom few are online); the others read the count when they come.
+        online = await self.broadcaster.occupied(CHANNEL_PREFIX)
+        if online is not None:
+            keys = [key for key in keys if user_channel(key[0]) in online]
+        if not keys:
+            return
         counts = await self._counts(keys)
         await self.broadcaster.publish(
             [
