@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
     # First retry delay of a delivery; each next one doubles (with jitter), up to an hour.
     delivery_backoff_seconds: float = Field(default=30.0, gt=0)
+    # How long a worker may hold a claimed delivery before another may take it over.
+    delivery_lease_seconds: float = Field(default=120.0, gt=0)
 
     # Daily maintenance jobs run at this local hour (spec 003 §9, §14).
     maintenance_hour: int = Field(default=3, ge=0, le=23)

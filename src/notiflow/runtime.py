@@ -69,6 +69,7 @@ class Runtime:
                 self.senders,
                 alerter=self.alerter,
                 backoff_base=self.settings.delivery_backoff_seconds,
+                lease_seconds=self.settings.delivery_lease_seconds,
             )
         return self._worker
 

@@ -7,6 +7,7 @@ records what it receives, counts SMTP sessions, can be told to refuse recipients
 
 from __future__ import annotations
 
+import asyncio
 import email.policy
 import socket
 from collections.abc import Iterator
@@ -52,6 +53,9 @@ class RecordingHandler:
         self.recipient_replies: dict[str, str] = {}
         # A reply to the end of DATA instead of accepting the message, e.g. "554 5.7.1 spam".
         self.data_reply: str | None = None
+        # A pause before answering RCPT: makes a batch take time without widening the moment
+        # between the server accepting a message and the client hearing it.
+        self.rcpt_delay = 0.0
 
     def _session_number(self, session: Session) -> int:
         for number, known in enumerate(self.sessions, start=1):
@@ -80,6 +84,8 @@ class RecordingHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if self.rcpt_delay:
+            await asyncio.sleep(self.rcpt_delay)
         reply = self.recipient_replies.get(address.lower())
         if reply is not None:
             return reply

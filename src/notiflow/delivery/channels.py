@@ -14,6 +14,7 @@ verified phone). An exception escaping ``send`` is treated as ``retry`` and logg
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -69,6 +70,15 @@ class DeliveryContext:
     # For senders that must read or change data of their own (Web Push deletes dead
     # subscriptions); each use is a short transaction of its own.
     sessionmaker: async_sessionmaker[AsyncSession]
+    # Called by a sender right before the step that cannot be taken back (the end of an SMTP
+    # DATA): it records the delivery as sent, so a crash after the provider accepted it cannot
+    # cause a second copy. Raises LeaseLost when another worker took the delivery over; the
+    # sender must then abandon the message.
+    commit_point: Callable[[], Awaitable[None]] | None = None
+
+
+class LeaseLost(Exception):
+    """This worker no longer owns the delivery."""
 
 
 class ChannelSender(Protocol):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import email.policy
 import email.utils
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import Policy
@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import aiosmtplib
 import structlog
+from aiosmtplib.email import extract_sender, flatten_message
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from notiflow.config import Settings, SmtpTls
@@ -427,9 +429,12 @@ class EmailSender:
                 return _connect_problem(error)
             try:
                 # The envelope names the user's address, whatever the To header's name holds.
-                await client.send_message(message, recipients=[user.email])
+                await _transact(client, message, user.email, context.commit_point)
             except aiosmtplib.SMTPRecipientsRefused as error:
                 return _recipient_refused(error)
+            except aiosmtplib.SMTPRecipientRefused as error:
+                reason = _reply(error)
+                return SendResult.failed(reason) if error.code >= 500 else SendResult.retry(reason)
             except aiosmtplib.SMTPNotSupported as error:
                 # Only raised here for an internationalized address the server cannot take.
                 return SendResult.failed(f"the mail server refused the address: {error.message}")
@@ -511,6 +516,49 @@ def _reply(error: aiosmtplib.SMTPResponseException) -> str:
 def _describe(error: BaseException) -> str:
     text = error.message if isinstance(error, aiosmtplib.SMTPException) else str(error)
     return text or type(error).__name__
+
+
+async def _transact(
+    client: aiosmtplib.SMTP,
+    message: EmailMessage,
+    recipient: str,
+    commit_point: Callable[[], Awaitable[None]] | None,
+) -> None:
+    """One SMTP transaction. With a commit point, the delivery is recorded as sent after the
+    whole message has been transferred and before the final ``.`` that makes the server accept
+    it: a crash before the dot leaves an unaccepted message (the server drops it, the delivery is
+    sent again), a crash after it leaves a recorded delivery — never two copies."""
+    sender = extract_sender(message)
+    if commit_point is None or sender is None or not (sender + recipient).isascii():
+        await client.send_message(message, recipients=[recipient])
+        return
+    eight_bit = client.supports_extension("8bitmime")
+    await client.mail(sender, options=["BODY=8BITMIME"] if eight_bit else None)
+    await client.rcpt(recipient)
+    flat = flatten_message(message, utf8=False, cte_type="8bit" if eight_bit else "7bit")
+    body = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(flat))
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    # aiosmtplib's own DATA sends body and terminator in one write; this is the same exchange
+    # with the commit point between them (its command lock keeps replies in order).
+    async with protocol._command_lock:  # type: ignore[union-attr]
+        protocol._response_pending = True
+        protocol.write(b"DATA\r\n")
+        start = await protocol.read_response(timeout=client.timeout)
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol.write(body)
+        try:
+            await commit_point()
+        except BaseException:
+            client.close()  # without the final dot the server discards the message
+            raise
+        protocol._response_pending = True
+        protocol.write(b".\r\n")
+        response = await protocol.read_response(timeout=client.timeout)
+        if response.code != 250:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
 
 
 def _recipient_refused(error: aiosmtplib.SMTPRecipientsRefused) -> SendResult:

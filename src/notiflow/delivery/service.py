@@ -22,7 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notiflow.admin.alerts import Alerter
 from notiflow.config import Settings, parse_push_rollout
-from notiflow.delivery.channels import ChannelSender, DeliveryContext, Outcome, SendResult
+from notiflow.delivery.channels import (
+    ChannelSender,
+    DeliveryContext,
+    LeaseLost,
+    Outcome,
+    SendResult,
+)
 from notiflow.kit.ids import utcnow
 from notiflow.kit.metrics import record_delivery
 from notiflow.models import (
@@ -138,6 +144,13 @@ class DeliveryWorker:
             outcome = DeliveryStatus.SUPPRESSED
         else:
             sender = self.senders.get(delivery.channel)
+            handed_over = False
+
+            async def commit_point() -> None:
+                nonlocal handed_over
+                await self._mark_handed_over(claimed)
+                handed_over = True
+
             if sender is None:
                 result = SendResult.retry(f"no sender configured for {delivery.channel}")
             else:
@@ -150,12 +163,14 @@ class DeliveryWorker:
                             user=claimed.user,
                             settings=self.settings,
                             sessionmaker=self.sessionmaker,
+                            commit_point=commit_point,
                         )
                     )
                 except Exception as error:  # a sender bug must not lose the delivery
-                    log.exception("channel_sender_crashed", channel=delivery.channel)
+                    if not isinstance(error, LeaseLost):
+                        log.exception("channel_sender_crashed", channel=delivery.channel)
                     result = SendResult.retry(f"{type(error).__name__}: {error}")
-            outcome = await self._record(claimed, result)
+            outcome = await self._record(claimed, result, handed_over=handed_over)
         record_delivery(
             delivery.channel,
             outcome,
@@ -228,8 +243,39 @@ class DeliveryWorker:
             return None
         return decision.reason.value if decision.reason else "not_allowed"
 
+    async def _mark_handed_over(self, claimed: Claimed) -> None:
+        """The commit point: record the delivery as sent just before the provider can accept it
+        (the lease stays set until the outcome is known)."""
+        delivery = claimed.delivery
+        now = utcnow()
+        async with self.sessionmaker() as session:
+            updated: Any = await session.execute(
+                update(NotificationDelivery)
+                .where(
+                    NotificationDelivery.id == delivery.id,
+                    NotificationDelivery.status == DeliveryStatus.SENDING,
+                    NotificationDelivery.attempts == delivery.attempts,
+                )
+                .values(status=DeliveryStatus.SENT, sent_at=now, updated_at=now)
+            )
+            if not updated.rowcount:
+                await session.rollback()
+                raise LeaseLost(str(delivery.id))
+            if delivery.channel == NotificationChannel.EMAIL:
+                await session.execute(
+                    update(Notification)
+                    .where(Notification.id == delivery.notification_id)
+                    .values(sent_at=now, failed_at=None, failure_reason=None, updated_at=now)
+                )
+            await session.commit()
+
     async def _record(
-        self, claimed: Claimed, result: SendResult | None, *, suppressed: str | None = None
+        self,
+        claimed: Claimed,
+        result: SendResult | None,
+        *,
+        suppressed: str | None = None,
+        handed_over: bool = False,
     ) -> str:
         """Write the outcome, but only while this worker still holds the lease."""
         delivery = claimed.delivery
@@ -249,8 +295,10 @@ class DeliveryWorker:
                 provider_message_id=result.provider_message_id,
                 last_error=None,
             )
-            if delivery.channel == NotificationChannel.EMAIL:
+            if delivery.channel == NotificationChannel.EMAIL and not handed_over:
                 notification_values.update(sent_at=now, failed_at=None, failure_reason=None)
+            if handed_over:
+                values.pop("sent_at")  # recorded at the commit point
             outcome = DeliveryStatus.SENT
         else:
             assert result is not None  # noqa: S101 - suppressed handled above
@@ -273,13 +321,20 @@ class DeliveryWorker:
                     )
                 outcome = DeliveryStatus.FAILED
                 final_failure = True
+            if handed_over:
+                # Recorded as sent at the commit point, but the provider did not confirm: undo.
+                values["sent_at"] = None
+                if delivery.channel == NotificationChannel.EMAIL:
+                    notification_values.setdefault("sent_at", None)
         async with self.sessionmaker() as session:
             updated: Any = await session.execute(
                 update(NotificationDelivery)
                 .where(
                     NotificationDelivery.id == delivery.id,
-                    NotificationDelivery.status == DeliveryStatus.SENDING,
+                    NotificationDelivery.status
+                    == (DeliveryStatus.SENT if handed_over else DeliveryStatus.SENDING),
                     NotificationDelivery.attempts == delivery.attempts,
+                    NotificationDelivery.lease_until.is_not(None),
                 )
                 .values(**values)
             )

@@ -15,7 +15,7 @@ from notiflow.notifications.service import Actor, NotificationService
 from notiflow.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -54,7 +54,7 @@ async def require_tenant_admin(auth: CurrentAuth) -> AuthContext:
 TenantAdmin = Annotated[AuthContext, Depends(require_tenant_admin)]
 
 
-def get_notification_service(runtime: RuntimeDep, session: SessionDep) -> NotificationService:
+async def get_notification_service(runtime: RuntimeDep, session: SessionDep) -> NotificationService:
     return runtime.notification_service(session)
 
 

@@ -1,0 +1,109 @@
+"""Real notiflow processes for end-to-end tests: start, wait until ready, kill, restart."""
+
+# ruff: noqa: ASYNC109, ASYNC220 - small polling helpers; processes are started once per test
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+NOTIFLOW = str(Path(sys.executable).with_name("notiflow"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def notiflow_env(**settings: str) -> dict[str, str]:
+    """This environment without NOTIFLOW_* variables, plus ``settings`` (as NOTIFLOW_<NAME>)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("NOTIFLOW_")}
+    env.update({f"NOTIFLOW_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(0.1)
+
+
+class NotiflowProcess:
+    """``notiflow <args>`` as a child process; ``ready_url`` (if any) must answer 200."""
+
+    def __init__(self, args: list[str], env: dict[str, str], ready_url: str | None = None) -> None:
+        self.args = args
+        self.env = env
+        self.ready_url = ready_url
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self, settle: float = 0.0) -> NotiflowProcess:
+        self.process = subprocess.Popen(  # noqa: S603 - our own console script
+            [NOTIFLOW, *self.args],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        if self.ready_url is not None:
+            async with httpx.AsyncClient() as client:
+                for _ in range(300):
+                    self._check_alive()
+                    try:
+                        if (await client.get(self.ready_url)).status_code == 200:
+                            return self
+                    except httpx.HTTPError:
+                        pass
+                    await asyncio.sleep(0.1)
+            raise AssertionError(f"notiflow {' '.join(self.args)} did not become ready")
+        await asyncio.sleep(settle)
+        self._check_alive()
+        return self
+
+    def _check_alive(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            error = self.process.stderr.read().decode()[-3000:] if self.process.stderr else ""
+            raise AssertionError(f"notiflow {' '.join(self.args)} exited: {error}")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye — a crash."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self._close_pipes()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A one-off command with the same environment."""
+        return subprocess.run(  # noqa: S603 - our own console script
+            [NOTIFLOW, *args], env=self.env, capture_output=True, text=True, check=False
+        )
