@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from notiflow.kit.metrics import set_queue_depth
 from notiflow.kit.queue import Job, JobQueue
 from notiflow.notifications.events import NotificationRecord
 from notiflow.notifications.unread import UserTenant
@@ -30,7 +31,9 @@ async def send_deliveries(runtime: Runtime, payload: dict[str, Any]) -> None:
 async def sweep(runtime: Runtime, payload: dict[str, Any]) -> None:
     """Hand out again what is due: retries whose time came, rows a crash left behind, rows
     whose wake-up message was lost."""
-    await enqueue_in_batches(runtime, await runtime.delivery_worker().due())
+    due = await runtime.delivery_worker().due()
+    set_queue_depth("outbox", len(due))
+    await enqueue_in_batches(runtime, due)
 
 
 async def enqueue_in_batches(runtime: Runtime, delivery_ids: Sequence[uuid.UUID]) -> None:

@@ -8,6 +8,9 @@ Jobs are plain ``async def job(runtime, payload) -> None`` functions registered 
 
 from __future__ import annotations
 
+import time
+import traceback
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -61,10 +64,64 @@ def _taskiq_adapter(job: Job) -> Callable[..., Awaitable[None]]:
         context: Context = TaskiqDepends(),  # noqa: B008 - Taskiq's injection idiom
     ) -> None:
         runtime: Runtime = context.state.runtime
-        await job.function(runtime, payload)
+        await run_job(runtime, job, payload)
 
     run.__name__ = job.name.replace(".", "_")
     return run
+
+
+async def run_job(runtime: Runtime, job: Job, payload: dict[str, Any]) -> None:
+    """Run one job: one structured log line and metrics either way; a job that raises is written
+    to ``failed_jobs`` and alerted (its trigger stays in the database for the next run)."""
+    from notiflow.kit.metrics import record_failed_job, record_job
+    from notiflow.models import FailedJob
+
+    started = time.perf_counter()
+    tenant_id = payload.get("tenant_id")
+    workspace_id = payload.get("workspace_id")
+    try:
+        await job.function(runtime, payload)
+    except Exception as error:
+        seconds = time.perf_counter() - started
+        record_job(job.name, "failed", seconds)
+        record_failed_job()
+        log.exception(
+            "job",
+            job=job.name,
+            outcome="failed",
+            seconds=round(seconds, 4),
+            tenant_id=tenant_id,
+            workspace_id=workspace_id,
+        )
+        async with runtime.sessionmaker() as session:
+            session.add(
+                FailedJob(
+                    job_name=job.name,
+                    args=payload,
+                    tenant_id=uuid.UUID(tenant_id) if tenant_id else None,
+                    workspace_id=uuid.UUID(workspace_id) if workspace_id else None,
+                    exception=f"{type(error).__name__}: {error}"[:2000],
+                    traceback=traceback.format_exc()[-10_000:],
+                )
+            )
+            await session.commit()
+        if runtime.alerter is not None:
+            await runtime.alerter.job_failed(
+                job.name,
+                f"{type(error).__name__}: {error}",
+                uuid.UUID(tenant_id) if tenant_id else None,
+            )
+        return
+    seconds = time.perf_counter() - started
+    record_job(job.name, "ok", seconds)
+    log.info(
+        "job",
+        job=job.name,
+        outcome="ok",
+        seconds=round(seconds, 4),
+        tenant_id=tenant_id,
+        workspace_id=workspace_id,
+    )
 
 
 def build_broker(redis_url: str | None) -> AsyncBroker:
