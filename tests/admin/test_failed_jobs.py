@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notiflow.admin.alerts import Alerter
-from notiflow.kit.queue import Job, JobQueue, build_broker
-from notiflow.models import FailedJob
+from notiflow.kit.queue import Job, JobQueue, build_broker, enqueue_due_retries
+from notiflow.models import FailedJob, JobAttempt
 from notiflow.runtime import Runtime
 from tests.admin.webhook_receiver import WebhookReceiver
 from tests.conftest import TEST_PUSHER_SECRET
@@ -29,7 +29,7 @@ async def test_a_failing_job_is_recorded_and_alerted(runtime: Runtime) -> None:
         calls.append(payload)
         raise RuntimeError("the provider is on fire")
 
-    queue = JobQueue(build_broker(None), [Job("content.publish_post", explode)])
+    queue = JobQueue(build_broker(None), [Job("content.publish_post", explode, max_attempts=1)])
     runtime.queue = queue
     await queue.start(runtime)
     tenant = uuid.uuid4()
@@ -52,6 +52,83 @@ async def test_a_failing_job_is_recorded_and_alerted(runtime: Runtime) -> None:
     assert "RuntimeError" in failed.traceback
     [alert] = receiver.received
     assert "content.publish_post" in alert["text"]
+
+
+async def test_a_failing_job_is_retried_with_backoff_then_gives_up(runtime: Runtime) -> None:
+    runs: list[float] = []
+    hook_calls: list[str] = []
+
+    async def flaky(runtime: Runtime, payload: dict[str, Any]) -> None:
+        runs.append(asyncio.get_running_loop().time())
+        raise ConnectionError("provider unreachable")
+
+    async def on_failure(runtime: Runtime, payload: dict[str, Any], error: BaseException) -> None:
+        hook_calls.append(f"{payload['post_id']}: {error}")
+
+    queue = JobQueue(
+        build_broker(None),
+        [
+            Job(
+                "content.publish_post",
+                flaky,
+                max_attempts=3,
+                backoff_seconds=0.2,
+                on_failure=on_failure,
+            )
+        ],
+    )
+    runtime.queue = queue
+    await queue.start(runtime)
+    try:
+        await queue.enqueue("content.publish_post", {"post_id": "p7"})
+        for _ in range(300):  # what the sweeper does, quickly
+            await enqueue_due_retries(runtime)
+            if hook_calls:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
+    finally:
+        await queue.close()
+    assert len(runs) == 3
+    assert runs[2] - runs[1] > (runs[1] - runs[0]) * 0.9, "waits grow"
+    assert hook_calls == ["p7: provider unreachable"]
+    async with runtime.sessionmaker() as session:
+        assert (await session.scalars(select(JobAttempt))).all() == []
+        [failed] = (await session.scalars(select(FailedJob))).all()
+    assert (failed.job_name, failed.attempts, failed.args) == (
+        "content.publish_post",
+        3,
+        {"post_id": "p7"},
+    )
+
+
+async def test_a_retry_that_succeeds_leaves_nothing_behind(runtime: Runtime) -> None:
+    runs: list[int] = []
+
+    async def second_time_lucky(runtime: Runtime, payload: dict[str, Any]) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise TimeoutError("slow provider")
+
+    queue = JobQueue(
+        build_broker(None), [Job("inbox.sync", second_time_lucky, backoff_seconds=0.05)]
+    )
+    runtime.queue = queue
+    await queue.start(runtime)
+    try:
+        await queue.enqueue("inbox.sync", {"workspace_id": str(uuid.uuid4())})
+        for _ in range(200):
+            await enqueue_due_retries(runtime)
+            if len(runs) == 2:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
+    finally:
+        await queue.close()
+    assert len(runs) == 2
+    async with runtime.sessionmaker() as session:
+        assert (await session.scalars(select(JobAttempt))).all() == []
+        assert (await session.scalars(select(FailedJob))).all() == []
 
 
 def _cli(engine: AsyncEngine, *args: str) -> subprocess.CompletedProcess[str]:

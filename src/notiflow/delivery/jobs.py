@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from notiflow.kit.metrics import set_queue_depth
-from notiflow.kit.queue import Job, JobQueue
+from notiflow.kit.queue import Job, JobQueue, enqueue_due_retries
 from notiflow.notifications.events import NotificationRecord
 from notiflow.notifications.unread import UserTenant
 
@@ -66,6 +66,7 @@ async def sweep_forever(runtime: Runtime, interval: float) -> None:
     while True:
         try:
             await sweep(runtime, {})
+            await enqueue_due_retries(runtime)
         except Exception:
             log.exception("delivery_sweep_failed")
         await asyncio.sleep(interval)

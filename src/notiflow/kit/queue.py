@@ -8,16 +8,21 @@ Jobs are plain ``async def job(runtime, payload) -> None`` functions registered 
 
 from __future__ import annotations
 
+import random
 import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from sqlalchemy import delete, select, update
 from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq_redis import RedisStreamBroker
+
+from notiflow.kit.ids import utcnow
 
 if TYPE_CHECKING:
     from notiflow.runtime import Runtime
@@ -31,6 +36,17 @@ JobFunction = Callable[["Runtime", dict[str, Any]], Awaitable[None]]
 class Job:
     name: str
     function: JobFunction
+    # Tries in all, and the first retry delay (doubling after each failure, with jitter).
+    max_attempts: int = 3
+    backoff_seconds: float = 60.0
+    # Runs once when the job gives up (spec 003 §8.2's failed()): e.g. mark a post failed and
+    # tell its author.
+    on_failure: Callable[[Runtime, dict[str, Any], BaseException], Awaitable[None]] | None = None
+
+
+ATTEMPT_KEY = "_attempt_id"
+# A retry handed to the queue is not handed out again for this long (in case the message is lost).
+RETRY_LEASE_SECONDS = 300.0
 
 
 class JobQueue:
@@ -73,16 +89,33 @@ def _taskiq_adapter(job: Job) -> Callable[..., Awaitable[None]]:
 async def run_job(runtime: Runtime, job: Job, payload: dict[str, Any]) -> None:
     """Run one job: one structured log line and metrics either way; a job that raises is written
     to ``failed_jobs`` and alerted (its trigger stays in the database for the next run)."""
-    from notiflow.kit.metrics import record_failed_job, record_job
-    from notiflow.models import FailedJob
+    from notiflow.kit.metrics import record_failed_job, record_job, record_retry
+    from notiflow.models import FailedJob, JobAttempt
 
     started = time.perf_counter()
-    tenant_id = payload.get("tenant_id")
-    workspace_id = payload.get("workspace_id")
+    attempt_id = payload.get(ATTEMPT_KEY)
+    args = {key: value for key, value in payload.items() if key != ATTEMPT_KEY}
+    tenant_id = args.get("tenant_id")
+    workspace_id = args.get("workspace_id")
     try:
-        await job.function(runtime, payload)
+        await job.function(runtime, args)
     except Exception as error:
         seconds = time.perf_counter() - started
+        attempts = await _schedule_retry(runtime, job, args, attempt_id, error)
+        if attempts is not None:
+            record_job(job.name, "retry", seconds)
+            record_retry(job.name)
+            log.warning(
+                "job",
+                job=job.name,
+                outcome="retry",
+                attempt=attempts,
+                error=f"{type(error).__name__}: {error}",
+                seconds=round(seconds, 4),
+                tenant_id=tenant_id,
+                workspace_id=workspace_id,
+            )
+            return
         record_job(job.name, "failed", seconds)
         record_failed_job()
         log.exception(
@@ -93,15 +126,21 @@ async def run_job(runtime: Runtime, job: Job, payload: dict[str, Any]) -> None:
             tenant_id=tenant_id,
             workspace_id=workspace_id,
         )
+        if job.on_failure is not None:
+            try:
+                await job.on_failure(runtime, args, error)
+            except Exception:
+                log.exception("job_failure_hook_failed", job=job.name)
         async with runtime.sessionmaker() as session:
             session.add(
                 FailedJob(
                     job_name=job.name,
-                    args=payload,
+                    args=args,
                     tenant_id=uuid.UUID(tenant_id) if tenant_id else None,
                     workspace_id=uuid.UUID(workspace_id) if workspace_id else None,
                     exception=f"{type(error).__name__}: {error}"[:2000],
                     traceback=traceback.format_exc()[-10_000:],
+                    attempts=job.max_attempts,
                 )
             )
             await session.commit()
@@ -112,6 +151,10 @@ async def run_job(runtime: Runtime, job: Job, payload: dict[str, Any]) -> None:
                 uuid.UUID(tenant_id) if tenant_id else None,
             )
         return
+    if attempt_id is not None:
+        async with runtime.sessionmaker() as session:
+            await session.execute(delete(JobAttempt).where(JobAttempt.id == uuid.UUID(attempt_id)))
+            await session.commit()
     seconds = time.perf_counter() - started
     record_job(job.name, "ok", seconds)
     log.info(
@@ -122,6 +165,67 @@ async def run_job(runtime: Runtime, job: Job, payload: dict[str, Any]) -> None:
         tenant_id=tenant_id,
         workspace_id=workspace_id,
     )
+
+
+async def _schedule_retry(
+    runtime: Runtime,
+    job: Job,
+    args: dict[str, Any],
+    attempt_id: str | None,
+    error: BaseException,
+) -> int | None:
+    """Record the next try of a failed run; None when the job has no tries left."""
+    from notiflow.models import JobAttempt
+
+    now = utcnow()
+    message = f"{type(error).__name__}: {error}"[:2000]
+    async with runtime.sessionmaker() as session:
+        attempt = await session.get(JobAttempt, uuid.UUID(attempt_id)) if attempt_id else None
+        attempts = (attempt.attempts if attempt is not None else 0) + 1
+        if attempts >= job.max_attempts:
+            if attempt is not None:
+                await session.delete(attempt)
+                await session.commit()
+            return None
+        delay = job.backoff_seconds * 2.0 ** (attempts - 1)
+        delay *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not security
+        if attempt is None:
+            attempt = JobAttempt(job_name=job.name, payload=args)
+            session.add(attempt)
+        attempt.attempts = attempts
+        attempt.next_attempt_at = now + timedelta(seconds=delay)
+        attempt.last_error = message
+        await session.commit()
+        return attempts
+
+
+async def enqueue_due_retries(runtime: Runtime, limit: int = 1_000) -> int:
+    """Hand the due retries to the queue (called by the sweeper)."""
+    from notiflow.models import JobAttempt
+
+    if runtime.queue is None:
+        return 0
+    now = utcnow()
+    async with runtime.sessionmaker() as session:
+        due = (
+            await session.execute(
+                update(JobAttempt)
+                .where(
+                    JobAttempt.id.in_(
+                        select(JobAttempt.id)
+                        .where(JobAttempt.next_attempt_at <= now)
+                        .order_by(JobAttempt.next_attempt_at)
+                        .limit(limit)
+                    )
+                )
+                .values(next_attempt_at=now + timedelta(seconds=RETRY_LEASE_SECONDS))
+                .returning(JobAttempt.id, JobAttempt.job_name, JobAttempt.payload)
+            )
+        ).all()
+        await session.commit()
+    for attempt_id, job_name, payload in due:
+        await runtime.queue.enqueue(job_name, {**payload, ATTEMPT_KEY: str(attempt_id)})
+    return len(due)
 
 
 def build_broker(redis_url: str | None) -> AsyncBroker:

@@ -2,7 +2,7 @@
 
 from notiflow.models.audit import AuditLog
 from notiflow.models.auth import PersonalAccessToken
-from notiflow.models.jobs import FailedJob
+from notiflow.models.jobs import FailedJob, JobAttempt
 from notiflow.models.notifications import (
     IdempotencyKey,
     Notification,
@@ -16,6 +16,7 @@ __all__ = [
     "AuditLog",
     "FailedJob",
     "IdempotencyKey",
+    "JobAttempt",
     "Membership",
     "Notification",
     "NotificationDelivery",
