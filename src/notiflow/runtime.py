@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from notiflow.admin.alerts import Alerter
+from notiflow.admin.alerts import Alerter, email_tenant_admins
 from notiflow.config import BroadcastDriver, Settings, parse_push_rollout
 from notiflow.delivery.channels import ChannelSender
 from notiflow.delivery.service import DeliveryWorker
@@ -61,7 +61,9 @@ class Runtime:
         if self._worker is None:
             if self.alerter is None:
                 self.alerter = Alerter(
-                    slack_webhook_url=self.settings.alert_slack_webhook_url, redis=self.redis
+                    slack_webhook_url=self.settings.alert_slack_webhook_url,
+                    redis=self.redis,
+                    email_admins=email_tenant_admins(self.settings, self.sessionmaker),
                 )
             self._worker = DeliveryWorker(
                 self.sessionmaker,

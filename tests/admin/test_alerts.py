@@ -9,8 +9,12 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from notiflow.admin.alerts import Alerter
+from notiflow.admin.alerts import Alerter, email_tenant_admins
+from notiflow.models.tenancy import Role
+from notiflow.runtime import Runtime
 from tests.admin.webhook_receiver import WebhookReceiver
+from tests.conftest import MakeMember
+from tests.delivery.conftest import SmtpServer
 
 
 @pytest.fixture
@@ -58,3 +62,27 @@ async def test_a_refusing_webhook_does_not_raise(redis: Redis) -> None:
     finally:
         await alerter.close()
         await receiver.stop()
+
+
+async def test_tenant_admins_are_emailed(
+    runtime: Runtime, make_member: MakeMember, smtp_server: SmtpServer
+) -> None:
+    owner = await make_member("acme", role=Role.OWNER)
+    admin = await make_member("acme", role=Role.ADMIN)
+    await make_member("acme")  # a member is not bothered
+    await make_member("globex", role=Role.OWNER)  # nor another tenant's owner
+    settings = smtp_server.settings()
+    alerter = Alerter(
+        slack_webhook_url=None,
+        email_admins=email_tenant_admins(settings, runtime.sessionmaker),
+        window_seconds=60,
+    )
+    try:
+        for _ in range(5):
+            await alerter.job_failed("delivery.send", "SMTP relay refused us", owner.tenant_id)
+    finally:
+        await alerter.close()
+    [mail] = smtp_server.received
+    assert sorted(mail.rcpt_tos) == sorted([owner.user.email, admin.user.email])
+    assert mail.message["Subject"] == "[notiflow] delivery.send failed"
+    assert "SMTP relay refused us" in mail.message.get_content()

@@ -11,10 +11,18 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from email.message import EmailMessage
 
+import aiosmtplib
 import httpx
 import structlog
 from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from notiflow.config import Settings, SmtpTls
+from notiflow.models import Membership, User
+from notiflow.models.tenancy import Role
 
 log = structlog.get_logger(__name__)
 
@@ -109,3 +117,48 @@ class Alerter:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def email_tenant_admins(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> EmailAdmins:
+    """An ``email_admins`` hook: a plain-text alert to the tenant's owners and admins, sent
+    directly over SMTP (not through the outbox, which may be what is failing)."""
+
+    async def send(alert: Alert) -> None:
+        async with sessionmaker() as session:
+            addresses = list(
+                (
+                    await session.scalars(
+                        select(User.email)
+                        .join(Membership, Membership.user_id == User.id)
+                        .where(
+                            Membership.tenant_id == alert.tenant_id,
+                            Membership.role.in_([Role.OWNER.value, Role.ADMIN.value]),
+                        )
+                    )
+                ).all()
+            )
+        if not addresses:
+            return
+        message = EmailMessage()
+        message["From"] = settings.mail_from
+        message["To"] = ", ".join(addresses)
+        message["Subject"] = f"[notiflow] {alert.job_name} failed"
+        message["Auto-Submitted"] = "auto-generated"
+        message.set_content(
+            f"{alert.text()}\n\nSee `notiflow jobs failed` for details; "
+            "`notiflow jobs retry --all` runs failed jobs again.\n"
+        )
+        await aiosmtplib.send(
+            message,
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            use_tls=settings.smtp_tls is SmtpTls.TLS,
+            start_tls=settings.smtp_tls is SmtpTls.STARTTLS,
+            timeout=settings.smtp_timeout_seconds,
+        )
+
+    return send
