@@ -234,7 +234,9 @@ def realtime(
 
 @app.command()
 def worker(
-    concurrency: Annotated[int, typer.Option(min=1, max=10_000, help="Jobs run at once.")] = 100,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=1_000, help="Jobs run at once (<= the database pool).")
+    ] = 20,
 ) -> None:
     """Run jobs from the Redis queue (NOTIFLOW_REDIS_URL); start as many as needed."""
     import signal

@@ -45,6 +45,7 @@ class Job:
 
 
 ATTEMPT_KEY = "_attempt_id"
+JOB_CONCURRENCY = 20
 # A retry handed to the queue is not handed out again for this long (in case the message is lost).
 RETRY_LEASE_SECONDS = 300.0
 
@@ -235,4 +236,6 @@ def build_broker(redis_url: str | None) -> AsyncBroker:
         return RedisStreamBroker(
             redis_url, queue_name="notiflow:jobs", maxlen=1_000_000, idle_timeout=120_000
         )
-    return InMemoryBroker(max_async_tasks=100)
+    # No more jobs at once than the database pool can serve (10 + 20 overflow): beyond that,
+    # jobs only wait for a connection and time out.
+    return InMemoryBroker(max_async_tasks=JOB_CONCURRENCY)
