@@ -65,7 +65,10 @@ async def retry(
                     updated_at=now,
                 )
             )
-            retried.append((job, {"delivery_ids": [job.args["delivery_id"]]}))
+            payload: dict[str, Any] = {"delivery_ids": [job.args["delivery_id"]]}
+            if job.tenant_id is not None:
+                payload["tenant_id"] = str(job.tenant_id)
+            retried.append((job, payload))
         else:
             retried.append((job, job.args))
     await session.flush()

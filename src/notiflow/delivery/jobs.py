@@ -31,18 +31,22 @@ async def send_deliveries(runtime: Runtime, payload: dict[str, Any]) -> None:
 async def sweep(runtime: Runtime, payload: dict[str, Any]) -> None:
     """Hand out again what is due: retries whose time came, rows a crash left behind, rows
     whose wake-up message was lost."""
-    due = await runtime.delivery_worker().due()
-    set_queue_depth("outbox", len(due))
-    await enqueue_in_batches(runtime, due)
+    due = await runtime.delivery_worker().due_by_tenant()
+    set_queue_depth("outbox", sum(len(ids) for ids in due.values()))
+    for tenant_id, delivery_ids in due.items():
+        await enqueue_in_batches(runtime, delivery_ids, tenant_id)
 
 
-async def enqueue_in_batches(runtime: Runtime, delivery_ids: Sequence[uuid.UUID]) -> None:
+async def enqueue_in_batches(
+    runtime: Runtime, delivery_ids: Sequence[uuid.UUID], tenant_id: uuid.UUID
+) -> None:
+    """Wake-up messages of up to BATCH deliveries of one tenant (jobs carry their tenant)."""
     queue = runtime.queue
     if queue is None or not delivery_ids:
         return
     for start in range(0, len(delivery_ids), BATCH):
         batch = [str(value) for value in delivery_ids[start : start + BATCH]]
-        await queue.enqueue("delivery.send", {"delivery_ids": batch})
+        await queue.enqueue("delivery.send", {"delivery_ids": batch, "tenant_id": str(tenant_id)})
 
 
 class DeliveryDispatcher:
@@ -52,11 +56,14 @@ class DeliveryDispatcher:
         self.runtime = runtime
 
     async def notifications_created(self, records: Sequence[NotificationRecord]) -> None:
-        pending = [delivery for record in records for delivery in record.pending_delivery_ids]
+        by_tenant: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for record in records:
+            by_tenant.setdefault(record.tenant_id, []).extend(record.pending_delivery_ids)
         try:
-            await enqueue_in_batches(self.runtime, pending)
+            for tenant_id, pending in by_tenant.items():
+                await enqueue_in_batches(self.runtime, pending, tenant_id)
         except Exception:  # the sweeper finds them in the outbox anyway
-            log.exception("delivery_enqueue_failed", count=len(pending))
+            log.exception("delivery_enqueue_failed", tenants=len(by_tenant))
 
     async def unread_counts_changed(self, keys: Sequence[UserTenant]) -> None:
         return None

@@ -375,17 +375,21 @@ class DeliveryWorker:
 
     async def due(self, limit: int = 10_000) -> list[uuid.UUID]:
         """Deliveries to hand out again: pending and due, or held by a lease that expired."""
+        by_tenant = await self.due_by_tenant(limit)
+        return [delivery for ids in by_tenant.values() for delivery in ids]
+
+    async def due_by_tenant(self, limit: int = 10_000) -> dict[uuid.UUID, list[uuid.UUID]]:
         async with self.sessionmaker() as session:
-            return list(
-                (
-                    await session.scalars(
-                        select(NotificationDelivery.id)
-                        .where(_claimable(utcnow()))
-                        .order_by(NotificationDelivery.next_attempt_at)
-                        .limit(limit)
-                    )
-                ).all()
+            rows = await session.execute(
+                select(NotificationDelivery.id, NotificationDelivery.tenant_id)
+                .where(_claimable(utcnow()))
+                .order_by(NotificationDelivery.next_attempt_at)
+                .limit(limit)
             )
+            due: dict[uuid.UUID, list[uuid.UUID]] = {}
+            for delivery_id, tenant_id in rows:
+                due.setdefault(tenant_id, []).append(delivery_id)
+            return due
 
 
 def _claimable(now: datetime) -> Any:
