@@ -1223,7 +1223,10 @@ class Bench:
         memory_noop.register_task(noop_context_job, task_name=NOOP_CONTEXT_TASK)
         await memory_noop.startup()
 
-        filler = [str(uuid.uuid4())]  # the no-op carries a payload of the same size
+        # Payloads as the dispatcher writes them (ids of one tenant, and the tenant); the no-op
+        # carries one of the same size.
+        tenant = str(outbox.tenant_id)
+        filler = {"delivery_ids": [str(uuid.uuid4())], "tenant_id": tenant}
         variants: list[tuple[str, str]] = [
             ("taskiq redis, no-op (bare)", "redis-noop"),
             ("notiflow redis, delivery.send [] (no ids)", "redis-empty"),
@@ -1244,9 +1247,9 @@ class Bench:
                     if kind.endswith("email"):
                         ids, _ = await outbox.pending(m)
                     payloads = (
-                        [{"delivery_ids": [str(i)]} for i in ids]
+                        [{"delivery_ids": [str(i)], "tenant_id": tenant} for i in ids]
                         if ids
-                        else [{"delivery_ids": []} for _ in range(m)]
+                        else [{"delivery_ids": [], "tenant_id": tenant} for _ in range(m)]
                     )
                     before_sink = await self.sink_count(primary)
                     await outbox.job_failures(reset=True)
@@ -1262,7 +1265,7 @@ class Bench:
                         task = noop_client.find_task(NOOP_TASK)
                         assert task is not None
                         for _ in range(m):
-                            await task.kiq({"delivery_ids": filler})
+                            await task.kiq(filler)
                         enqueued = time.perf_counter()
                         done = await wait_acked(self.redis, stream, group, read0 + m, deadline)
                     elif kind.startswith("redis"):
@@ -1280,7 +1283,7 @@ class Bench:
                             )
                             assert task is not None
                             for _ in range(m):
-                                await task.kiq({"delivery_ids": filler})
+                                await task.kiq(filler)
                         else:
                             for body in payloads:
                                 await memory_queue.enqueue("delivery.send", body)
