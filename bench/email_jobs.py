@@ -33,15 +33,16 @@ to code areas (sqlalchemy, stdlib email, asyncpg, ...; a C function to whoever c
 Part 2 -- job throughput, enqueue -> done (acknowledged). A worker process pinned to one CPU
 runs ``taskiq.api.run_receiver_task`` on a Taskiq ``RedisStreamBroker`` with the same options as
 ``build_broker`` but a dedicated stream and consumer group of this run (``notiflow worker``
-cannot be pointed at another stream: ``build_broker`` hard-codes ``notiflow:jobs``), concurrency
-100 as ``notiflow worker``. This process enqueues M jobs one after the other and polls the
-consumer group (XINFO GROUPS: entries-read and pending) until all are acknowledged:
+cannot be pointed at another stream: ``build_broker`` hard-codes ``notiflow:jobs``), with
+``notiflow worker``'s default concurrency (``JOB_CONCURRENCY``). This process enqueues M jobs
+one after the other and polls the consumer group (XINFO GROUPS: entries-read and pending) until
+all are acknowledged:
 
   taskiq redis no-op               the engine's own bare figure: a no-op task (same payload size)
   notiflow redis delivery.send []  ``JobQueue.enqueue("delivery.send")`` with no ids: notiflow's
                                    adapter and ``run_job`` (log line, metrics) around nothing
   notiflow redis delivery.send x1  M jobs, one pending email delivery each, to the SMTP sink
-  taskiq in-memory no-op           InMemoryBroker(max_async_tasks=100), in this process
+  taskiq in-memory no-op           ``build_broker(None)`` (the embedded InMemoryBroker), here
   EXP ... + TaskiqDepends(Context) the bare no-op with the dependency notiflow's adapter declares
   notiflow in-memory ...           the same two notiflow jobs through the embedded broker
 
@@ -125,7 +126,7 @@ from notiflow.kit.db import create_engine, create_sessionmaker
 from notiflow.kit.ids import new_id, utcnow
 from notiflow.kit.logging import configure_logging
 from notiflow.kit.migrate import upgrade
-from notiflow.kit.queue import JobQueue
+from notiflow.kit.queue import JOB_CONCURRENCY, JobQueue, build_broker
 from notiflow.models import Notification, NotificationDelivery, User
 from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.service import NotificationPayload
@@ -1215,10 +1216,11 @@ class Bench:
             settings, outbox.runtime.engine, outbox.runtime.sessionmaker, MemoryUnreadCountCache()
         )
         memory_runtime.senders = {"email": EmailSender(settings)}
-        memory_queue = JobQueue(InMemoryBroker(max_async_tasks=100), ALL_JOBS)
+        memory_queue = JobQueue(build_broker(None), ALL_JOBS)  # the embedded broker
         memory_runtime.queue = memory_queue
         await memory_queue.start(memory_runtime)
-        memory_noop = InMemoryBroker(max_async_tasks=100)
+        memory_noop = build_broker(None)
+        assert isinstance(memory_noop, InMemoryBroker)
         memory_noop.register_task(noop_job, task_name=NOOP_TASK)
         memory_noop.register_task(noop_context_job, task_name=NOOP_CONTEXT_TASK)
         await memory_noop.startup()
@@ -1261,6 +1263,7 @@ class Bench:
                     deadline = time.perf_counter() + plan.job_timeout
                     start = time.perf_counter()
                     done: float | None
+                    in_flight = 0
                     if kind == "redis-noop":
                         task = noop_client.find_task(NOOP_TASK)
                         assert task is not None
@@ -1288,6 +1291,8 @@ class Bench:
                             for body in payloads:
                                 await memory_queue.enqueue("delivery.send", body)
                         enqueued = time.perf_counter()
+                        # Jobs running at once: max_async_tasks bounds only listen(), not kick().
+                        in_flight = len(broker._running_tasks)
                         done = await wait_memory(broker, deadline)
                     cpu = await watch.stop()
                     cpu["sink"] = cpu.pop(sink)
@@ -1296,6 +1301,8 @@ class Bench:
                         "enqueue_seconds": enqueued - start,
                         "job_failures": await outbox.job_failures(),
                     }
+                    if kind.startswith("memory"):
+                        extra["in_flight_after_enqueue"] = in_flight
                     if ids:
                         extra["statuses"] = await outbox.statuses(ids)
                         extra["sink_accepted"] = await self.sink_count(primary) - before_sink
@@ -1307,7 +1314,12 @@ class Bench:
                     seconds = (done or time.perf_counter()) - start
                     if timed:
                         self.jobs.add(Sample(name, m, seconds, cpu, quiet, extra))
-                    note = "" if complete else f"  INCOMPLETE {extra}"
+                    note = (
+                        f"  ({extra['in_flight_after_enqueue']} running at once)"
+                        if "in_flight_after_enqueue" in extra
+                        else ""
+                    )
+                    note += "" if complete else f"  INCOMPLETE {extra}"
                     print(
                         f"  {'' if timed else '(warm-up) '}{name}: {m / seconds:,.0f} jobs/s "
                         f"(enqueue {m / max(enqueued - start, 1e-9):,.0f}/s){note}",
@@ -1580,6 +1592,9 @@ def report(bench: Bench, versions: dict[str, Any]) -> dict[str, Any]:
                 "cores_busy": [s.cpu["cores"] for s in samples],
                 "statuses": [s.extra.get("statuses") for s in samples],
                 "job_failures": [s.extra["job_failures"] for s in samples],
+                "in_flight_after_enqueue": [
+                    s.extra.get("in_flight_after_enqueue") for s in samples
+                ],
             }
             if name != base:
                 out["ratios"][f"{name} / {base}"] = round(ratio, 3)
@@ -1626,7 +1641,7 @@ async def main(args: argparse.Namespace) -> None:
         f"# email_jobs: N={args.emails} emails, M={args.jobs} jobs, {args.rounds} rounds "
         f"(+{args.warmup} warm-up), sinks {args.sinks}; this process on CPU {cpus[0]} "
         f"(part 1) / {cpus[1]} (part 2), sinks on CPU {cpus[1]}, job workers on CPU "
-        f"{cpus[0]}; database {bench.database}; load average "
+        f"{cpus[0]} (concurrency {args.concurrency}); database {bench.database}; load average "
         f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}",
         flush=True,
     )
@@ -1682,7 +1697,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--warmup-size", type=int, default=300, help="emails / jobs per warm-up run")
     add("--senders", type=int, default=4, help="K: senders / SMTP connections in parallel")
     add("--sinks", default="raw,aiosmtpd", help="SMTP sinks; the first is used by part 2")
-    add("--concurrency", type=int, default=100, help="job worker concurrency (notiflow: 100)")
+    add(
+        "--concurrency",
+        type=int,
+        default=JOB_CONCURRENCY,
+        help=f"job worker concurrency (notiflow worker's default: {JOB_CONCURRENCY})",
+    )
     add(
         "--cpu-profile",
         type=int,
