@@ -107,6 +107,25 @@ class Settings(BaseSettings):
     maintenance_hour: int = Field(default=3, ge=0, le=23)
     maintenance_timezone: str = "UTC"
 
+    # The platform's jobs (spec 003 §8). Files (data exports) are written under STORAGE_DIR.
+    storage_dir: str = "./var/storage"
+    # Fernet keys for tokens at rest, comma-separated (the first encrypts, all decrypt); unset,
+    # one is derived from SECRET_KEY.
+    encryption_keys: str | None = None
+    # How often due post targets are looked for (spec 003 asks for <= 1 minute of lateness).
+    publish_scan_interval_seconds: float = Field(default=5.0, gt=0)
+    publish_max_attempts: int = Field(default=3, ge=1, le=20)
+    publish_backoff_seconds: float = Field(default=60.0, gt=0)
+    # How long a publish may hold its claim on a target before another run may take it over.
+    publish_lease_seconds: float = Field(default=300.0, gt=0)
+    provider_timeout_seconds: float = Field(default=20.0, gt=0)
+    inbox_sync_interval_minutes: int = Field(default=15, ge=1, le=60)
+    metrics_interval_hours: int = Field(default=6, ge=1, le=24)
+    inbox_archive_days: int = Field(default=90, ge=1)
+    token_refresh_window_days: int = Field(default=7, ge=1)
+    data_export_ttl_hours: int = Field(default=168, ge=1)
+    data_deletion_grace_days: int = Field(default=14, ge=0)
+
     # Failed-job alerts.
     alert_slack_webhook_url: str | None = None
 

@@ -13,6 +13,7 @@ from notiflow.admin.alerts import Alerter, email_tenant_admins
 from notiflow.config import BroadcastDriver, Settings, parse_push_rollout
 from notiflow.delivery.channels import ChannelSender
 from notiflow.delivery.service import DeliveryWorker
+from notiflow.kit.crypto import TokenCipher
 from notiflow.kit.db import create_engine, create_sessionmaker
 from notiflow.kit.queue import JobQueue, build_broker
 from notiflow.notifications.events import NotificationEvents
@@ -38,6 +39,8 @@ from notiflow.realtime.redis import (
     close_redis_hub,
     redis_hub,
 )
+from notiflow.social.providers import build_providers
+from notiflow.social.providers.base import Provider
 
 
 @dataclass
@@ -54,6 +57,9 @@ class Runtime:
     queue: JobQueue | None = None
     senders: dict[str, ChannelSender] = field(default_factory=dict)
     _worker: DeliveryWorker | None = None
+    # The platform side: how tokens are kept at rest and the social network adapters by name.
+    cipher: TokenCipher | None = None
+    providers: dict[str, Provider] = field(default_factory=dict)
 
     alerter: Alerter | None = None
 
@@ -74,6 +80,22 @@ class Runtime:
                 lease_seconds=self.settings.delivery_lease_seconds,
             )
         return self._worker
+
+    def token_cipher(self) -> TokenCipher:
+        if self.cipher is None:
+            self.cipher = TokenCipher.from_settings(self.settings)
+        return self.cipher
+
+    def provider(self, name: str) -> Provider:
+        from notiflow.kit.errors import InvalidInput
+
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise InvalidInput(
+                f"unknown provider {name!r}; known: {', '.join(sorted(self.providers))}",
+                code="unknown_provider",
+            ) from None
 
     def notification_service(self, session: AsyncSession) -> NotificationService:
         return NotificationService(
@@ -100,6 +122,8 @@ class Runtime:
             await self.queue.close()
         for sender in self.senders.values():
             await sender.close()
+        for provider in self.providers.values():
+            await provider.close()
         if self.alerter is not None:
             await self.alerter.close()
         if self.cluster is not None:
@@ -127,6 +151,8 @@ def create_runtime(settings: Settings) -> Runtime:
         cache=cache,
         redis=redis,
         hub=Hub(presence_limit=settings.ws_presence_limit),
+        cipher=TokenCipher.from_settings(settings),
+        providers=build_providers(settings),
     )
     wire_realtime(runtime)
     wire_jobs(runtime)

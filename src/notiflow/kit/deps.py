@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -10,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.auth.service import AuthContext, authenticate_token
 from notiflow.kit.db import session_scope
-from notiflow.kit.errors import Forbidden, Unauthorized
+from notiflow.kit.errors import Forbidden, NotFound, Unauthorized
+from notiflow.models import Workspace
 from notiflow.notifications.service import Actor, NotificationService
 from notiflow.runtime import Runtime
 
@@ -52,6 +54,20 @@ async def require_tenant_admin(auth: CurrentAuth) -> AuthContext:
 
 
 TenantAdmin = Annotated[AuthContext, Depends(require_tenant_admin)]
+
+
+async def get_workspace(
+    workspace_id: uuid.UUID, auth: CurrentAuth, session: SessionDep
+) -> Workspace:
+    """The workspace of the path, if it belongs to the caller's tenant (else 404, as if it did
+    not exist: tenant data never leaks)."""
+    workspace = await session.get(Workspace, workspace_id)
+    if workspace is None or workspace.tenant_id != auth.tenant_id:
+        raise NotFound("workspace not found")
+    return workspace
+
+
+CurrentWorkspace = Annotated[Workspace, Depends(get_workspace)]
 
 
 async def get_notification_service(runtime: RuntimeDep, session: SessionDep) -> NotificationService:

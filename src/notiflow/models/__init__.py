@@ -10,20 +10,42 @@ from notiflow.models.notifications import (
     NotificationPreference,
     PushSubscription,
 )
+from notiflow.models.platform import (
+    DataDeletionRequest,
+    DataExportRequest,
+    InboxItem,
+    JobLock,
+    Post,
+    PostMetricSnapshot,
+    PostTarget,
+    PublishAttempt,
+    SocialAccount,
+    WorkspaceSchedule,
+)
 from notiflow.models.tenancy import Membership, Tenant, User, Workspace
 
 __all__ = [
     "AuditLog",
+    "DataDeletionRequest",
+    "DataExportRequest",
     "FailedJob",
     "IdempotencyKey",
+    "InboxItem",
     "JobAttempt",
+    "JobLock",
     "Membership",
     "Notification",
     "NotificationDelivery",
     "NotificationPreference",
     "PersonalAccessToken",
+    "Post",
+    "PostMetricSnapshot",
+    "PostTarget",
+    "PublishAttempt",
     "PushSubscription",
+    "SocialAccount",
     "Tenant",
     "User",
     "Workspace",
+    "WorkspaceSchedule",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -73,3 +74,28 @@ async def create_user(
     return CreatedUser(
         user=user, tenant=tenant, membership=membership, tenant_created=tenant_created
     )
+
+
+async def admin_user_ids(session: AsyncSession, tenant_id: uuid.UUID) -> list[uuid.UUID]:
+    """The tenant's owners and admins: who hears about accounts, approvals and failures."""
+    return list(
+        (
+            await session.scalars(
+                select(Membership.user_id)
+                .where(
+                    Membership.tenant_id == tenant_id,
+                    Membership.role.in_([Role.OWNER.value, Role.ADMIN.value]),
+                )
+                .order_by(Membership.created_at)
+            )
+        ).all()
+    )
+
+
+async def is_member(session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    found = await session.scalar(
+        select(Membership.id).where(
+            Membership.tenant_id == tenant_id, Membership.user_id == user_id
+        )
+    )
+    return found is not None
