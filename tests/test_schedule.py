@@ -18,16 +18,16 @@ from tests.conftest import MakeMember, commit, make_settings
 
 
 def test_cleanup_runs_daily_at_the_local_maintenance_hour() -> None:
-    [entry] = build_schedule(make_settings(maintenance_hour=3, maintenance_timezone="Asia/Baku"))
+    entry = build_schedule(make_settings(maintenance_hour=3, maintenance_timezone="Asia/Baku"))[0]
     assert entry.job == "notifications.cleanup"
     after = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
     assert entry.next_run(after) == datetime(2026, 11, 21, 23, 0, tzinfo=UTC)  # 03:00 in Baku
 
 
 def test_local_hour_survives_the_end_of_daylight_saving_time() -> None:
-    [entry] = build_schedule(
+    entry = build_schedule(
         make_settings(maintenance_hour=3, maintenance_timezone="America/New_York")
-    )
+    )[0]
     # 2026-11-01: New York goes from UTC-4 to UTC-5 at 02:00 local
     before = entry.next_run(datetime(2026, 10, 31, 12, 0, tzinfo=UTC))
     after = entry.next_run(before + timedelta(minutes=1))
@@ -39,8 +39,22 @@ def test_local_hour_survives_the_end_of_daylight_saving_time() -> None:
 
 def test_schedule_list_names_every_job_with_its_next_run() -> None:
     rows = describe(make_settings(), now=datetime(2026, 11, 21, 12, 0, tzinfo=UTC))
-    assert [row["job"] for row in rows] == ["delivery.sweep", "notifications.cleanup"]
-    assert rows[1]["next_run"] == "2026-11-22T03:00:00+00:00"
+    assert [row["job"] for row in rows] == [
+        "delivery.sweep",
+        "content.scan_due_posts",
+        "notifications.cleanup",
+        "inbox.sync_all",
+        "analytics.fetch_all_metrics",
+        "privacy.sweep",
+        "social.refresh_tokens",
+        "inbox.archive_old",
+    ]
+    by_job = {row["job"]: row for row in rows}
+    assert by_job["notifications.cleanup"]["next_run"] == "2026-11-22T03:00:00+00:00"
+    assert by_job["inbox.sync_all"]["next_run"] == "2026-11-21T12:15:00+00:00"
+    assert by_job["analytics.fetch_all_metrics"]["next_run"] == "2026-11-21T18:00:00+00:00"
+    assert by_job["privacy.sweep"]["next_run"] == "2026-11-21T12:01:00+00:00"
+    assert "each workspace's timezone" in by_job["social.refresh_tokens"]["when"]
 
 
 async def test_the_cleanup_job_deletes_what_is_due(

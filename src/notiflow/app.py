@@ -27,6 +27,7 @@ from notiflow.realtime.api import auth_router as realtime_router
 from notiflow.realtime.api import pusher_router
 from notiflow.runtime import Runtime, create_runtime
 from notiflow.tenancy.api import router as user_router
+from notiflow.tenancy.workspace_api import router as workspace_router
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     _install_error_handlers(app)
     app.include_router(auth_router)
     app.include_router(user_router)
+    app.include_router(workspace_router)
     app.include_router(notifications_router)
     app.include_router(tenant_router)
     app.include_router(realtime_router)
