@@ -109,6 +109,14 @@ def serve(
     ws_port: Annotated[
         int | None, typer.Option("--ws-port", help="Port for the WebSocket server.")
     ] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Seed a demo tenant, workspace, two users, a sandbox account and a post due "
+            "in two minutes; print their tokens.",
+        ),
+    ] = False,
 ) -> None:
     """Apply migrations, then serve the API (default http://127.0.0.1:8000, docs at /docs) and
     the Pusher-protocol WebSocket server (default ws://127.0.0.1:6001) in one process."""
@@ -116,18 +124,21 @@ def serve(
     import uvloop
 
     from notiflow.app import create_app
-    from notiflow.delivery.jobs import sweep_forever
     from notiflow.realtime.server import build_realtime_server
-    from notiflow.schedule import run_schedule
+    from notiflow.schedule import start_background
 
     settings = get_settings()
     if ws_port is not None:
         settings = settings.model_copy(update={"ws_port": ws_port})
+    if demo:  # the demo's sandbox account has news every minute
+        settings = settings.model_copy(update={"inbox_sync_interval_minutes": 1})
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
         runtime = await _prepare(settings, join_cluster=True)
         bind_host, bind_port = host or settings.api_host, port or settings.api_port
+        if demo:
+            await _seed_demo(runtime, f"http://{bind_host}:{bind_port}")
         config = uvicorn.Config(
             create_app(runtime=runtime),
             host=bind_host,
@@ -140,14 +151,7 @@ def serve(
         await realtime.start(settings.ws_host, settings.ws_port)
         # Embedded: jobs run in this process; the sweeper hands out retries and anything a
         # restart left behind (with Redis, `notiflow scheduler` does this instead).
-        background = (
-            [
-                asyncio.create_task(sweep_forever(runtime, settings.sweep_interval_seconds)),
-                asyncio.create_task(run_schedule(runtime)),
-            ]
-            if not settings.redis_url
-            else []
-        )
+        background = start_background(runtime) if not settings.redis_url else []
         structlog.get_logger("notiflow").info(
             "api_listening",
             url=f"http://{bind_host}:{bind_port}",
@@ -164,6 +168,39 @@ def serve(
             await runtime.close()
 
     uvloop.run(main())
+
+
+async def _seed_demo(runtime: Runtime, api_url: str) -> None:
+    from notiflow.demo import seed_demo
+
+    async with runtime.sessionmaker() as session:
+        seed = await seed_demo(
+            session, runtime.token_cipher(), runtime.notification_service(session)
+        )
+        await commit_and_flush_effects(session)
+    workspace = f"{api_url}/api/v1/workspaces/{seed.workspace_id}"
+    typer.echo(
+        json.dumps(
+            {
+                "demo": {
+                    "owner_token": seed.owner_token,
+                    "editor_token": seed.editor_token,
+                    "workspace_id": seed.workspace_id,
+                    "post_id": seed.post_id,
+                    "post_scheduled_at": seed.scheduled_at,
+                    "post_scheduled_at_local": seed.scheduled_at_local,
+                    "try": [
+                        f"curl -H 'Authorization: Bearer {seed.editor_token}' "
+                        f"{api_url}/api/v1/notifications",
+                        f"curl -H 'Authorization: Bearer {seed.editor_token}' "
+                        f"{workspace}/posts/{seed.post_id}",
+                        f"curl -H 'Authorization: Bearer {seed.owner_token}' {workspace}/inbox",
+                    ],
+                }
+            },
+            indent=2,
+        )
+    )
 
 
 @app.command()
@@ -276,24 +313,20 @@ def worker(
 
 @app.command()
 def scheduler() -> None:
-    """Run the one scheduler of a scale-out deployment: the outbox sweeper (and, as they are
-    added, the periodic jobs)."""
+    """Run the one scheduler of a scale-out deployment: the outbox sweeper, the due-post
+    scanner and the periodic jobs (`notiflow schedule list`)."""
     import signal
 
     import uvloop
 
-    from notiflow.delivery.jobs import sweep_forever
-    from notiflow.schedule import run_schedule
+    from notiflow.schedule import start_background
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
         runtime = await _prepare(settings, join_cluster=True)
-        tasks = [
-            asyncio.create_task(sweep_forever(runtime, settings.sweep_interval_seconds)),
-            asyncio.create_task(run_schedule(runtime)),
-        ]
+        tasks = start_background(runtime)
         structlog.get_logger("notiflow").info("scheduler_started")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

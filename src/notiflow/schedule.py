@@ -288,6 +288,17 @@ async def _enqueue(runtime: Runtime, job: str, payload: dict[str, Any]) -> None:
         log.exception("scheduled_job_enqueue_failed", job=job)
 
 
+def start_background(runtime: Runtime) -> list[asyncio.Task[None]]:
+    """The scheduler's loops: the outbox sweeper, the due-post scanner and the schedule."""
+    from notiflow.delivery.jobs import sweep_forever
+
+    settings = runtime.settings
+    return [
+        asyncio.create_task(sweep_forever(runtime, settings.sweep_interval_seconds)),
+        asyncio.create_task(run_schedule(runtime)),
+    ]
+
+
 async def every(
     interval: float, work: Callable[[], Awaitable[object]], *, name: str
 ) -> None:  # pragma: no cover - a forever loop; its work is tested on its own
