@@ -15,17 +15,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from notiflow import __version__
+from notiflow.analytics.api import router as analytics_router
 from notiflow.auth.api import router as auth_router
 from notiflow.config import Settings, get_settings
+from notiflow.content.api import router as posts_router
 from notiflow.delivery.push_api import router as push_router
 from notiflow.delivery.unsubscribe_api import router as unsubscribe_router
+from notiflow.inbox.api import router as inbox_router
 from notiflow.kit.errors import NotiflowError, error_body
 from notiflow.kit.metrics import router as metrics_router
 from notiflow.notifications.api import router as notifications_router
 from notiflow.notifications.api import tenant_router
+from notiflow.privacy.api import router as privacy_router
 from notiflow.realtime.api import auth_router as realtime_router
 from notiflow.realtime.api import pusher_router
 from notiflow.runtime import Runtime, create_runtime
+from notiflow.social.api import router as social_router
 from notiflow.tenancy.api import router as user_router
 from notiflow.tenancy.workspace_api import router as workspace_router
 
@@ -76,12 +81,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(auth_router)
     app.include_router(user_router)
     app.include_router(workspace_router)
+    app.include_router(social_router)
+    app.include_router(posts_router)
+    app.include_router(inbox_router)
+    app.include_router(analytics_router)
     app.include_router(notifications_router)
     app.include_router(tenant_router)
     app.include_router(realtime_router)
     app.include_router(pusher_router)
     app.include_router(push_router)
     app.include_router(unsubscribe_router)
+    app.include_router(privacy_router)
     app.include_router(metrics_router)
 
     @app.get("/health", tags=["health"])

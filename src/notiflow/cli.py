@@ -565,6 +565,70 @@ def webpush_keys() -> None:
     _print_json({"public_key": keys.public_key, "private_key": keys.private_key, "env": keys.env})
 
 
+inbox_app = typer.Typer(help="The inbox of comments and mentions.", no_args_is_help=True)
+app.add_typer(inbox_app, name="inbox")
+analytics_app = typer.Typer(help="Post metrics.", no_args_is_help=True)
+app.add_typer(analytics_app, name="analytics")
+
+
+def _dispatch_per_workspace(
+    job_name: str, find: Callable[[AsyncSession], Awaitable[list[dict[str, str]]]]
+) -> None:
+    """Dispatch ``job_name`` for every workspace ``find`` lists: enqueued for the workers with
+    NOTIFLOW_REDIS_URL, otherwise run right here, one workspace after the other."""
+    from notiflow.kit.queue import run_job
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    async def main() -> list[dict[str, str]]:
+        runtime = await _prepare(settings)
+        try:
+            async with runtime.sessionmaker() as session:
+                payloads = await find(session)
+            assert runtime.queue is not None  # noqa: S101 - wire_jobs always sets it
+            if settings.redis_url:
+                await runtime.queue.start(runtime)
+                for payload in payloads:
+                    await runtime.queue.enqueue(job_name, payload)
+            else:
+                for payload in payloads:
+                    await run_job(runtime, runtime.queue.jobs[job_name], payload)
+            return payloads
+        finally:
+            await runtime.close()
+
+    try:
+        payloads = asyncio.run(main())
+    except (SQLAlchemyError, OSError) as error:
+        _fail(f"database error: {type(error).__name__}: {error}".splitlines()[0], "database_error")
+        return
+    _print_json(
+        {
+            "dispatched": len(payloads),
+            "workspaces": [payload["workspace_id"] for payload in payloads],
+            "mode": "queued" if settings.redis_url else "ran",
+        }
+    )
+
+
+@inbox_app.command("sync-all")
+def inbox_sync_all() -> None:
+    """Sync the inbox of every workspace with connected active accounts (spec 003 §11.1)."""
+    from notiflow.inbox.jobs import workspaces_to_sync
+
+    _dispatch_per_workspace("inbox.sync", workspaces_to_sync)
+
+
+@analytics_app.command("fetch-metrics")
+def analytics_fetch_metrics() -> None:
+    """Snapshot post metrics of every workspace with recently published posts (spec 003
+    §11.2)."""
+    from notiflow.analytics.service import workspaces_with_published_posts
+
+    _dispatch_per_workspace("analytics.fetch_metrics", workspaces_with_published_posts)
+
+
 def main() -> None:
     from pydantic import ValidationError
 

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+from notiflow.analytics.jobs import JOBS as ANALYTICS_JOBS
+from notiflow.content.jobs import JOBS as CONTENT_JOBS
 from notiflow.delivery.jobs import JOBS as DELIVERY_JOBS
+from notiflow.inbox.jobs import JOBS as INBOX_JOBS
 from notiflow.kit.queue import Job
 from notiflow.notifications.jobs import JOBS as NOTIFICATION_JOBS
+from notiflow.privacy.jobs import JOBS as PRIVACY_JOBS
+from notiflow.social.jobs import JOBS as SOCIAL_JOBS
 
-ALL_JOBS: list[Job] = [*DELIVERY_JOBS, *NOTIFICATION_JOBS]
+ALL_JOBS: list[Job] = [
+    *DELIVERY_JOBS,
+    *NOTIFICATION_JOBS,
+    *INBOX_JOBS,
+    *ANALYTICS_JOBS,
+    *CONTENT_JOBS,
+    *PRIVACY_JOBS,
+    *SOCIAL_JOBS,
+]

@@ -290,12 +290,14 @@ async def _enqueue(runtime: Runtime, job: str, payload: dict[str, Any]) -> None:
 
 def start_background(runtime: Runtime) -> list[asyncio.Task[None]]:
     """The scheduler's loops: the outbox sweeper, the due-post scanner and the schedule."""
+    from notiflow.content.jobs import scan_forever
     from notiflow.delivery.jobs import sweep_forever
 
     settings = runtime.settings
     return [
         asyncio.create_task(sweep_forever(runtime, settings.sweep_interval_seconds)),
         asyncio.create_task(run_schedule(runtime)),
+        asyncio.create_task(scan_forever(runtime, settings.publish_scan_interval_seconds)),
     ]
 
 

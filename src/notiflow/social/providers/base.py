@@ -60,8 +60,9 @@ class OutcomeUnknownError(ProviderError):
 class Credentials:
     """What an adapter needs to act as one account (secrets already decrypted)."""
 
-    access_token: str | None
-    refresh_token: str | None = None
+    # Kept out of repr() so a logged or traced Credentials never shows a secret.
+    access_token: str | None = field(repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
     token_expires_at: datetime | None = None
     external_account_id: str | None = None
     instance_url: str | None = None

@@ -1,0 +1,41 @@
+"""Analytics jobs: ``analytics.fetch_all_metrics`` and ``analytics.fetch_metrics`` (spec 003
+§8.4, §11.2)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from notiflow.analytics.service import fetch_workspace_metrics, workspaces_with_published_posts
+from notiflow.kit.queue import Job
+
+if TYPE_CHECKING:
+    from notiflow.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+async def fetch_all_metrics(runtime: Runtime, payload: dict[str, Any]) -> None:
+    """Every 6 hours: one ``analytics.fetch_metrics`` per workspace with recent published posts."""
+    async with runtime.sessionmaker() as session:
+        payloads = await workspaces_with_published_posts(session)
+    if runtime.queue is None:  # pragma: no cover - every process wires a queue
+        raise RuntimeError("analytics.fetch_all_metrics needs a job queue")
+    for workspace in payloads:
+        await runtime.queue.enqueue("analytics.fetch_metrics", workspace)
+    log.info("metrics_dispatched", job="analytics.fetch_all_metrics", workspaces=len(payloads))
+
+
+async def fetch_metrics(runtime: Runtime, payload: dict[str, Any]) -> None:
+    """Snapshot the counts of one workspace's published posts."""
+    await fetch_workspace_metrics(
+        runtime, uuid.UUID(payload["workspace_id"]), uuid.UUID(payload["tenant_id"])
+    )
+
+
+JOBS = [
+    Job("analytics.fetch_all_metrics", fetch_all_metrics, max_attempts=3, backoff_seconds=30.0),
+    Job("analytics.fetch_metrics", fetch_metrics, max_attempts=3, backoff_seconds=120.0),
+]

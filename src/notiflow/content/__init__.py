@@ -1,0 +1,1 @@
+"""Posts: drafts, the approval flow and scheduling of a workspace's content."""

@@ -1,0 +1,72 @@
+"""Publishing jobs: ``content.scan_due_posts`` (spec 003 §8.1) and ``content.publish_post`` (§8.2).
+
+The publish job succeeds once it has recorded each target's outcome; a target's own retries
+are timed by its ``next_attempt_at`` and claimed again by the scanner, so they survive a lost
+queue message. The job itself is retried (3 tries, 60 s exponential) only when it crashes
+(e.g. the database was unreachable); after the last try its failure hook closes the post.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from notiflow.content.publishing import PUBLISH_JOB, Publisher, scan_due_posts
+from notiflow.kit.queue import Job
+
+if TYPE_CHECKING:
+    from notiflow.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+async def scan_due_posts_job(runtime: Runtime, payload: dict[str, Any]) -> None:
+    await scan_due_posts(runtime)
+
+
+async def publish_post(runtime: Runtime, payload: dict[str, Any]) -> None:
+    """Publish the claimed targets of one post: ``{post_id, workspace_id, tenant_id,
+    target_ids, claim}`` as :meth:`ClaimedPost.payload` builds it."""
+    await Publisher(runtime).publish(
+        uuid.UUID(payload["post_id"]),
+        [uuid.UUID(value) for value in payload["target_ids"]],
+        datetime.fromisoformat(payload["claim"]),
+    )
+
+
+async def publish_post_failed(
+    runtime: Runtime, payload: dict[str, Any], error: BaseException
+) -> None:
+    await Publisher(runtime).give_up(
+        uuid.UUID(payload["post_id"]),
+        [uuid.UUID(value) for value in payload["target_ids"]],
+        f"{type(error).__name__}: {error}",
+    )
+
+
+async def scan_forever(runtime: Runtime, interval: float) -> None:  # pragma: no cover - a loop
+    """Claim and dispatch due posts every ``interval`` seconds (the scheduler runs this)."""
+    while True:
+        try:
+            await scan_due_posts(runtime)
+        except Exception:
+            log.exception("publish_scan_failed")
+        await asyncio.sleep(interval)
+
+
+JOBS = [
+    Job("content.scan_due_posts", scan_due_posts_job, max_attempts=1),
+    Job(
+        PUBLISH_JOB,
+        publish_post,
+        max_attempts=3,
+        backoff_seconds=60.0,
+        on_failure=publish_post_failed,
+    ),
+]
+
+__all__ = ["JOBS", "publish_post", "publish_post_failed", "scan_due_posts_job", "scan_forever"]

@@ -1,0 +1,130 @@
+"""Inbox routes under ``/api/v1/workspaces/{workspace_id}/inbox``: list, assign, archive."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from notiflow.inbox import service
+from notiflow.inbox.schemas import AssignRequest, InboxItemData, InboxPage
+from notiflow.inbox.service import InboxFilters, InboxKind
+from notiflow.kit.deps import CurrentAuth, CurrentWorkspace, RuntimeDep, SessionDep, actor_of
+from notiflow.kit.errors import InvalidInput
+from notiflow.kit.ids import utcnow
+from notiflow.kit.pagination import Cursor, page_meta
+from notiflow.notifications.schemas import DataEnvelope
+
+router = APIRouter(prefix="/api/v1/workspaces/{workspace_id}/inbox", tags=["inbox"])
+
+
+def _assignee_filter(value: str | None, me: uuid.UUID) -> tuple[uuid.UUID | None, bool]:
+    """``me``, ``none`` (unassigned) or a user id -> (user id, unassigned)."""
+    if value is None:
+        return None, False
+    if value == "me":
+        return me, False
+    if value == "none":
+        return None, True
+    try:
+        return uuid.UUID(value), False
+    except ValueError:
+        raise InvalidInput(
+            "assigned_to: use 'me', 'none' or a user id",
+            details=[{"loc": ["query", "assigned_to"], "msg": "not 'me', 'none' or a user id"}],
+        ) from None
+
+
+@router.get("", response_model=InboxPage)
+async def index(
+    workspace: CurrentWorkspace,
+    auth: CurrentAuth,
+    session: SessionDep,
+    archived: bool = False,
+    assigned_to: Annotated[str | None, Query(max_length=64)] = None,
+    kind: InboxKind | None = None,
+    social_account_id: uuid.UUID | None = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=100)] = 25,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> InboxPage:
+    """The workspace's comments and mentions, newest first. ``archived=true`` shows the archive;
+    ``assigned_to`` is ``me``, ``none`` or a user id; ``kind`` is ``comment`` or ``mention``.
+    Page with page/per_page (totals included) or with the ``cursor`` of ``meta.next_cursor``."""
+    assignee, unassigned = _assignee_filter(assigned_to, auth.user.id)
+    result = await service.list_items(
+        session,
+        workspace.id,
+        InboxFilters(
+            archived=archived,
+            assigned_to=assignee,
+            unassigned=unassigned,
+            kind=kind,
+            social_account_id=social_account_id,
+        ),
+        page=page,
+        per_page=per_page,
+        cursor=Cursor.decode(cursor) if cursor else None,
+    )
+    return InboxPage(
+        data=[InboxItemData.from_model(item) for item in result.items], meta=page_meta(result)
+    )
+
+
+@router.get("/{item_id}", response_model=DataEnvelope[InboxItemData])
+async def show(
+    workspace: CurrentWorkspace, item_id: uuid.UUID, session: SessionDep
+) -> DataEnvelope[InboxItemData]:
+    item = await service.get_item(session, workspace.id, item_id)
+    return DataEnvelope(data=InboxItemData.from_model(item))
+
+
+@router.post("/{item_id}/assign", response_model=DataEnvelope[InboxItemData])
+async def assign(
+    workspace: CurrentWorkspace,
+    item_id: uuid.UUID,
+    body: AssignRequest,
+    request: Request,
+    auth: CurrentAuth,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> DataEnvelope[InboxItemData]:
+    """Assign the item to a member of the tenant (any member may; 422 if the assignee is not
+    one). The assignee is notified (``inbox_assigned``) unless they assigned themselves."""
+    item = await service.get_item(session, workspace.id, item_id, for_update=True)
+    await service.assign(
+        runtime, session, item, body.user_id, actor=actor_of(auth, request), now=utcnow()
+    )
+    return DataEnvelope(data=InboxItemData.from_model(item))
+
+
+@router.post("/{item_id}/unassign", response_model=DataEnvelope[InboxItemData])
+async def unassign(
+    workspace: CurrentWorkspace,
+    item_id: uuid.UUID,
+    request: Request,
+    auth: CurrentAuth,
+    session: SessionDep,
+) -> DataEnvelope[InboxItemData]:
+    item = await service.get_item(session, workspace.id, item_id, for_update=True)
+    await service.unassign(session, item, actor=actor_of(auth, request))
+    return DataEnvelope(data=InboxItemData.from_model(item))
+
+
+@router.post("/{item_id}/archive", response_model=DataEnvelope[InboxItemData])
+async def archive(
+    workspace: CurrentWorkspace, item_id: uuid.UUID, session: SessionDep
+) -> DataEnvelope[InboxItemData]:
+    item = await service.get_item(session, workspace.id, item_id)
+    await service.set_archived(session, item, True, now=utcnow())
+    return DataEnvelope(data=InboxItemData.from_model(item))
+
+
+@router.post("/{item_id}/unarchive", response_model=DataEnvelope[InboxItemData])
+async def unarchive(
+    workspace: CurrentWorkspace, item_id: uuid.UUID, session: SessionDep
+) -> DataEnvelope[InboxItemData]:
+    item = await service.get_item(session, workspace.id, item_id)
+    await service.set_archived(session, item, False, now=utcnow())
+    return DataEnvelope(data=InboxItemData.from_model(item))

@@ -1,0 +1,92 @@
+"""Inbox jobs: ``inbox.sync_all``, ``inbox.sync`` and ``inbox.archive_old`` (spec 003 §8.3,
+§8.10, §11.1)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notiflow.inbox.service import archive_older_than
+from notiflow.inbox.sync import sync_workspace
+from notiflow.kit.after_commit import commit_and_flush_effects
+from notiflow.kit.ids import utcnow
+from notiflow.kit.queue import Job
+from notiflow.models import SocialAccount
+from notiflow.models.platform import AccountStatus
+
+if TYPE_CHECKING:
+    from notiflow.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+ARCHIVE_BATCH = 1_000
+
+
+async def workspaces_to_sync(session: AsyncSession) -> list[dict[str, str]]:
+    """The ``inbox.sync`` payload of every workspace with at least one active account."""
+    rows = await session.execute(
+        select(SocialAccount.workspace_id, SocialAccount.tenant_id)
+        .where(SocialAccount.status == AccountStatus.ACTIVE.value)
+        .distinct()
+        .order_by(SocialAccount.workspace_id)
+    )
+    return [
+        {"workspace_id": str(workspace_id), "tenant_id": str(tenant_id)}
+        for workspace_id, tenant_id in rows
+    ]
+
+
+async def sync_all(runtime: Runtime, payload: dict[str, Any]) -> None:
+    """Every 15 minutes: one ``inbox.sync`` per workspace with connected active accounts."""
+    async with runtime.sessionmaker() as session:
+        payloads = await workspaces_to_sync(session)
+    if runtime.queue is None:  # pragma: no cover - every process wires a queue
+        raise RuntimeError("inbox.sync_all needs a job queue")
+    for workspace in payloads:
+        await runtime.queue.enqueue("inbox.sync", workspace)
+    log.info("inbox_sync_dispatched", job="inbox.sync_all", workspaces=len(payloads))
+
+
+async def sync(runtime: Runtime, payload: dict[str, Any]) -> None:
+    """Fetch the new comments and mentions of one workspace, store them once and notify."""
+    await sync_workspace(
+        runtime, uuid.UUID(payload["workspace_id"]), uuid.UUID(payload["tenant_id"])
+    )
+
+
+async def archive_old(runtime: Runtime, payload: dict[str, Any]) -> None:
+    """Weekly: archive the workspace's items that occurred more than ``inbox_archive_days``
+    ago, a batch per transaction. Running it again archives nothing more."""
+    workspace_id = uuid.UUID(payload["workspace_id"])
+    now = utcnow()
+    cutoff = now - timedelta(days=runtime.settings.inbox_archive_days)
+    archived = 0
+    while True:
+        async with runtime.sessionmaker() as session:
+            count = await archive_older_than(
+                session, workspace_id, cutoff, now=now, batch_size=ARCHIVE_BATCH
+            )
+            await commit_and_flush_effects(session)
+        archived += count
+        if count < ARCHIVE_BATCH:
+            break
+    log.info(
+        "inbox_archived",
+        job="inbox.archive_old",
+        workspace_id=str(workspace_id),
+        tenant_id=payload.get("tenant_id"),
+        archived=archived,
+    )
+
+
+JOBS = [
+    Job("inbox.sync_all", sync_all, max_attempts=3, backoff_seconds=30.0),
+    # Retried when an account failed transiently (the others were saved); a 401 is not retried.
+    Job("inbox.sync", sync, max_attempts=3, backoff_seconds=60.0),
+    Job("inbox.archive_old", archive_old, max_attempts=3, backoff_seconds=300.0),
+]

@@ -1,0 +1,1 @@
+"""Tests of analytics: metric snapshots and the summary."""

@@ -1,0 +1,1 @@
+"""Tests of the inbox: sync, notifications, archiving and the API."""
