@@ -32,6 +32,7 @@ OWNER_EMAIL = "owner@demo.notiflow.localhost"
 EDITOR_EMAIL = "editor@demo.notiflow.localhost"
 # Comments and mentions arrive every minute or so; the demo post goes out in two minutes.
 SANDBOX_OPTIONS = {
+    "username": "demo_brand",
     "latency_ms": 150,
     "comment_rate": 0.6,
     "mention_rate": 0.3,

@@ -18,7 +18,6 @@ Entries only enqueue their job; jobs are idempotent, so a run that happens twice
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -299,15 +298,3 @@ def start_background(runtime: Runtime) -> list[asyncio.Task[None]]:
         asyncio.create_task(run_schedule(runtime)),
         asyncio.create_task(scan_forever(runtime, settings.publish_scan_interval_seconds)),
     ]
-
-
-async def every(
-    interval: float, work: Callable[[], Awaitable[object]], *, name: str
-) -> None:  # pragma: no cover - a forever loop; its work is tested on its own
-    """Run ``work`` every ``interval`` seconds, forever; a failure is logged and retried."""
-    while True:
-        try:
-            await work()
-        except Exception:
-            log.exception("periodic_work_failed", work=name)
-        await asyncio.sleep(interval)

@@ -12,7 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notiflow.admin.alerts import Alerter
-from notiflow.kit.queue import Job, JobQueue, build_broker, enqueue_due_retries
+from notiflow.kit.queue import (
+    JOB_CONCURRENCY,
+    Job,
+    JobQueue,
+    build_broker,
+    enqueue_due_retries,
+)
 from notiflow.models import FailedJob, JobAttempt
 from notiflow.runtime import Runtime
 from tests.admin.webhook_receiver import WebhookReceiver
@@ -129,6 +135,40 @@ async def test_a_retry_that_succeeds_leaves_nothing_behind(runtime: Runtime) -> 
     async with runtime.sessionmaker() as session:
         assert (await session.scalars(select(JobAttempt))).all() == []
         assert (await session.scalars(select(FailedJob))).all() == []
+
+
+async def test_the_embedded_queue_runs_at_most_job_concurrency_jobs_at_once(
+    runtime: Runtime,
+) -> None:
+    running = 0
+    most = 0
+    done = 0
+    release = asyncio.Event()
+
+    async def slow(runtime: Runtime, payload: dict[str, Any]) -> None:
+        nonlocal running, most, done
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        running -= 1
+        done += 1
+
+    queue = JobQueue(build_broker(None), [Job("analytics.fetch_metrics", slow)])
+    await queue.start(runtime)
+    try:
+        for _ in range(JOB_CONCURRENCY * 3):
+            await queue.enqueue("analytics.fetch_metrics", {"workspace_id": str(uuid.uuid4())})
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+        assert most == JOB_CONCURRENCY  # the rest wait their turn (the database pool's size)
+        release.set()
+        for _ in range(500):
+            if done == JOB_CONCURRENCY * 3:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await queue.close()
+    assert done == JOB_CONCURRENCY * 3
 
 
 def _cli(engine: AsyncEngine, *args: str) -> subprocess.CompletedProcess[str]:

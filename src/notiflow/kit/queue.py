@@ -8,6 +8,7 @@ Jobs are plain ``async def job(runtime, payload) -> None`` functions registered 
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 import traceback
@@ -54,8 +55,15 @@ class JobQueue:
     def __init__(self, broker: AsyncBroker, jobs: list[Job]) -> None:
         self.broker = broker
         self.jobs = {job.name: job for job in jobs}
+        # Taskiq's in-memory broker starts every message's task at once (its max_async_tasks is
+        # only honoured by listening receivers), so the embedded queue bounds itself: no more
+        # jobs run at once than the database pool serves. Redis workers are bounded by
+        # ``notiflow worker --concurrency``.
+        self.slots: asyncio.Semaphore | None = (
+            asyncio.Semaphore(JOB_CONCURRENCY) if isinstance(broker, InMemoryBroker) else None
+        )
         for job in jobs:
-            broker.register_task(_taskiq_adapter(job), task_name=job.name)
+            broker.register_task(_taskiq_adapter(job, self), task_name=job.name)
 
     @property
     def embedded(self) -> bool:
@@ -75,13 +83,17 @@ class JobQueue:
         await task.kiq(payload)
 
 
-def _taskiq_adapter(job: Job) -> Callable[..., Awaitable[None]]:
+def _taskiq_adapter(job: Job, queue: JobQueue) -> Callable[..., Awaitable[None]]:
     async def run(
         payload: dict[str, Any],
         context: Context = TaskiqDepends(),  # noqa: B008 - Taskiq's injection idiom
     ) -> None:
         runtime: Runtime = context.state.runtime
-        await run_job(runtime, job, payload)
+        if queue.slots is None:
+            await run_job(runtime, job, payload)
+            return
+        async with queue.slots:
+            await run_job(runtime, job, payload)
 
     run.__name__ = job.name.replace(".", "_")
     return run
