@@ -8,22 +8,25 @@ import subprocess
 import uuid
 from typing import Any
 
+from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from taskiq.api import run_receiver_task
 
 from notiflow.admin.alerts import Alerter
 from notiflow.kit.queue import (
     JOB_CONCURRENCY,
     Job,
     JobQueue,
+    JobStreamBroker,
     build_broker,
     enqueue_due_retries,
 )
 from notiflow.models import FailedJob, JobAttempt
 from notiflow.runtime import Runtime
 from tests.admin.webhook_receiver import WebhookReceiver
-from tests.conftest import TEST_PUSHER_SECRET
-from tests.delivery.processes import NOTIFLOW, notiflow_env
+from tests.conftest import REDIS_URL, TEST_PUSHER_SECRET
+from tests.delivery.processes import NOTIFLOW, eventually, notiflow_env
 
 
 async def test_a_failing_job_is_recorded_and_alerted(runtime: Runtime) -> None:
@@ -169,6 +172,39 @@ async def test_the_embedded_queue_runs_at_most_job_concurrency_jobs_at_once(
     finally:
         await queue.close()
     assert done == JOB_CONCURRENCY * 3
+
+
+async def test_workers_keep_reading_after_redis_loses_the_job_stream(
+    runtime: Runtime, redis: Redis
+) -> None:
+    """A Redis flush (or restart without persistence) removes the stream and its consumer
+    group; the worker declares it again and runs the next job instead of failing forever."""
+    ran: list[str] = []
+
+    async def record(runtime: Runtime, payload: dict[str, Any]) -> None:
+        ran.append(payload["workspace_id"])
+
+    broker = build_broker(REDIS_URL)
+    assert isinstance(broker, JobStreamBroker)
+    broker.block = 100  # short blocking reads, so the test does not wait on them
+    queue = JobQueue(broker, [Job("inbox.sync", record)])
+    await queue.start(runtime)
+    broker.is_worker_process = True
+    receiver = asyncio.create_task(run_receiver_task(broker, max_async_tasks=5))
+    try:
+        await queue.enqueue("inbox.sync", {"workspace_id": "before"})
+        await eventually(lambda: _true_when(ran == ["before"]))
+        await redis.flushdb()  # the stream and its consumer group are gone
+        await asyncio.sleep(0.3)
+        await queue.enqueue("inbox.sync", {"workspace_id": "after"})
+        await eventually(lambda: _true_when(ran[-1:] == ["after"]))
+    finally:
+        receiver.cancel()
+        await queue.close()
+
+
+async def _true_when(condition: bool) -> bool:
+    return condition
 
 
 def _cli(engine: AsyncEngine, *args: str) -> subprocess.CompletedProcess[str]:

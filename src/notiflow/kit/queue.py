@@ -13,14 +13,15 @@ import random
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from redis.exceptions import ResponseError
 from sqlalchemy import delete, select, update
-from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends
+from taskiq import AckableMessage, AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq_redis import RedisStreamBroker
 
 from notiflow.kit.ids import utcnow
@@ -241,11 +242,32 @@ async def enqueue_due_retries(runtime: Runtime, limit: int = 1_000) -> int:
     return len(due)
 
 
+class JobStreamBroker(RedisStreamBroker):
+    """Taskiq's Redis stream broker, surviving the loss of its consumer group.
+
+    If Redis is flushed or restarted without persistence, the group a worker reads from is gone
+    and every read fails with NOGROUP; Taskiq's own listener would then never read again. This
+    one declares the group again and goes on. Messages lost with the flush only delay work:
+    the sweeper and the scanners find it again in the database (DESIGN §8).
+    """
+
+    async def listen(self) -> AsyncGenerator[AckableMessage, None]:
+        while True:
+            try:
+                async for message in super().listen():
+                    yield message
+            except ResponseError as error:
+                if "NOGROUP" not in str(error):
+                    raise
+                log.warning("job_stream_group_recreated", stream=self.queue_name)
+                await self._declare_consumer_group()
+
+
 def build_broker(redis_url: str | None) -> AsyncBroker:
     if redis_url:
         # Streams with consumer groups: a message is acknowledged only after its job ran, and
         # one a dead worker held is claimed by another after the idle timeout.
-        return RedisStreamBroker(
+        return JobStreamBroker(
             redis_url, queue_name="notiflow:jobs", maxlen=1_000_000, idle_timeout=120_000
         )
     # No more jobs at once than the database pool can serve (10 + 20 overflow): beyond that,
