@@ -505,7 +505,10 @@ async def test_ledger_explains_each_channel(
 
     assert data["notification"]["id"] == notification_id
     assert data["notification"]["title"] == "Hello"
-    assert by_channel(data) == {"email": ("pending", None), "push": ("pending", None)}
+    assert by_channel(data) == {
+        "email": ("pending", None),
+        "push": ("suppressed", "webpush_not_configured"),  # no VAPID keys in these tests
+    }
     for row in data["deliveries"]:
         assert row["attempts"] == 0
         assert row["sent_at"] is None
@@ -528,7 +531,7 @@ async def test_ledger_shows_email_suppressed_after_global_email_off(
 
     channels = by_channel(await ledger(client, alice, notification_id))
     assert channels["email"] == ("suppressed", "user_global_off")
-    assert channels["push"] == ("pending", None)
+    assert channels["push"] == ("suppressed", "webpush_not_configured")
 
 
 async def test_ledger_shows_per_type_choices_and_in_app_off_stores_the_row_read(

@@ -9,10 +9,17 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notiflow.delivery.webpush import generate_vapid_keys
 from notiflow.kit.errors import InvalidInput
 from notiflow.kit.ids import utcnow
 from notiflow.kit.pagination import Cursor
-from notiflow.models import AuditLog, Notification, NotificationDelivery, Tenant
+from notiflow.models import (
+    AuditLog,
+    Notification,
+    NotificationDelivery,
+    PushSubscription,
+    Tenant,
+)
 from notiflow.models.tenancy import Role
 from notiflow.notifications.events import NotificationRecord
 from notiflow.notifications.service import (
@@ -24,6 +31,7 @@ from notiflow.notifications.service import (
 )
 from notiflow.notifications.types import NotificationChannel, NotificationType
 from notiflow.notifications.unread import UserTenant
+from notiflow.runtime import Runtime
 from tests.conftest import MakeMember, commit
 
 PUBLISHED = NotificationType.POST_PUBLISHED
@@ -83,7 +91,8 @@ async def test_send_stores_the_feed_row_and_records_every_channel(
     assert notification.tenant_id == member.tenant_id
     assert await ledger(session, notification.id) == {
         "email": ("pending", None),
-        "push": ("pending", None),
+        # The live event goes out; Web Push has no keys in these tests, known at send time.
+        "push": ("suppressed", "webpush_not_configured"),
         "sms": ("suppressed", "no_verified_phone"),
     }
 
@@ -101,7 +110,7 @@ async def test_spec_000_send_with_payload_and_channels(
     assert notification.read_at is not None
     assert await ledger(session, notification.id) == {
         "email": ("suppressed", "user_global_off"),
-        "push": ("pending", None),
+        "push": ("suppressed", "webpush_not_configured"),
     }
     assert await service.get_unread_count(member.id, member.tenant_id) == 0
 
@@ -483,3 +492,58 @@ async def test_delete_old_applies_the_90_and_30_day_rules(
 async def test_delete_old_refuses_nonsense_periods(service: NotificationService) -> None:
     with pytest.raises(InvalidInput):
         await service.delete_old(0)
+
+
+async def test_web_push_with_nothing_to_deliver_to_is_decided_at_send_time(
+    runtime: Runtime, make_member: MakeMember
+) -> None:
+    """With Web Push configured, only users with a subscribed browser get a pending push
+    delivery (a job); the others are recorded at once, and still get the live event."""
+    keys = generate_vapid_keys()
+    runtime.settings = runtime.settings.model_copy(
+        update={"vapid_public_key": keys.public_key, "vapid_private_key": keys.private_key}
+    )
+    subscribed = await make_member()
+    unsubscribed = await make_member()
+    heard: list[NotificationRecord] = []
+
+    class Listener:
+        async def notifications_created(self, records: Sequence[NotificationRecord]) -> None:
+            heard.extend(records)
+
+        async def unread_counts_changed(self, keys: Sequence[UserTenant]) -> None:
+            return None
+
+    runtime.events.subscribe(Listener())
+    async with runtime.sessionmaker() as session:
+        session.add(
+            PushSubscription(
+                user_id=subscribed.id,
+                endpoint="https://push.example.test/device-1",
+                p256dh="key",
+                auth="secret",
+            )
+        )
+        await session.commit()
+        service = runtime.notification_service(session)
+        result = await service.send_to_users(
+            [subscribed.id, unsubscribed.id], payload(), tenant_id=subscribed.tenant_id
+        )
+        await commit(session)
+        pushes = {
+            row.user_id: (row.status, row.reason)
+            for row in await session.scalars(
+                select(NotificationDelivery).where(NotificationDelivery.channel == "push")
+            )
+        }
+    assert pushes == {
+        subscribed.id: ("pending", None),
+        unsubscribed.id: ("suppressed", "no_push_subscription"),
+    }
+    pending = {record.user_id: record.pending_delivery_ids for record in result.notifications}
+    assert len(pending[subscribed.id]) == 1
+    assert pending[unsubscribed.id] == ()  # no job is woken for them
+    assert {record.user_id: record.push_allowed for record in heard} == {
+        subscribed.id: True,
+        unsubscribed.id: True,
+    }

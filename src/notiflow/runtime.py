@@ -103,6 +103,9 @@ class Runtime:
             cache=self.cache,
             events=self.events,
             push_rollout=parse_push_rollout(self.settings.push_rollout),
+            web_push_configured=bool(
+                self.settings.vapid_public_key and self.settings.vapid_private_key
+            ),
         )
 
     async def start(self) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -22,6 +21,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from notiflow.config import Settings
 from tests.conftest import make_settings
+from tests.delivery.processes import free_port
 
 SMTP_PUBLIC_URL = "https://notiflow.example"
 SMTP_MAIL_FROM = "notiflow <no-reply@notiflow.example>"
@@ -107,13 +107,6 @@ class RecordingHandler:
             )
         )
         return "250 2.0.0 OK: queued"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class SmtpServer:

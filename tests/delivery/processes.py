@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,11 +20,31 @@ import httpx
 NOTIFLOW = str(Path(sys.executable).with_name("notiflow"))
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
+_EPHEMERAL = _ephemeral_ports()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A free port for a server of the tests, outside the range the kernel hands out to
+    outgoing connections: a server restarted on the same port (crash tests) must not find it
+    taken by some client's connection in the meantime."""
+    candidates = [port for port in range(20_000, 32_000) if port not in _EPHEMERAL]
+    for _ in range(200):
+        port = random.choice(candidates)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
 
 
 def notiflow_env(**settings: str) -> dict[str, str]:

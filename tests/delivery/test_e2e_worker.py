@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -26,15 +25,9 @@ from notiflow.runtime import Runtime
 from tests.admin.webhook_receiver import WebhookReceiver
 from tests.conftest import TEST_PUSHER_SECRET, MakeMember
 from tests.delivery.conftest import SmtpServer
+from tests.delivery.processes import free_port
 
 NOTIFLOW = str(Path(sys.executable).with_name("notiflow"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:

@@ -61,6 +61,7 @@ from notiflow.delivery.channels import DeliveryContext, SendResult
 from notiflow.kit.ids import new_id, utcnow
 from notiflow.models import Notification, PushSubscription
 from notiflow.notifications.schemas import NotificationData
+from notiflow.notifications.service import NO_PUSH_SUBSCRIPTION, WEB_PUSH_NOT_CONFIGURED
 from notiflow.notifications.types import NotificationChannel, NotificationType
 
 __all__ = [
@@ -95,8 +96,8 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 # Ledger reasons of a skipped Web Push (at most 50 characters).
-NOT_CONFIGURED = "webpush_not_configured"
-NO_SUBSCRIPTIONS = "no_push_subscription"
+NOT_CONFIGURED = WEB_PUSH_NOT_CONFIGURED
+NO_SUBSCRIPTIONS = NO_PUSH_SUBSCRIPTION
 
 # Push services must accept 4,096 bytes of body (RFC 8030 §7.2); aes128gcm with one record spends
 # 86 on its header (salt, record size, the 65-byte sender key) and 17 on the delimiter and tag.

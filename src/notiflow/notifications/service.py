@@ -41,6 +41,7 @@ from notiflow.models import (
     Notification,
     NotificationDelivery,
     NotificationPreference,
+    PushSubscription,
     Tenant,
     User,
 )
@@ -67,6 +68,11 @@ T = TypeVar("T")
 
 # Bound the number of bind parameters per statement (SQLite allows 32,766, PostgreSQL 32,767).
 ID_CHUNK = 5_000
+
+
+# Ledger reasons of a push delivery with nothing to deliver to (as notiflow.delivery.webpush).
+WEB_PUSH_NOT_CONFIGURED = "webpush_not_configured"
+NO_PUSH_SUBSCRIPTION = "no_push_subscription"
 
 
 class DeliveryStatus:
@@ -130,11 +136,17 @@ class NotificationService:
         cache: UnreadCountCache,
         events: NotificationEvents,
         push_rollout: str | int = "all",
+        web_push_configured: bool | None = None,
     ) -> None:
         self.session = session
         self.cache = cache
         self.events = events
         self.push_rollout = push_rollout
+        # Whether Web Push can be sent at all (VAPID keys set). When known, a push delivery with
+        # nothing to deliver to (no keys, or a user without a subscribed browser) is recorded
+        # as suppressed at once, instead of waking a worker to find that out. None: unknown,
+        # every allowed push delivery goes to the worker.
+        self.web_push_configured = web_push_configured
 
     # ------------------------------------------------------------------ sending
 
@@ -296,6 +308,14 @@ class NotificationService:
                 row["user_id"] for row in notification_rows if row["user_id"] not in inserted_users
             ]
 
+        no_web_push = await self._without_web_push(
+            [
+                row["user_id"]
+                for row in inserted_rows
+                if (push := decisions_by_id[row["id"]].get(NotificationChannel.PUSH)) is not None
+                and push.allowed
+            ]
+        )
         delivery_rows: list[dict[str, Any]] = []
         pending_by_notification: dict[uuid.UUID, list[uuid.UUID]] = {}
         for row in inserted_rows:
@@ -303,8 +323,13 @@ class NotificationService:
                 if channel is NotificationChannel.IN_APP and decision.allowed:
                     continue  # the feed row itself is the in-app delivery
                 delivery_id = new_id()
-                status = DeliveryStatus.PENDING if decision.allowed else DeliveryStatus.SUPPRESSED
-                if decision.allowed:
+                reason = decision.reason.value if decision.reason else None
+                pending = decision.allowed
+                unreachable = no_web_push.get(row["user_id"])
+                if pending and channel is NotificationChannel.PUSH and unreachable is not None:
+                    # Nothing to deliver to: the live event still goes out (push_allowed).
+                    pending, reason = False, unreachable
+                if pending:
                     pending_by_notification.setdefault(row["id"], []).append(delivery_id)
                 delivery_rows.append(
                     {
@@ -313,10 +338,10 @@ class NotificationService:
                         "tenant_id": tenant_id,
                         "user_id": row["user_id"],
                         "channel": channel.value,
-                        "status": status,
-                        "reason": decision.reason.value if decision.reason else None,
+                        "status": DeliveryStatus.PENDING if pending else DeliveryStatus.SUPPRESSED,
+                        "reason": reason,
                         "attempts": 0,
-                        "next_attempt_at": now if decision.allowed else None,
+                        "next_attempt_at": now if pending else None,
                         "created_at": now,
                         "updated_at": now,
                     }
@@ -361,6 +386,24 @@ class NotificationService:
 
         after_commit(self.session, announce)
         return result
+
+    async def _without_web_push(self, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """Of these users, those Web Push cannot reach, with the ledger reason (the same the
+        push worker records when it finds nothing to send to)."""
+        if self.web_push_configured is None or not user_ids:
+            return {}
+        if not self.web_push_configured:
+            return dict.fromkeys(user_ids, WEB_PUSH_NOT_CONFIGURED)
+        subscribed: set[uuid.UUID] = set()
+        for chunk in _chunks(list(dict.fromkeys(user_ids)), ID_CHUNK):
+            subscribed.update(
+                await self.session.scalars(
+                    select(PushSubscription.user_id)
+                    .where(PushSubscription.user_id.in_(chunk))
+                    .distinct()
+                )
+            )
+        return {user_id: NO_PUSH_SUBSCRIPTION for user_id in user_ids if user_id not in subscribed}
 
     async def _insert_notifications(
         self, rows: list[dict[str, Any]], dedupe_key: str | None
