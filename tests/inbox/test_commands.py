@@ -85,7 +85,12 @@ async def seeded(cli: Cli) -> AsyncIterator[Seeded]:
             external_account_id="sbx-cli",
             handle="@brand@sandbox",
             access_token_encrypted=cipher.encrypt("sandbox-token"),
-            options={"latency_ms": 0, "comment_rate": 1, "initial_buckets": 5},
+            options={
+                "latency_ms": 0,
+                "comment_rate": 1,
+                "mention_rate": 0,
+                "initial_buckets": 5,
+            },
         )
         session.add(account)
         await session.flush()
@@ -135,7 +140,9 @@ async def test_inbox_sync_all_syncs_every_workspace_in_the_command(
         "mode": "ran",
     }
     async with create_sessionmaker(seeded.engine)() as session:
-        items = await session.scalar(select(func.count()).select_from(InboxItem))
+        items = await session.scalar(
+            select(func.count()).select_from(InboxItem).where(InboxItem.kind == "comment")
+        )
         told = list(
             (
                 await session.scalars(
