@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -82,6 +83,24 @@ async def test_export_request_is_accepted_once_and_woken_after_commit(
     again = await client.post("/api/v1/me/data-export", headers=member.headers)
     assert again.status_code == 200
     assert again.json()["data"]["id"] == body["id"]
+    assert len(queue.named("privacy.export")) == 1
+
+
+async def test_simultaneous_requests_of_one_user_make_one_export(
+    privacy_runtime: Runtime,
+    client: httpx.AsyncClient,
+    make_member: MakeMember,
+    queue: RecordingQueue,
+) -> None:
+    member = await make_member("acme")
+    answers = await asyncio.gather(
+        *(client.post("/api/v1/me/data-export", headers=member.headers) for _ in range(4))
+    )
+    assert sorted(answer.status_code for answer in answers) == [200, 200, 200, 202]
+    assert len({answer.json()["data"]["id"] for answer in answers}) == 1
+    async with privacy_runtime.sessionmaker() as session:
+        requests = (await session.scalars(select(DataExportRequest))).all()
+    assert len(requests) == 1
     assert len(queue.named("privacy.export")) == 1
 
 

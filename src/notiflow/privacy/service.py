@@ -286,8 +286,19 @@ async def tenant_to_notify(
 
 
 async def _lock_user(session: AsyncSession, user_id: uuid.UUID) -> None:
-    """Serialize a user's requests with a row lock, so two clicks make one request. PostgreSQL
-    only: SQLite ignores FOR UPDATE (see docs/privacy.md, open points)."""
+    """Serialize a user's requests, so two clicks make one request: a row lock on PostgreSQL.
+    SQLite has no row locks (it ignores FOR UPDATE) but one write lock per database, taken by
+    the transaction's first write and held to its end: a write that changes nothing takes it,
+    and a second request waits for the first to commit before it looks for one under way."""
+    connection = await session.connection()
+    if connection.dialect.name == "sqlite":
+        await session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(updated_at=User.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+        return
     await session.execute(select(User.id).where(User.id == user_id).with_for_update())
 
 
