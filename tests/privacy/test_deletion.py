@@ -33,6 +33,7 @@ from notiflow.models import (
     User,
 )
 from notiflow.models.platform import RequestStatus
+from notiflow.models.tenancy import Role
 from notiflow.privacy import jobs as privacy_jobs
 from notiflow.privacy.deletion import FinalNoticeNotSent
 from notiflow.privacy.jobs import delete_data, export_data
@@ -75,6 +76,28 @@ async def _request(runtime: Runtime, request_id: str) -> DataDeletionRequest:
 
 def _iso_to_datetime(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def test_the_only_owner_of_an_organization_with_members_cannot_delete_themselves(
+    privacy_runtime: Runtime, client: httpx.AsyncClient, make_member: MakeMember
+) -> None:
+    owner = await make_member("acme", role=Role.OWNER)
+    await make_member("acme")
+    refused = await client.post("/api/v1/me/data-deletion", headers=owner.headers)
+    assert refused.status_code == 409
+    error = refused.json()["error"]
+    assert error["code"] == "sole_owner"
+    assert "acme" in error["message"]
+    async with privacy_runtime.sessionmaker() as session:
+        assert (await session.scalars(select(DataDeletionRequest))).all() == []
+
+    # With a second owner (or alone in the organization) the request is accepted.
+    await make_member("acme", role=Role.OWNER)
+    accepted = await client.post("/api/v1/me/data-deletion", headers=owner.headers)
+    assert accepted.status_code == 202, accepted.text
+    loner = await make_member("solo-shop", role=Role.OWNER)
+    alone = await client.post("/api/v1/me/data-deletion", headers=loner.headers)
+    assert alone.status_code == 202, alone.text
 
 
 async def test_a_deletion_is_scheduled_after_the_grace_period_and_the_user_is_told(

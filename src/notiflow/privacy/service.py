@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from notiflow.audit import service as audit
 from notiflow.config import Settings
@@ -21,8 +22,9 @@ from notiflow.kit.after_commit import after_commit
 from notiflow.kit.errors import Conflict, NotFound
 from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import JobQueue
-from notiflow.models import DataDeletionRequest, DataExportRequest, Membership, User
+from notiflow.models import DataDeletionRequest, DataExportRequest, Membership, Tenant, User
 from notiflow.models.platform import RequestStatus
+from notiflow.models.tenancy import Role
 from notiflow.notifications.service import Actor, NotificationService
 from notiflow.notifications.types import NotificationType
 from notiflow.privacy.tokens import make_download_token
@@ -168,6 +170,15 @@ async def request_deletion(
     existing = await current_deletion(session, user.id, active_only=True)
     if existing is not None:
         return existing, False
+    orphaned = await _tenants_only_owned_by(session, user.id)
+    if orphaned:
+        names = ", ".join(name for _, name in orphaned)
+        raise Conflict(
+            f"you are the only owner of {names}: make another member an owner first, so the "
+            "organization keeps someone who can manage it",
+            code="sole_owner",
+            details=[{"tenant_id": str(tenant), "name": name} for tenant, name in orphaned],
+        )
     now = utcnow()
     request = DataDeletionRequest(
         user_id=user.id,
@@ -283,6 +294,29 @@ async def tenant_to_notify(
     if preferred is not None and preferred in tenants:
         return preferred
     return tenants[0] if tenants else None
+
+
+async def _tenants_only_owned_by(
+    session: AsyncSession, user_id: uuid.UUID
+) -> list[tuple[uuid.UUID, str]]:
+    """Tenants where the user is the only owner and other people remain: deleting the user
+    would leave them with nobody who can manage them."""
+    other = aliased(Membership)
+    others = select(other.id).where(other.tenant_id == Tenant.id, other.user_id != user_id)
+    other_owners = others.where(other.role == Role.OWNER.value).exists()
+    other_members = others.exists()
+    rows = await session.execute(
+        select(Tenant.id, Tenant.name)
+        .join(Membership, Membership.tenant_id == Tenant.id)
+        .where(
+            Membership.user_id == user_id,
+            Membership.role == Role.OWNER.value,
+            ~other_owners,
+            other_members,
+        )
+        .order_by(Tenant.name)
+    )
+    return [(row.id, row.name) for row in rows]
 
 
 async def _lock_user(session: AsyncSession, user_id: uuid.UUID) -> None:
