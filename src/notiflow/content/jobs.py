@@ -8,20 +8,15 @@ queue message. The job itself is retried (3 tries, 60 s exponential) only when i
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from notiflow.content.publishing import PUBLISH_JOB, Publisher, scan_due_posts
-from notiflow.kit.queue import Job
+from notiflow.kit.queue import Job, repeat_forever
 
 if TYPE_CHECKING:
     from notiflow.runtime import Runtime
-
-log = structlog.get_logger(__name__)
 
 
 async def scan_due_posts_job(runtime: Runtime, payload: dict[str, Any]) -> None:
@@ -50,12 +45,9 @@ async def publish_post_failed(
 
 async def scan_forever(runtime: Runtime, interval: float) -> None:  # pragma: no cover - a loop
     """Claim and dispatch due posts every ``interval`` seconds (the scheduler runs this)."""
-    while True:
-        try:
-            await scan_due_posts(runtime)
-        except Exception:
-            log.exception("publish_scan_failed")
-        await asyncio.sleep(interval)
+    await repeat_forever(
+        interval, lambda: scan_due_posts(runtime), failure_event="publish_scan_failed"
+    )
 
 
 JOBS = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from notiflow.kit.metrics import set_queue_depth
-from notiflow.kit.queue import Job, JobQueue, enqueue_due_retries
+from notiflow.kit.queue import Job, JobQueue, enqueue_due_retries, repeat_forever
 from notiflow.notifications.events import NotificationRecord
 from notiflow.notifications.unread import UserTenant
 
@@ -70,13 +69,11 @@ class DeliveryDispatcher:
 
 
 async def sweep_forever(runtime: Runtime, interval: float) -> None:
-    while True:
-        try:
-            await sweep(runtime, {})
-            await enqueue_due_retries(runtime)
-        except Exception:
-            log.exception("delivery_sweep_failed")
-        await asyncio.sleep(interval)
+    async def sweep_and_retry() -> None:
+        await sweep(runtime, {})
+        await enqueue_due_retries(runtime)
+
+    await repeat_forever(interval, sweep_and_retry, failure_event="delivery_sweep_failed")
 
 
 JOBS = [Job("delivery.send", send_deliveries), Job("delivery.sweep", sweep)]

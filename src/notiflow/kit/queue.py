@@ -263,6 +263,19 @@ class JobStreamBroker(RedisStreamBroker):
                 await self._declare_consumer_group()
 
 
+async def repeat_forever(
+    interval: float, work: Callable[[], Awaitable[object]], *, failure_event: str
+) -> None:
+    """Run ``work`` every ``interval`` seconds for ever (the scheduler's loops); a failure is
+    logged under ``failure_event`` and the next round tries again."""
+    while True:
+        try:
+            await work()
+        except Exception:
+            log.exception(failure_event)
+        await asyncio.sleep(interval)
+
+
 def build_broker(redis_url: str | None) -> AsyncBroker:
     if redis_url:
         # Streams with consumer groups: a message is acknowledged only after its job ran, and
