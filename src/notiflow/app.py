@@ -124,8 +124,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotiflowError)
     async def notiflow_error(_request: Request, error: NotiflowError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
-        return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
+        return JSONResponse(
+            error.to_body(), status_code=error.status_code, headers=error.headers() or None
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
