@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_tls: SmtpTls = SmtpTls.NONE
     smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    # An email gets 3 tries spread over this horizon (the last one between 1 and 1.2 horizons
+    # after the first failure): an SMTP outage shorter than it loses no email.
+    email_retry_horizon_seconds: float = Field(default=3600.0, gt=0)
     mail_from: str = "notiflow <no-reply@notiflow.localhost>"
 
     # Web Push (VAPID, RFC 8292): generate a pair with `notiflow webpush keys`.
@@ -98,7 +101,8 @@ class Settings(BaseSettings):
 
     # How often the outbox sweeper hands out due retries and abandoned deliveries.
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
-    # First retry delay of a delivery; each next one doubles (with jitter), up to an hour.
+    # First retry delay of a push or SMS delivery; each next one doubles (with jitter), up to an
+    # hour. Email retries follow email_retry_horizon_seconds instead.
     delivery_backoff_seconds: float = Field(default=30.0, gt=0)
     # How long a worker may hold a claimed delivery before another may take it over.
     delivery_lease_seconds: float = Field(default=120.0, gt=0)

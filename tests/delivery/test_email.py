@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.message import EmailMessage
 from typing import Any
 
@@ -20,7 +20,7 @@ from notiflow.delivery.unsubscribe import read_unsubscribe_token
 from notiflow.models import Notification, User
 from notiflow.notifications.types import TYPE_REGISTRY, Category, NotificationType
 from tests.conftest import make_settings
-from tests.delivery.conftest import SMTP_PUBLIC_URL, SmtpServer
+from tests.delivery.conftest import SMTP_PUBLIC_URL, RecordingHandler, SmtpServer
 
 ADA = "ada@acme.example"
 
@@ -56,6 +56,7 @@ def make_context(
     notification: Notification | None = None,
     delivery_id: uuid.UUID | None = None,
     attempt: int = 1,
+    commit_point: Callable[[], Awaitable[None]] | None = None,
 ) -> DeliveryContext:
     return DeliveryContext(
         delivery_id=delivery_id or uuid.uuid4(),
@@ -64,6 +65,7 @@ def make_context(
         user=user or make_user(),
         settings=settings,
         sessionmaker=async_sessionmaker(),  # the email sender never touches the database
+        commit_point=commit_point,
     )
 
 
@@ -446,6 +448,83 @@ async def test_idle_connection_is_probed_and_replaced_when_dead(
 
     assert [first.outcome, again.outcome, last.outcome] == [Outcome.SENT] * 3
     assert [mail.session_number for mail in smtp_server.received] == [1, 1, 2]
+
+
+# ---------------------------------------------------------------------------- the commit point
+
+
+class NoReplyAfterData(RecordingHandler):
+    """Takes the whole message (the final ``.`` included), then hangs up, or with ``silent``
+    says nothing, instead of the ``250``: whether the message was taken cannot be known."""
+
+    def __init__(self, *, silent: bool = False) -> None:
+        super().__init__()
+        self.silent = silent
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await super().handle_DATA(server, session, envelope)
+        if self.silent:
+            await asyncio.sleep(30)  # the client times out first; stopping the server cancels
+        elif server.transport is not None:
+            server.transport.abort()
+        return "250 2.0.0 OK: queued"  # never reaches the client
+
+
+async def _send_with_commit_point(
+    server: SmtpServer,
+    *,
+    smtp_timeout: float = 5.0,
+    on_commit: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[SendResult, int]:
+    """Send one email the way the delivery worker does; returns the result and how many times
+    the commit point ran."""
+    commits = 0
+
+    async def commit_point() -> None:
+        nonlocal commits
+        commits += 1
+        if on_commit is not None:
+            await on_commit()
+
+    sender = EmailSender(server.settings(smtp_timeout_seconds=smtp_timeout))
+    try:
+        result = await sender.send(
+            make_context(server.settings(), commit_point=commit_point, delivery_id=uuid.uuid4())
+        )
+    finally:
+        await sender.close()
+    return result, commits
+
+
+@pytest.mark.parametrize("silent", [False, True], ids=["hangs_up", "stays_silent"])
+async def test_a_message_taken_without_a_reply_has_an_unknown_outcome(silent: bool) -> None:
+    server = SmtpServer()
+    server.handler = NoReplyAfterData(silent=silent)
+    server.start()
+    try:
+        result, commits = await _send_with_commit_point(server, smtp_timeout=0.5)
+    finally:
+        server.stop()
+
+    assert result.outcome is Outcome.UNKNOWN
+    assert commits == 1, "recorded as handed over before the final dot"
+    assert result.error is not None
+    assert result.error.startswith("the mail server took the message but gave no reply")
+    assert ("timed out" in result.error.lower()) is silent
+    assert len(server.received) == 1
+    assert result.provider_message_id == server.received[0].message["Message-ID"]
+
+
+async def test_a_connection_lost_before_the_final_dot_is_retried(smtp_server: SmtpServer) -> None:
+    async def server_goes_away() -> None:
+        smtp_server.stop()
+        await asyncio.sleep(0.1)  # the client's loop sees the connection close
+
+    result, commits = await _send_with_commit_point(smtp_server, on_commit=server_goes_away)
+
+    assert result.outcome is Outcome.RETRY, "the server never had the whole message"
+    assert commits == 1
+    assert smtp_server.received == []
 
 
 # ---------------------------------------------------------------------------- login

@@ -9,6 +9,8 @@ A sender never raises for a delivery problem: it classifies it. ``retry`` is for
 later (connection refused, 4xx SMTP replies, HTTP 429/5xx); ``failed`` is for what never will
 (an address the server rejects with 5xx, a push endpoint answering 404/410, a user without a
 verified phone). An exception escaping ``send`` is treated as ``retry`` and logged.
+``outcome_unknown`` is for a message the provider may or may not have taken (an SMTP server that
+hung up after the whole message, before its reply): it is recorded as such and not sent again.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class Outcome(StrEnum):
     # Nothing to deliver to, and nothing wrong: e.g. no browser subscribed to Web Push. Recorded
     # as ``suppressed`` with the reason, without a failed job or an alert.
     SKIPPED = "skipped"
+    # Handed over after the commit point, but the provider's answer never came: it may have been
+    # delivered. Sending again could make two copies, so it is recorded and left alone.
+    UNKNOWN = "outcome_unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,10 @@ class SendResult:
     @classmethod
     def skipped(cls, reason: str) -> SendResult:
         return cls(Outcome.SKIPPED, error=reason)
+
+    @classmethod
+    def unknown(cls, error: str, provider_message_id: str | None = None) -> SendResult:
+        return cls(Outcome.UNKNOWN, provider_message_id=provider_message_id, error=error)
 
 
 @dataclass(frozen=True, slots=True)

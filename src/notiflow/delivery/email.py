@@ -5,7 +5,7 @@ channel. It keeps one SMTP connection open between sends (reconnecting when it d
 classifies every problem instead of raising::
 
     sender = EmailSender(settings)
-    result = await sender.send(context)  # SendResult: sent / retry / failed
+    result = await sender.send(context)  # SendResult: sent / retry / failed / outcome_unknown
     await sender.close()
 
 :func:`render_email` and :func:`build_email` do the rendering without any network, for previews
@@ -430,6 +430,17 @@ class EmailSender:
             try:
                 # The envelope names the user's address, whatever the To header's name holds.
                 await _transact(client, message, user.email, context.commit_point)
+            except NoReplyAfterData as error:
+                self._drop_connection()
+                log.warning(
+                    "email_outcome_unknown",
+                    delivery_id=str(context.delivery_id),
+                    message_id=message_id,
+                    error=str(error),
+                )
+                return SendResult.unknown(
+                    f"the mail server took the message but gave no reply: {error}", message_id
+                )
             except aiosmtplib.SMTPRecipientsRefused as error:
                 return _recipient_refused(error)
             except aiosmtplib.SMTPRecipientRefused as error:
@@ -518,6 +529,11 @@ def _describe(error: BaseException) -> str:
     return text or type(error).__name__
 
 
+class NoReplyAfterData(Exception):
+    """The final ``.`` of DATA went out and the reply never came (the connection closed or the
+    reply timed out). The server may have accepted the message or not; SMTP has no way to ask."""
+
+
 async def _transact(
     client: aiosmtplib.SMTP,
     message: EmailMessage,
@@ -527,7 +543,8 @@ async def _transact(
     """One SMTP transaction. With a commit point, the delivery is recorded as sent after the
     whole message has been transferred and before the final ``.`` that makes the server accept
     it: a crash before the dot leaves an unaccepted message (the server drops it, the delivery is
-    sent again), a crash after it leaves a recorded delivery — never two copies."""
+    sent again), a crash after it leaves a recorded delivery — never two copies. Without a reply
+    to the dot, :class:`NoReplyAfterData`: whether the server took the message is unknown."""
     sender = extract_sender(message)
     if commit_point is None or sender is None or not (sender + recipient).isascii():
         await client.send_message(message, recipients=[recipient])
@@ -555,8 +572,11 @@ async def _transact(
             client.close()  # without the final dot the server discards the message
             raise
         protocol._response_pending = True
-        protocol.write(b".\r\n")
-        response = await protocol.read_response(timeout=client.timeout)
+        protocol.write(b".\r\n")  # raises (nothing was accepted) when the connection is gone
+        try:
+            response = await protocol.read_response(timeout=client.timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as error:
+            raise NoReplyAfterData(_describe(error)) from error
         if response.code != 250:
             raise aiosmtplib.SMTPDataError(response.code, response.message)
 
@@ -586,6 +606,7 @@ def _connect_problem(error: BaseException) -> SendResult:
 __all__ = [
     "MESSAGES",
     "EmailSender",
+    "NoReplyAfterData",
     "absolute_url",
     "build_email",
     "category_of",
