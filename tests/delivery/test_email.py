@@ -453,7 +453,7 @@ async def test_idle_connection_is_probed_and_replaced_when_dead(
 # ---------------------------------------------------------------------------- the commit point
 
 
-class NoReplyAfterData(RecordingHandler):
+class TakesDataWithoutReplying(RecordingHandler):
     """Takes the whole message (the final ``.`` included), then hangs up, or with ``silent``
     says nothing, instead of the ``250``: whether the message was taken cannot be known."""
 
@@ -466,7 +466,7 @@ class NoReplyAfterData(RecordingHandler):
         if self.silent:
             await asyncio.sleep(30)  # the client times out first; stopping the server cancels
         elif server.transport is not None:
-            server.transport.abort()
+            server.transport.close()
         return "250 2.0.0 OK: queued"  # never reaches the client
 
 
@@ -499,7 +499,7 @@ async def _send_with_commit_point(
 @pytest.mark.parametrize("silent", [False, True], ids=["hangs_up", "stays_silent"])
 async def test_a_message_taken_without_a_reply_has_an_unknown_outcome(silent: bool) -> None:
     server = SmtpServer()
-    server.handler = NoReplyAfterData(silent=silent)
+    server.handler = TakesDataWithoutReplying(silent=silent)
     server.start()
     try:
         result, commits = await _send_with_commit_point(server, smtp_timeout=0.5)

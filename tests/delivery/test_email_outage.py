@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,8 +21,9 @@ from notiflow.models import NotificationDelivery
 from notiflow.models.tenancy import Role
 from notiflow.runtime import Runtime
 from tests.conftest import TEST_PUSHER_SECRET, MakeMember
-from tests.delivery.conftest import RecordingHandler, SmtpServer
+from tests.delivery.conftest import SmtpServer
 from tests.delivery.processes import NotiflowProcess, eventually, free_port, notiflow_env
+from tests.delivery.test_email import TakesDataWithoutReplying
 
 RECIPIENTS = 50
 # Scaled down from the default hour: tries at 0, ~1.7-2 s and ~10-12 s.
@@ -78,7 +78,11 @@ async def email_deliveries(runtime: Runtime) -> list[NotificationDelivery]:
         )
 
 
-def all_deliveries(runtime: Runtime, count: int, condition: Callable[[NotificationDelivery], bool]):  # type: ignore[no-untyped-def]
+def all_deliveries(
+    runtime: Runtime, count: int, condition: Callable[[NotificationDelivery], bool]
+) -> Callable[[], Awaitable[list[NotificationDelivery] | None]]:
+    """A check for ``eventually``: the ``count`` email deliveries once each meets ``condition``."""
+
     async def check() -> list[NotificationDelivery] | None:
         rows = await email_deliveries(runtime)
         return rows if len(rows) == count and all(condition(row) for row in rows) else None
@@ -140,22 +144,11 @@ def test_the_three_tries_of_an_email_cover_the_retry_horizon() -> None:
         assert horizon <= first + second <= horizon * 1.2, "an outage shorter than it loses none"
 
 
-class HangsUpAfterData(RecordingHandler):
-    """Takes the whole message (the final ``.`` included), then closes the connection without
-    the ``250`` reply: the client cannot know that the message was accepted."""
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        await super().handle_DATA(server, session, envelope)
-        assert server.transport is not None
-        server.transport.abort()
-        return "250 2.0.0 OK: queued"  # never reaches the client
-
-
 async def test_a_message_taken_without_a_reply_is_outcome_unknown_and_not_sent_again(
     engine: AsyncEngine, runtime: Runtime, make_member: MakeMember
 ) -> None:
     smtp = SmtpServer()
-    smtp.handler = HangsUpAfterData()
+    smtp.handler = TakesDataWithoutReplying()  # then hangs up
     smtp.start()
     owner = await make_member("acme", role=Role.OWNER)
     try:
