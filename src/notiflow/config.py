@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # An email gets 3 tries spread over this horizon (the last one between 1 and 1.2 horizons
     # after the first failure): an SMTP outage shorter than it loses no email.
     email_retry_horizon_seconds: float = Field(default=3600.0, gt=0)
+    # While emails wait out a mail server problem, the sweeper checks this often (connect, EHLO,
+    # NOOP, QUIT) whether the server answers again, and then sends them without waiting.
+    email_probe_interval_seconds: float = Field(default=15.0, gt=0)
     mail_from: str = "notiflow <no-reply@notiflow.localhost>"
 
     # Web Push (VAPID, RFC 8292): generate a pair with `notiflow webpush keys`.

@@ -395,6 +395,31 @@ def _looks_like_address(address: str) -> bool:
 
 # ---------------------------------------------------------------------------------- sending
 
+# How ``last_error`` begins for a retry the mail server itself caused: it could not be reached,
+# was slow, hung up, or answered 4xx to the connection, our login or sender, or the message as a
+# whole. Such an email need not wait out its retry once the server answers again (the outbox
+# brings it forward). A 4xx to one recipient (greylisting, a full mailbox) is not among them: a
+# server that takes other people's email says nothing about that mailbox.
+UNREACHABLE = "cannot reach the mail server"
+TIMED_OUT = "mail server timed out"
+REPLIED = "mail server replied"
+CONNECTION_LOST = "mail server connection lost"
+DEFERRED = "message deferred"
+LOGIN_REFUSED = "SMTP login refused"
+SENDER_REFUSED = "sender refused"
+MAIL_SERVER_TROUBLE = (
+    UNREACHABLE,
+    TIMED_OUT,
+    REPLIED,
+    CONNECTION_LOST,
+    DEFERRED,
+    LOGIN_REFUSED,
+    SENDER_REFUSED,
+)
+# A probe waits no longer than this for the server: it runs in the sweeper's round, which must
+# not stall for NOTIFLOW_SMTP_TIMEOUT_SECONDS (30) while the server drops packets.
+PROBE_TIMEOUT_SECONDS = 5.0
+
 
 class EmailSender:
     """Sends notification emails over one reusable SMTP connection.
@@ -452,25 +477,47 @@ class EmailSender:
             except aiosmtplib.SMTPDataError as error:
                 if error.code >= 500:
                     return SendResult.failed(f"message rejected: {_reply(error)}")
-                return SendResult.retry(f"message deferred: {_reply(error)}")
+                return SendResult.retry(f"{DEFERRED}: {_reply(error)}")
             except aiosmtplib.SMTPSenderRefused as error:
                 # Our sender address or account, not this recipient: retry, and after the last
                 # attempt the failure (with this reason) reaches the admins.
-                return SendResult.retry(f"sender {error.sender} refused: {_reply(error)}")
+                return SendResult.retry(f"{SENDER_REFUSED}: {error.sender}: {_reply(error)}")
             except aiosmtplib.SMTPResponseException as error:
                 if error.code == 421:  # the server is closing the connection
                     self._drop_connection()
-                return SendResult.retry(f"mail server replied {_reply(error)}")
+                return SendResult.retry(f"{REPLIED} {_reply(error)}")
             except aiosmtplib.SMTPTimeoutError as error:
                 self._drop_connection()
-                return SendResult.retry(f"mail server timed out: {error.message}")
+                return SendResult.retry(f"{TIMED_OUT}: {error.message}")
             except (aiosmtplib.SMTPException, OSError) as error:
                 self._drop_connection()
-                return SendResult.retry(f"mail server connection lost: {_describe(error)}")
+                return SendResult.retry(f"{CONNECTION_LOST}: {_describe(error)}")
             finally:
                 self._last_used = asyncio.get_running_loop().time()
         log.debug("email_sent", delivery_id=str(context.delivery_id), message_id=message_id)
         return SendResult.sent(message_id)
+
+    async def probe(self) -> bool:
+        """Whether the mail server takes a session now: connect (with STARTTLS and login as
+        configured), EHLO, NOOP, QUIT, on a connection of its own (a send in progress keeps
+        its own). No message is offered, so a probe is never a try of any email."""
+        client = self._new_client(
+            timeout=min(self.settings.smtp_timeout_seconds, PROBE_TIMEOUT_SECONDS)
+        )
+        try:
+            await client.connect()
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+            await client.noop()
+        except (aiosmtplib.SMTPException, OSError) as error:
+            client.close()
+            log.debug("mail_server_probe_failed", error=_describe(error))
+            return False
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            client.close()  # it answered; a QUIT it fumbles changes nothing
+        return True
 
     async def close(self) -> None:
         """Say QUIT and close the connection (if one is open)."""
@@ -500,7 +547,7 @@ class EmailSender:
         self.connections_opened += 1
         return client
 
-    def _new_client(self) -> aiosmtplib.SMTP:
+    def _new_client(self, timeout: float | None = None) -> aiosmtplib.SMTP:
         settings = self.settings
         return aiosmtplib.SMTP(
             hostname=settings.smtp_host,
@@ -510,7 +557,7 @@ class EmailSender:
             use_tls=settings.smtp_tls is SmtpTls.TLS,
             # "none" means none: no opportunistic STARTTLS that could fail on a local relay.
             start_tls=settings.smtp_tls is SmtpTls.STARTTLS,
-            timeout=settings.smtp_timeout_seconds,
+            timeout=settings.smtp_timeout_seconds if timeout is None else timeout,
             local_hostname=self._local_hostname,
         )
 
@@ -595,15 +642,16 @@ def _connect_problem(error: BaseException) -> SendResult:
     """Anything that went wrong before a message could be offered is worth another try: a server
     that is down, busy (421), slow, or refusing our credentials or TLS until someone fixes them."""
     if isinstance(error, aiosmtplib.SMTPAuthenticationError):
-        return SendResult.retry(f"SMTP login refused: {_reply(error)}")
+        return SendResult.retry(f"{LOGIN_REFUSED}: {_reply(error)}")
     if isinstance(error, aiosmtplib.SMTPTimeoutError):
-        return SendResult.retry(f"mail server timed out: {error.message}")
+        return SendResult.retry(f"{TIMED_OUT}: {error.message}")
     if isinstance(error, aiosmtplib.SMTPResponseException):
-        return SendResult.retry(f"mail server replied {_reply(error)}")
-    return SendResult.retry(f"cannot reach the mail server: {_describe(error)}")
+        return SendResult.retry(f"{REPLIED} {_reply(error)}")
+    return SendResult.retry(f"{UNREACHABLE}: {_describe(error)}")
 
 
 __all__ = [
+    "MAIL_SERVER_TROUBLE",
     "MESSAGES",
     "EmailSender",
     "NoReplyAfterData",

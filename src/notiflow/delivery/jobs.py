@@ -29,8 +29,11 @@ async def send_deliveries(runtime: Runtime, payload: dict[str, Any]) -> None:
 
 async def sweep(runtime: Runtime, payload: dict[str, Any]) -> None:
     """Hand out again what is due: retries whose time came, rows a crash left behind, rows
-    whose wake-up message was lost."""
-    due = await runtime.delivery_worker().due_by_tenant()
+    whose wake-up message was lost. Emails an SMTP outage held back become due as soon as the
+    mail server answers a probe again."""
+    worker = runtime.delivery_worker()
+    await worker.probe_mail_server()
+    due = await worker.due_by_tenant()
     set_queue_depth("outbox", sum(len(ids) for ids in due.values()))
     for tenant_id, delivery_ids in due.items():
         await enqueue_in_batches(runtime, delivery_ids, tenant_id)

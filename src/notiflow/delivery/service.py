@@ -5,7 +5,8 @@ an expired lease), so two workers never hold the same row; a crash leaves the ro
 until its lease expires and the sweeper hands it out again. Retry timing lives in the row
 (``next_attempt_at``), not in the queue: an email's 3 tries are spread over
 ``NOTIFLOW_EMAIL_RETRY_HORIZON_SECONDS`` (an hour), so a mail server down for less than that loses
-no email.
+no email, and the emails its outage held back go out as soon as it answers again (a ``250`` to
+another email, or the sweeper's probe), not at their next scheduled try.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 from sqlalchemy import and_, or_, select, update
@@ -31,6 +32,7 @@ from notiflow.delivery.channels import (
     Outcome,
     SendResult,
 )
+from notiflow.delivery.email import MAIL_SERVER_TROUBLE
 from notiflow.kit.ids import utcnow
 from notiflow.kit.metrics import record_delivery
 from notiflow.models import (
@@ -69,6 +71,20 @@ EMAIL_RETRY_GROWTH = 5.0
 EMAIL_RETRY_JITTER = 0.2
 # The ledger status of a message the provider may or may not have taken (see Outcome.UNKNOWN).
 OUTCOME_UNKNOWN = "outcome_unknown"
+# Emails held back by a mail server outage are brought forward this many at a time, and the next
+# batch only once a worker has sent the previous one: the backlog goes out at the pace the server
+# takes it (one SMTP connection per process), and every batch is sent well within its lease.
+EMAIL_RELEASE_BATCH = 100
+# After a 250 a worker looks for held-back emails at most this often (one UPDATE), so a stream
+# of single-email jobs does not add a query each.
+EMAIL_RELEASE_CHECK_SECONDS = 1.0
+
+
+@runtime_checkable
+class MailServerProbe(Protocol):
+    """An email sender that can tell whether its server answers without sending anything."""
+
+    async def probe(self) -> bool: ...
 
 
 def backoff(attempt: int, base: float = BACKOFF_BASE_SECONDS) -> float:
@@ -112,16 +128,110 @@ class DeliveryWorker:
         self.backoff_base = backoff_base
         self.lease_seconds = lease_seconds
         self.alerter = alerter
+        # Per process, on the monotonic clock: when a 250 may next release held-back emails,
+        # when the sweeper may next probe the mail server, and whether a job is releasing now.
+        self._next_release_check = 0.0
+        self._next_probe = 0.0
+        self._releasing = False
 
     # ---------------------------------------------------------------- the job
 
     async def process(self, delivery_ids: Sequence[uuid.UUID]) -> dict[str, int]:
-        """Claim what is due among ``delivery_ids`` and deliver it; returns outcome counts."""
+        """Claim what is due among ``delivery_ids`` and deliver it; returns outcome counts.
+        When an email went out, the emails an outage of the mail server held back follow it."""
         outcomes: dict[str, int] = {}
-        for claimed in await self.claim(delivery_ids):
+        emails_sent, _ = await self._deliver_all(await self.claim(delivery_ids), outcomes)
+        if emails_sent:
+            await self._send_held_emails(outcomes)
+        return outcomes
+
+    async def _deliver_all(
+        self, claimed_rows: Sequence[Claimed], outcomes: dict[str, int]
+    ) -> tuple[int, int]:
+        """Deliver one by one; returns how many emails were sent and how many were tried."""
+        sent = tried = 0
+        for claimed in claimed_rows:
             outcome = await self._deliver(claimed)
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        return outcomes
+            if claimed.delivery.channel == NotificationChannel.EMAIL:
+                tried += 1
+                sent += outcome == DeliveryStatus.SENT
+        return sent, tried
+
+    async def _send_held_emails(self, outcomes: dict[str, int]) -> None:
+        """The mail server just took an email: send the ones its outage held back now, in this
+        job, a batch at a time, for at most half a lease (the sweeper's probe or the next 250
+        goes on from there). Stops as soon as a batch gets nothing through: the server is in
+        trouble again, and the rest keep their schedule."""
+        started = time.monotonic()
+        if self._releasing or started < self._next_release_check:
+            return
+        self._next_release_check = started + EMAIL_RELEASE_CHECK_SECONDS
+        self._releasing = True
+        try:
+            while time.monotonic() - started < self.lease_seconds / 2:
+                released = await self.release_held_emails()
+                if not released:
+                    return
+                log.info("held_emails_released", count=len(released), trigger="email_sent")
+                # Claimed here, not handed to the queue: one job sends them one at a time, the
+                # pace of this process's SMTP connection. A row someone else claimed first is
+                # simply not claimed again.
+                sent, tried = await self._deliver_all(await self.claim(released), outcomes)
+                if tried and not sent:
+                    return
+        finally:
+            self._releasing = False
+
+    async def probe_mail_server(self) -> int:
+        """The sweeper's part in recovery without new email: while emails wait out a mail
+        server problem, ask the server (at most every ``NOTIFLOW_EMAIL_PROBE_INTERVAL_SECONDS``)
+        whether it answers again; if it does, bring a batch of them forward (the sweep that
+        follows hands them out, and their 250s release the rest). Returns how many."""
+        now = time.monotonic()
+        sender = self.senders.get(NotificationChannel.EMAIL)
+        if now < self._next_probe or not isinstance(sender, MailServerProbe):
+            return 0
+        self._next_probe = now + self.settings.email_probe_interval_seconds
+        async with self.sessionmaker() as session:
+            held = await session.scalar(
+                select(NotificationDelivery.id).where(_held_by_mail_server(utcnow())).limit(1)
+            )
+        if held is None or not await sender.probe():
+            return 0
+        released = await self.release_held_emails()
+        if released:
+            log.info("held_emails_released", count=len(released), trigger="probe")
+        return len(released)
+
+    async def release_held_emails(self, limit: int = EMAIL_RELEASE_BATCH) -> list[uuid.UUID]:
+        """Make up to ``limit`` emails that wait out a mail server problem due now (the longest
+        waiting first). Only ``next_attempt_at`` moves: no try is added, and a row that is not
+        ``pending`` any more (claimed, sent) is left alone, so the claim stays the only way to
+        send. Returns their ids."""
+        now = utcnow()
+        async with self.sessionmaker() as session:
+            released = list(
+                (
+                    await session.scalars(
+                        update(NotificationDelivery)
+                        .where(
+                            NotificationDelivery.id.in_(
+                                select(NotificationDelivery.id)
+                                .where(_held_by_mail_server(now))
+                                .order_by(NotificationDelivery.next_attempt_at)
+                                .limit(limit)
+                            ),
+                            # Again on the row itself: it may have changed since the subquery.
+                            _held_by_mail_server(now),
+                        )
+                        .values(next_attempt_at=now, updated_at=now)
+                        .returning(NotificationDelivery.id)
+                    )
+                ).all()
+            )
+            await session.commit()
+        return released
 
     async def claim(self, delivery_ids: Sequence[uuid.UUID]) -> list[Claimed]:
         if not delivery_ids:
@@ -428,6 +538,22 @@ class DeliveryWorker:
             for delivery_id, tenant_id in rows:
                 due.setdefault(tenant_id, []).append(delivery_id)
             return due
+
+
+def _held_by_mail_server(now: datetime) -> Any:
+    """Emails waiting for their next try because the mail server failed (not one recipient)."""
+    return and_(
+        NotificationDelivery.channel == NotificationChannel.EMAIL,
+        NotificationDelivery.status == DeliveryStatus.PENDING,
+        NotificationDelivery.attempts >= 1,
+        NotificationDelivery.next_attempt_at > now,
+        or_(
+            *(
+                NotificationDelivery.last_error.startswith(reason, autoescape=True)
+                for reason in MAIL_SERVER_TROUBLE
+            )
+        ),
+    )
 
 
 def _claimable(now: datetime) -> Any:
