@@ -29,6 +29,7 @@ from notiflow.notifications.api import tenant_router
 from notiflow.privacy.api import router as privacy_router
 from notiflow.realtime.api import auth_router as realtime_router
 from notiflow.realtime.api import pusher_router
+from notiflow.realtime.redis import backplane_status
 from notiflow.runtime import Runtime, create_runtime
 from notiflow.social.api import router as social_router
 from notiflow.tenancy.api import router as user_router
@@ -112,6 +113,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 checks["redis"] = "ok"
             except Exception as error:
                 checks["redis"] = f"error: {type(error).__name__}"
+        if current.cluster is not None:  # events reach the other nodes only through it
+            checks["realtime"] = backplane_status(current.hub)
         healthy = all(value in ("ok", "disabled") for value in checks.values())
         return JSONResponse(
             {"status": "ok" if healthy else "degraded", "version": __version__, **checks},

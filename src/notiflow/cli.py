@@ -124,6 +124,7 @@ def serve(
     import uvloop
 
     from notiflow.app import create_app
+    from notiflow.kit import metrics
     from notiflow.realtime.server import build_realtime_server
     from notiflow.schedule import start_background
 
@@ -149,6 +150,7 @@ def serve(
         )
         realtime = build_realtime_server(settings, runtime.hub)
         await realtime.start(settings.ws_host, settings.ws_port)
+        metrics.set_realtime_connections_source(lambda: realtime.connection_count)
         # Embedded: jobs run in this process; the sweeper hands out retries and anything a
         # restart left behind (with Redis, `notiflow scheduler` does this instead).
         background = start_background(runtime) if not settings.redis_url else []
@@ -240,12 +242,22 @@ def api(
 def realtime(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    http_port: Annotated[
+        int | None,
+        typer.Option(
+            "--http-port", help="Also serve /health and /metrics on this port (default: off)."
+        ),
+    ] = None,
 ) -> None:
     """Run only the Pusher-protocol WebSocket server (scale-out: one or more per machine)."""
+    import contextlib
     import signal
 
+    import uvicorn
     import uvloop
 
+    from notiflow.kit import metrics
+    from notiflow.realtime.health import node_app
     from notiflow.realtime.server import build_realtime_server
     from notiflow.runtime import build_hub
 
@@ -253,9 +265,27 @@ def realtime(
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
+        bind_host = host or settings.ws_host
         hub, close_hub = await build_hub(settings)
         server = build_realtime_server(settings, hub)
-        await server.start(host or settings.ws_host, port or settings.ws_port)
+        await server.start(bind_host, port or settings.ws_port)
+        metrics.set_realtime_connections_source(lambda: server.connection_count)
+        http: uvicorn.Server | None = None
+        http_task: asyncio.Task[None] | None = None
+        if http_port is not None:
+            http = uvicorn.Server(
+                uvicorn.Config(
+                    node_app(hub, lambda: server.connection_count),
+                    host=bind_host,
+                    port=http_port,
+                    access_log=False,
+                    log_config=None,
+                    lifespan="off",
+                )
+            )
+            # SIGTERM is handled below, for both servers.
+            http.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # keep our handlers
+            http_task = asyncio.create_task(http.serve())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -263,6 +293,9 @@ def realtime(
         try:
             await stop.wait()
         finally:
+            if http is not None and http_task is not None:
+                http.should_exit = True
+                await http_task
             await server.stop()
             await close_hub()
 

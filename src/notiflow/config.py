@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     ws_activity_timeout: int = Field(default=30, ge=5, le=600)
     ws_client_event_rate: float = Field(default=10.0, gt=0)
     ws_presence_limit: int = Field(default=100, ge=1)
+    # Limits against hostile clients (docs/realtime.md, "Errors and limits").
+    ws_max_channels_per_connection: int = Field(default=100, ge=1)
+    ws_max_message_fragments: int = Field(default=1_000, ge=1)
+    ws_max_buffered_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    ws_close_grace_seconds: float = Field(default=3.0, gt=0, le=60)
 
     # Email (SMTP).
     smtp_host: str = "127.0.0.1"

@@ -139,6 +139,36 @@ def test_malformed_frames_get_an_error_and_keep_the_connection(payload: str | by
     assert not conn.closed
 
 
+@pytest.mark.parametrize(
+    "payload",
+    ["[" * 5000, '{"event":"pusher:ping","data":' + "[" * 9000, '{"a":' * 1900],
+)
+def test_deeply_nested_json_is_an_error_not_a_crash(payload: str) -> None:
+    conn = connection()
+    actions = conn.receive(payload, 1.0)
+    [error] = sent(actions)
+    assert error["data"]["code"] == ErrorCode.RECONNECT
+    assert "nested too deeply" in error["data"]["message"]
+    assert not any(isinstance(action, Close) for action in actions)
+    assert sent(conn.receive('{"event":"pusher:ping","data":{}}', 2.0))[0]["event"] == "pusher:pong"
+
+
+def test_subscriptions_per_connection_are_capped() -> None:
+    conn = connection(max_channels_per_connection=3)
+    for name in ("a", "b", "c"):
+        assert conn.receive(subscribe(name), 1.0) == [Join(name)]
+    [error] = sent(conn.receive(subscribe("d"), 1.0))
+    assert error["event"] == "pusher:subscription_error"
+    assert error["channel"] == "d"
+    assert error["data"]["type"] == "LimitReached"
+    assert "at most 3 channels" in error["data"]["error"]
+    assert set(conn.subscriptions) == {"a", "b", "c"}
+    # subscribing again to a channel already held is not one more; leaving makes room
+    assert conn.receive(subscribe("a"), 1.0) == [Join("a")]
+    conn.receive(json.dumps({"event": "pusher:unsubscribe", "data": {"channel": "b"}}), 1.0)
+    assert conn.receive(subscribe("d"), 1.0) == [Join("d")]
+
+
 def test_unknown_events_are_answered_not_fatal() -> None:
     [error] = sent(connection().receive('{"event":"pusher:launch_missiles"}', 1.0))
     assert "Unsupported event" in error["data"]["message"]

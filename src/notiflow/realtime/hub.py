@@ -8,11 +8,16 @@ the other nodes that have subscribers on that channel.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from notiflow.kit.errors import ServiceUnavailable
 from notiflow.realtime import protocol
 from notiflow.realtime.protocol import ChannelKind, Member, channel_kind
+
+# Seconds a client is told to wait when the backplane is reconnecting (it retries every <= 2 s).
+BACKPLANE_RETRY_AFTER = 5
 
 
 class Subscriber(Protocol):
@@ -90,9 +95,23 @@ class MemoryPresence:
     async def members(self, channel: str) -> dict[str, Any]:
         return {user_id: entry[0] for user_id, entry in self._channels.get(channel, {}).items()}
 
+    def connections(self, channel: str, user_id: str) -> tuple[Any, int]:
+        """``(user_info, open connections)`` of one user here; ``(None, 0)`` when absent."""
+        entry = self._channels.get(channel, {}).get(user_id)
+        return (entry[0], entry[1]) if entry is not None else (None, 0)
+
+    def entries(self) -> Iterator[tuple[str, str, Any, int]]:
+        """Every ``(channel, user_id, user_info, connections)`` held here."""
+        for channel, members in self._channels.items():
+            for user_id, (user_info, count) in members.items():
+                yield channel, user_id, user_info, count
+
 
 class Backplane(Protocol):
-    """Carries frames between nodes (Redis pub/sub in ``notiflow.realtime.redis``)."""
+    """Carries frames between nodes (Redis pub/sub in ``notiflow.realtime.redis``).
+
+    None of these raise because the other nodes are unreachable: the local subscription and
+    the local delivery stand, and the backplane reconciles when it is back."""
 
     async def joined(self, channel: str, first_here: bool) -> None:
         """A local subscription was added (the first of this node when ``first_here``)."""
@@ -100,7 +119,14 @@ class Backplane(Protocol):
 
     async def left(self, channel: str, last_here: bool) -> None: ...
 
-    async def publish(self, channel: str, frame: bytes, except_socket_id: str | None) -> None: ...
+    async def publish(self, channel: str, frame: bytes, except_socket_id: str | None) -> None:
+        """Hand a frame already delivered here to the other nodes."""
+        ...
+
+    @property
+    def connected(self) -> bool:
+        """Whether the other nodes are reachable (cluster-wide answers are possible)."""
+        ...
 
     async def channel_counts(self, prefix: str | None = None) -> dict[str, int]:
         """Subscription counts of every occupied channel, across all nodes."""
@@ -206,8 +232,19 @@ class Hub:
 
     # ------------------------------------------------------------------ information
 
+    def _require_cluster(self) -> None:
+        """Refuse cluster-wide questions while the other nodes are unreachable: one node's view
+        would be a wrong answer, not a partial one."""
+        if self.backplane is not None and not self.backplane.connected:
+            raise ServiceUnavailable(
+                "the real-time backplane (Redis) is unreachable; try again shortly",
+                code="realtime_unavailable",
+                retry_after=BACKPLANE_RETRY_AFTER,
+            )
+
     async def channel_counts(self, prefix: str | None = None) -> dict[str, int]:
         if self.backplane is not None:
+            self._require_cluster()
             return await self.backplane.channel_counts(prefix)
         return {
             name: len(subscribers)
@@ -219,8 +256,10 @@ class Hub:
         count = (await self.channel_counts(channel)).get(channel, 0)
         user_count = None
         if channel_kind(channel) is ChannelKind.PRESENCE:
+            self._require_cluster()
             user_count = len(await self.presence.members(channel))
         return ChannelInfo(occupied=count > 0, subscription_count=count, user_count=user_count)
 
     async def users(self, channel: str) -> list[str]:
+        self._require_cluster()
         return list(await self.presence.members(channel))

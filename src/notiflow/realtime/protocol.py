@@ -192,6 +192,9 @@ class ProtocolConfig:
     # A client still sending after this many rejected client events in a row is closed.
     client_event_flood_limit: int = 100
     max_member_info_bytes: int = 2_000
+    # Each subscription costs memory here and, in a cluster, a Redis subscription: without a cap
+    # one connection could hold 10,000 channels.
+    max_channels_per_connection: int = 100
 
 
 @dataclass(slots=True)
@@ -241,6 +244,12 @@ class PusherConnection:
             ]
         try:
             message = json.loads(payload)
+        except RecursionError:  # "[" * 5000 is only 5 KB
+            return [
+                Send(
+                    error_message(ErrorCode.RECONNECT, "Invalid message format: nested too deeply")
+                )
+            ]
         except (ValueError, UnicodeDecodeError):
             return [Send(error_message(ErrorCode.RECONNECT, "Invalid message format: not JSON"))]
         if not isinstance(message, dict) or not isinstance(message.get("event"), str):
@@ -277,6 +286,18 @@ class PusherConnection:
                         channel[:MAX_CHANNEL_NAME],
                         "InvalidChannel",
                         "Channel names are 1-200 characters of a-z A-Z 0-9 - _ = @ , . ;",
+                        400,
+                    )
+                )
+            ]
+        limit = self.config.max_channels_per_connection
+        if channel not in self.subscriptions and len(self.subscriptions) >= limit:
+            return [
+                Send(
+                    subscription_error(
+                        channel,
+                        "LimitReached",
+                        f"A connection may subscribe to at most {limit} channels",
                         400,
                     )
                 )
@@ -326,7 +347,7 @@ class PusherConnection:
             )
         try:
             parsed = json.loads(channel_data)
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
         user_id = parsed.get("user_id") if isinstance(parsed, dict) else None
         if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
@@ -361,7 +382,12 @@ class PusherConnection:
         self.rejected_in_a_row = 0
         member = self.subscriptions[str(channel)]
         extra = {"user_id": member.user_id} if member is not None else {}
-        frame = encode({"event": event, "channel": channel, "data": data, **extra})
+        try:
+            frame = encode({"event": event, "channel": channel, "data": data, **extra})
+        except RecursionError:  # parsed just under the limit, one level too deep to re-encode
+            return [
+                Send(error_message(ErrorCode.CLIENT_EVENT_REJECTED, "Event data nested too deeply"))
+            ]
         return [Whisper(channel, frame)]
 
     def _client_event_refusal(self, event: str, channel: Any) -> str | None:

@@ -10,6 +10,15 @@
 - **Presence**: ``notiflow:rt:presence:<channel>`` maps ``<node>|<user_id>`` -> connections, and
   ``notiflow:rt:presence-info:<channel>`` maps user_id -> user_info. A user is present while any
   live node counts a connection, so member_added/removed fire once per user cluster-wide.
+
+What a node writes to Redis is a mirror of its own state (the hub's channels, its presence
+members), written as absolute values, never increments: so a lost write, a Redis restarted empty
+or a reconnect are all repaired by writing the mirror again. Counts and pub/sub subscriptions of
+one loop tick go out together (one pipeline, one SUBSCRIBE), and at most ``MAX_IN_FLIGHT``
+commands per process wait on Redis at once, so a connection storm queues instead of exhausting
+redis-py's pool. While Redis is unreachable the node keeps serving its own clients (joins, leaves
+and delivery are local) and one reader task reconnects with backoff; once it is back, the node
+re-registers, resubscribes and rewrites its mirror.
 """
 
 from __future__ import annotations
@@ -17,22 +26,96 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
+import time
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
+from redis.asyncio.client import Pipeline, PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from notiflow.realtime.hub import Hub
+from notiflow.realtime.hub import Hub, MemoryPresence
 from notiflow.realtime.protocol import Member
 
 log = structlog.get_logger(__name__)
 
 PREFIX = "notiflow:rt"
+# What an unreachable Redis raises (refused, reset, timed out, pool exhausted); anything else is
+# a defect and is logged as one.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# Redis commands of one process waiting at once. redis-py's pool raises past 100 connections
+# (64 handshakes in flight did it); above this, commands queue on the event loop.
+MAX_IN_FLIGHT = 32
+# Reconnect backoff: the first retry at once-ish, then doubling to a cap that keeps a node's
+# return within a couple of seconds of Redis's; jittered so nodes do not reconnect in lockstep.
+RECONNECT_FIRST = 0.1
+RECONNECT_MAX = 2.0
+# How long a join waits for its Redis round before answering the client anyway (it is then
+# reconciled with the rest of the node's state).
+JOIN_WAIT = 5.0
+# The reader checks this often whether someone else saw Redis go away.
+READ_POLL = 1.0
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class Link:
+    """Whether this process reaches Redis. An outage is logged once when it starts and once when
+    it ends, not once per failed command or retry."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.up = True
+        self.gate = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._down_since = 0.0
+        self._back = asyncio.Event()
+        self._back.set()
+        self._lost = asyncio.Event()
+
+    def lost(self, error: BaseException) -> None:
+        if not self.up:
+            return
+        self.up = False
+        self._down_since = time.monotonic()
+        self._back.clear()
+        self._lost.set()
+        log.warning("realtime_redis_unreachable", node=self.node_id, error=repr(error))
+
+    def restored(self) -> None:
+        if self.up:
+            return
+        self.up = True
+        self._lost.clear()
+        self._back.set()
+        log.info(
+            "realtime_redis_restored",
+            node=self.node_id,
+            outage_seconds=round(time.monotonic() - self._down_since, 1),
+        )
+
+    async def wait_up(self) -> None:
+        await self._back.wait()
+
+
+class Backoff:
+    """Exponential delays with jitter, from ``RECONNECT_FIRST`` to ``RECONNECT_MAX``."""
+
+    def __init__(self, first: float = RECONNECT_FIRST, cap: float = RECONNECT_MAX) -> None:
+        self.first = first
+        self.cap = cap
+        self._next = first
+
+    def reset(self) -> None:
+        self._next = self.first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self.cap, self._next * 2)
+        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not secrecy
 
 
 class Cluster:
@@ -45,6 +128,7 @@ class Cluster:
         self.node_id = node_id
         self.heartbeat = heartbeat
         self.ttl = ttl
+        self.link = Link(node_id)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -57,23 +141,35 @@ class Cluster:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(f"{PREFIX}:node:{self.node_id}", f"{PREFIX}:counts:{self.node_id}")
-            pipe.srem(f"{PREFIX}:nodes", self.node_id)
-            await pipe.execute()
+        if not self.link.up:
+            return  # nothing to say goodbye to; our heartbeat key expires on its own
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(f"{PREFIX}:node:{self.node_id}", f"{PREFIX}:counts:{self.node_id}")
+                pipe.srem(f"{PREFIX}:nodes", self.node_id)
+                await pipe.execute()
+        except UNREACHABLE as error:
+            log.warning("realtime_leave_cluster_failed", node=self.node_id, error=repr(error))
+
+    def register(self, pipe: Pipeline) -> None:
+        pipe.set(f"{PREFIX}:node:{self.node_id}", "1", px=int(self.ttl * 1000))
+        pipe.sadd(f"{PREFIX}:nodes", self.node_id)
 
     async def _beat(self) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(f"{PREFIX}:node:{self.node_id}", "1", px=int(self.ttl * 1000))
-            pipe.sadd(f"{PREFIX}:nodes", self.node_id)
+        async with self.link.gate, self.redis.pipeline(transaction=False) as pipe:
+            self.register(pipe)
             await pipe.execute()
 
     async def _beat_forever(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat)
+            if not self.link.up:
+                continue  # the backplane re-registers the node when Redis is back
             try:
                 await self._beat()
-            except Exception:  # a Redis hiccup must not stop the heartbeat for good
+            except UNREACHABLE as error:
+                self.link.lost(error)
+            except Exception:  # a defect must not stop the heartbeat for good
                 log.exception("realtime_heartbeat_failed", node=self.node_id)
 
     async def live_nodes(self) -> set[str]:
@@ -94,137 +190,354 @@ class RedisBackplane:
     def __init__(self, redis: Redis, cluster: Cluster) -> None:
         self.redis = redis
         self.cluster = cluster
+        self.link = cluster.link
         self.node = cluster.node_id.encode()
         self.hub: Hub | None = None
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._syncer: asyncio.Task[None] | None = None
         self._subscribed: set[str] = set()
+        # Channels whose count (and pub/sub subscription) Redis has not seen yet, and the joins
+        # waiting for that round.
+        self._dirty: set[str] = set()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
+        self._closing = False
 
     def attach(self, hub: Hub) -> None:
         self.hub = hub
         hub.backplane = self
 
+    @property
+    def connected(self) -> bool:
+        """True while Redis is reachable and this node's state is mirrored there."""
+        return self.link.up
+
     async def start(self) -> None:
-        self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        # A pub/sub connection needs at least one subscription before it can be read.
-        await self._pubsub.subscribe(f"{PREFIX}:node-inbox:{self.cluster.node_id}")
+        await self._connect()
         self._reader = asyncio.create_task(self._read_forever())
+        self._syncer = asyncio.create_task(self._sync_forever())
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        # redis-py can turn a cancellation in mid-command into a connection error, which the
+        # loops would take for an outage: the flag ends them whatever they caught.
+        self._closing = True
+        for task in (self._syncer, self._reader):
+            if task is None:
+                continue
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # stopping must not fail because a task once did
+                log.exception("realtime_backplane_task_failed")
+        self._release_waiters()
         if self._pubsub is not None:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            with contextlib.suppress(*UNREACHABLE):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+    # ------------------------------------------------------------------ what the hub calls
 
     async def joined(self, channel: str, first_here: bool) -> None:
-        if first_here and self._pubsub is not None and channel not in self._subscribed:
-            self._subscribed.add(channel)
-            await self._pubsub.subscribe(f"{PREFIX}:ch:{channel}")
-        await self.redis.hincrby(f"{PREFIX}:counts:{self.cluster.node_id}", channel, 1)
+        self._mark(channel)
+        if not self.link.up:
+            return  # served locally; the reconnect writes it
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiter), JOIN_WAIT)
 
     async def left(self, channel: str, last_here: bool) -> None:
-        key = f"{PREFIX}:counts:{self.cluster.node_id}"
-        if last_here:
-            await self.redis.hdel(key, channel)
-            if self._pubsub is not None and channel in self._subscribed:
-                self._subscribed.discard(channel)
-                await self._pubsub.unsubscribe(f"{PREFIX}:ch:{channel}")
-        else:
-            await self.redis.hincrby(key, channel, -1)
+        self._mark(channel)
 
     async def publish(self, channel: str, frame: bytes, except_socket_id: str | None) -> None:
+        if not self.link.up:
+            return  # other nodes cannot be reached; local subscribers already have it
         message = b"\n".join((self.node, (except_socket_id or "").encode(), frame))
-        await self.redis.publish(f"{PREFIX}:ch:{channel}", message)
+        try:
+            async with self.link.gate:
+                await self.redis.publish(f"{PREFIX}:ch:{channel}", message)
+        except UNREACHABLE as error:
+            self.link.lost(error)
 
     async def channel_counts(self, prefix: str | None = None) -> dict[str, int]:
+        if self.link.up:
+            try:
+                return await self._cluster_counts(prefix)
+            except UNREACHABLE as error:
+                self.link.lost(error)
+        # This node's own subscribers are all that is known while Redis is away.
+        channels = self.hub.channels if self.hub is not None else {}
+        return {
+            name: len(subscribers)
+            for name, subscribers in channels.items()
+            if prefix is None or name.startswith(prefix)
+        }
+
+    async def _cluster_counts(self, prefix: str | None) -> dict[str, int]:
         totals: dict[str, int] = {}
-        for node in await self.cluster.live_nodes():
-            counts = await self.redis.hgetall(f"{PREFIX}:counts:{node}")
+        async with self.link.gate:
+            live = await self.cluster.live_nodes()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for node in live:
+                    pipe.hgetall(f"{PREFIX}:counts:{node}")
+                per_node = await pipe.execute()
+        for counts in per_node:
             for raw_channel, raw_count in counts.items():
                 channel, count = _text(raw_channel), int(raw_count)
                 if count > 0 and (prefix is None or channel.startswith(prefix)):
                     totals[channel] = totals.get(channel, 0) + count
         return totals
 
-    async def _read_forever(self) -> None:
-        assert self._pubsub is not None  # noqa: S101 - set by start() before this task runs
-        channel_prefix = f"{PREFIX}:ch:"
-        while True:
-            try:
-                async for message in self._pubsub.listen():
-                    if message.get("type") != "message" or self.hub is None:
-                        continue
-                    redis_channel = _text(message["channel"])
-                    if not redis_channel.startswith(channel_prefix):
-                        continue
-                    origin, excluded, frame = message["data"].split(b"\n", 2)
-                    if origin == self.node:
-                        continue  # delivered locally when it was published
-                    self.hub.deliver(
-                        redis_channel[len(channel_prefix) :], frame, excluded.decode() or None
-                    )
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Reconnect and resubscribe rather than go silently deaf (a known failure of
-                # other Pusher servers after a Redis restart).
-                log.exception("realtime_backplane_reader_failed")
-                await asyncio.sleep(1.0)
-                await self._resubscribe()
+    # ------------------------------------------------------------------ the mirror
 
-    async def _resubscribe(self) -> None:
-        if self._pubsub is None:
+    def _mark(self, channel: str) -> None:
+        self._dirty.add(channel)
+        self._wake.set()
+
+    def _release_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _sync_forever(self) -> None:
+        """Write the counts and subscriptions that changed since the last round, in one go."""
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.link.up:
+                self._release_waiters()  # their joins stand locally
+                await self.link.wait_up()
+                continue  # the reconnect wrote everything
+            channels, self._dirty = self._dirty, set()
+            waiters, self._waiters = self._waiters, []
+            try:
+                await self._sync(channels)
+            except UNREACHABLE as error:
+                self._dirty |= channels
+                if not self._closing:
+                    self.link.lost(error)
+            except Exception:
+                self._dirty |= channels
+                log.exception("realtime_backplane_sync_failed")
+                await asyncio.sleep(RECONNECT_MAX)
+                self._wake.set()
+            finally:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+
+    async def _sync(self, channels: set[str]) -> None:
+        if self.hub is None or self._pubsub is None:
             return
-        with contextlib.suppress(Exception):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        local = self.hub.channels
+        subscribe = [name for name in channels if name in local and name not in self._subscribed]
+        unsubscribe = [name for name in channels if name not in local and name in self._subscribed]
+        if subscribe:
+            self._subscribed.update(subscribe)
+            await self._pubsub.subscribe(*[f"{PREFIX}:ch:{name}" for name in subscribe])
+        if unsubscribe:
+            self._subscribed.difference_update(unsubscribe)
+            await self._pubsub.unsubscribe(*[f"{PREFIX}:ch:{name}" for name in unsubscribe])
+        key = f"{PREFIX}:counts:{self.cluster.node_id}"
+        counts = {name: len(local[name]) for name in channels if name in local}
+        gone = [name for name in channels if name not in local]
+        if not counts and not gone:
+            return
+        async with self.link.gate, self.redis.pipeline(transaction=False) as pipe:
+            if counts:
+                pipe.hset(key, mapping=counts)  # type: ignore[arg-type]  # redis-py's mapping type is invariant
+            if gone:
+                pipe.hdel(key, *gone)
+            await pipe.execute()
+
+    async def _connect(self) -> None:
+        """A fresh pub/sub connection subscribed to every local channel, and this node's whole
+        state written again (Redis may have come back empty)."""
+        if self._pubsub is not None:
+            with contextlib.suppress(*UNREACHABLE):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        wanted = set(self.hub.channels) if self.hub is not None else set()
+        # A pub/sub connection needs at least one subscription before it can be read.
         await self._pubsub.subscribe(
             f"{PREFIX}:node-inbox:{self.cluster.node_id}",
-            *[f"{PREFIX}:ch:{channel}" for channel in self._subscribed],
+            *[f"{PREFIX}:ch:{name}" for name in wanted],
         )
+        self._subscribed = wanted
+        await self._restore()
+
+    async def _restore(self) -> None:
+        node = self.cluster.node_id
+        key = f"{PREFIX}:counts:{node}"
+        channels = self.hub.channels if self.hub is not None else {}
+        presence = self.hub.presence if self.hub is not None else None
+        # Channels still marked are synced again afterwards: one joined while this runs may
+        # miss the SUBSCRIBE sent above.
+        written: set[tuple[str, str]] = set()
+        try:
+            async with self.link.gate, self.redis.pipeline(transaction=False) as pipe:
+                self.cluster.register(pipe)
+                pipe.delete(key)
+                if channels:
+                    pipe.hset(key, mapping={name: len(subs) for name, subs in channels.items()})
+                if isinstance(presence, RedisPresence):
+                    written = presence.restore(pipe)
+                await pipe.execute()
+        except BaseException:
+            if isinstance(presence, RedisPresence):
+                presence.unwritten(written)
+            raise
+
+    async def _read_forever(self) -> None:
+        backoff = Backoff()
+        reconnect = False
+        while not self._closing:
+            try:
+                if reconnect:
+                    await self._connect()
+                    backoff.reset()
+                    self.link.restored()
+                    self._wake.set()  # anything marked during the reconnect
+                reconnect = True
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except UNREACHABLE as error:
+                if self._closing:
+                    return
+                self.link.lost(error)
+            except Exception:
+                # A defect, not an outage: say so, then start over rather than go deaf.
+                log.exception("realtime_backplane_reader_failed")
+                self.link.lost(RuntimeError("backplane reader failed"))
+            await asyncio.sleep(backoff.next())
+
+    async def _listen(self) -> None:
+        """Deliver messages from other nodes until Redis goes away (seen here or elsewhere)."""
+        pubsub = self._pubsub
+        assert pubsub is not None  # noqa: S101 - set by _connect() before this runs
+        channel_prefix = f"{PREFIX}:ch:"
+        while self.link.up and not self._closing:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=READ_POLL)
+            if message is None or message.get("type") != "message" or self.hub is None:
+                continue
+            redis_channel = _text(message["channel"])
+            if not redis_channel.startswith(channel_prefix):
+                continue
+            try:
+                origin, excluded, frame = message["data"].split(b"\n", 2)
+            except ValueError:
+                log.warning("realtime_backplane_bad_message", channel=redis_channel)
+                continue
+            if origin == self.node:
+                continue  # delivered locally when it was published
+            self.hub.deliver(redis_channel[len(channel_prefix) :], frame, excluded.decode() or None)
 
 
 class RedisPresence:
+    """Presence across nodes. This node's members are kept here too (``local``): they answer
+    while Redis is unreachable and are written back when it returns."""
+
     def __init__(self, redis: Redis, cluster: Cluster) -> None:
         self.redis = redis
         self.cluster = cluster
+        self.link = cluster.link
+        self.local = MemoryPresence()
+        # (channel, user_id) changed while Redis could not be written.
+        self._unsynced: set[tuple[str, str]] = set()
 
     def _field(self, user_id: str) -> str:
         return f"{self.cluster.node_id}|{user_id}"
 
-    async def _present_elsewhere(self, channel: str, user_id: str) -> bool:
-        live = await self.cluster.live_nodes()
-        for raw_field, raw_count in (
-            await self.redis.hgetall(f"{PREFIX}:presence:{channel}")
-        ).items():
+    def _write(self, pipe: Pipeline, channel: str, user_id: str) -> None:
+        """This node's entry for one user, as it is now."""
+        user_info, count = self.local.connections(channel, user_id)
+        if count:
+            pipe.hset(f"{PREFIX}:presence:{channel}", self._field(user_id), count)
+            pipe.hset(f"{PREFIX}:presence-info:{channel}", user_id, json.dumps(user_info))
+        else:
+            pipe.hdel(f"{PREFIX}:presence:{channel}", self._field(user_id))
+
+    def restore(self, pipe: Pipeline) -> set[tuple[str, str]]:
+        """Queue every entry of this node (and the removal of those that ended meanwhile);
+        returns what was queued, for :meth:`unwritten` if the pipeline fails."""
+        written, self._unsynced = self._unsynced, set()
+        written.update((channel, user_id) for channel, user_id, _, _ in self.local.entries())
+        for channel, user_id in written:
+            self._write(pipe, channel, user_id)
+        return written
+
+    def unwritten(self, entries: set[tuple[str, str]]) -> None:
+        self._unsynced |= entries
+
+    async def _others(self, channel: str, user_id: str, entries: dict[Any, Any]) -> bool:
+        """Whether another live node holds a connection of ``user_id``."""
+        others = set()
+        for raw_field, raw_count in entries.items():
             node, _, user = _text(raw_field).partition("|")
-            if user == user_id and node != self.cluster.node_id and node in live and int(raw_count):
-                return True
-        return False
+            if user == user_id and node != self.cluster.node_id and int(raw_count):
+                others.add(node)
+        if not others:
+            return False
+        async with self.link.gate:
+            return bool(others & await self.cluster.live_nodes())
+
+    async def _update(self, channel: str, user_id: str) -> dict[Any, Any] | None:
+        """Write this node's entry and read the channel's entries; None while Redis is away."""
+        if self.link.up:
+            try:
+                async with self.link.gate, self.redis.pipeline(transaction=False) as pipe:
+                    self._write(pipe, channel, user_id)
+                    pipe.hgetall(f"{PREFIX}:presence:{channel}")
+                    results = await pipe.execute()
+                entries: dict[Any, Any] = results[-1]
+                return entries
+            except UNREACHABLE as error:
+                self.link.lost(error)
+        self._unsynced.add((channel, user_id))
+        return None
 
     async def add(self, channel: str, member: Member) -> bool:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hincrby(f"{PREFIX}:presence:{channel}", self._field(member.user_id), 1)
-            pipe.hset(
-                f"{PREFIX}:presence-info:{channel}", member.user_id, json.dumps(member.user_info)
-            )
-            count, _ = await pipe.execute()
-        return int(count) == 1 and not await self._present_elsewhere(channel, member.user_id)
+        first_here = await self.local.add(channel, member)
+        entries = await self._update(channel, member.user_id)
+        if entries is None or not first_here:
+            return first_here
+        try:
+            return not await self._others(channel, member.user_id, entries)
+        except UNREACHABLE as error:
+            self.link.lost(error)
+            return True
 
     async def remove(self, channel: str, member: Member) -> bool:
-        key = f"{PREFIX}:presence:{channel}"
-        count = int(await self.redis.hincrby(key, self._field(member.user_id), -1))
-        if count > 0:
-            return False
-        await self.redis.hdel(key, self._field(member.user_id))
-        if await self._present_elsewhere(channel, member.user_id):
-            return False
-        await self.redis.hdel(f"{PREFIX}:presence-info:{channel}", member.user_id)
+        last_here = await self.local.remove(channel, member)
+        entries = await self._update(channel, member.user_id)
+        if entries is None or not last_here:
+            return last_here
+        try:
+            if await self._others(channel, member.user_id, entries):
+                return False
+            async with self.link.gate:
+                await self.redis.hdel(f"{PREFIX}:presence-info:{channel}", member.user_id)
+        except UNREACHABLE as error:
+            self.link.lost(error)
         return True
 
     async def members(self, channel: str) -> dict[str, Any]:
+        here = await self.local.members(channel)
+        if not self.link.up:
+            return here
+        try:
+            async with self.link.gate:
+                elsewhere = await self._cluster_members(channel)
+        except UNREACHABLE as error:
+            self.link.lost(error)
+            return here
+        return {**elsewhere, **here}
+
+    async def _cluster_members(self, channel: str) -> dict[str, Any]:
         live = await self.cluster.live_nodes()
         present: list[str] = []
         stale: list[str] = []
@@ -248,6 +561,14 @@ class RedisPresence:
         }
 
 
+def backplane_status(hub: Hub) -> str:
+    """``ok``, ``disabled`` (a single node) or the error a health check reports."""
+    backplane = hub.backplane
+    if not isinstance(backplane, RedisBackplane):
+        return "disabled"
+    return "ok" if backplane.connected else "error: redis unreachable, serving local clients only"
+
+
 async def redis_hub(
     redis: Redis, node_id: str, *, presence_limit: int = 100
 ) -> tuple[Hub, Cluster]:
@@ -262,6 +583,7 @@ async def redis_hub(
 
 
 async def close_redis_hub(hub: Hub, cluster: Cluster) -> None:
+    """Leave the cluster; never fails because Redis is away (a clean shutdown exits 0)."""
     if isinstance(hub.backplane, RedisBackplane):
         await hub.backplane.stop()
     await cluster.stop()

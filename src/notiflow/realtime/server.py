@@ -8,10 +8,13 @@ events to one socket costs one ``write``; every frame is built once for all of i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import itertools
 import logging
 import secrets
+import socket
+import struct
 import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -48,7 +51,12 @@ log = structlog.get_logger(__name__)
 
 # A client that stops reading gets this much queued before it is disconnected (4100: retry later).
 MAX_WRITE_BUFFER_BYTES = 4 * 1024 * 1024
-MESSAGE_TOO_BIG = 1009  # RFC 6455 close code
+# RFC 6455 close codes
+PROTOCOL_ERROR = 1002
+MESSAGE_TOO_BIG = 1009
+# SO_LINGER on with a zero timeout: close() resets the connection and drops the unsent data
+# instead of leaving the kernel to push it to a peer that does not read.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 class SocketIds:
@@ -74,7 +82,10 @@ def origin_allowed(origin: str | None, allowed: Sequence[str]) -> bool:
 
 class Connection(WSListener):
     __slots__ = (
+        "_abort_timer",
+        "_fragment_bytes",
         "_fragments",
+        "closing",
         "pending",
         "protocol",
         "raw",
@@ -93,8 +104,12 @@ class Connection(WSListener):
         self.protocol = PusherConnection(socket_id, server.config, time.monotonic())
         self.pending: list[bytes] = []
         self._fragments: list[bytes] | None = None
+        self._fragment_bytes = 0
         self.transport: WSTransport | None = None
         self.raw: asyncio.Transport | None = None
+        # Set once the close is under way: nothing more is queued or read.
+        self.closing = False
+        self._abort_timer: asyncio.TimerHandle | None = None
 
     # ---------------------------------------------------------------- picows callbacks
 
@@ -110,14 +125,25 @@ class Connection(WSListener):
         self.perform(self.protocol.open())
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if self.closing:
+            # picows still hands over the rest of what it read (a flood's tail): drop it cheaply.
+            return
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            # No extension is ever negotiated (permessage-deflate is not offered).
+            self.close(PROTOCOL_ERROR, "Reserved bits set without a negotiated extension")
+            return
         msg_type = frame.msg_type
         if msg_type == WSMsgType.TEXT or msg_type == WSMsgType.CONTINUATION:
             payload = self._assemble(frame)
             if payload is not None:
                 self.perform(self.protocol.receive(payload, time.monotonic()))
+        elif msg_type == WSMsgType.PING:
+            # Answered here rather than by picows, so a ping passes the checks above too.
+            transport.send_pong(frame.get_payload_as_bytes())
         elif msg_type == WSMsgType.CLOSE:
+            self.closing = True
             transport.send_close(frame.get_close_code())
-            transport.disconnect()
+            self._disconnect(transport)
         elif msg_type == WSMsgType.BINARY:
             self.enqueue(
                 websocket_frame(
@@ -126,27 +152,51 @@ class Connection(WSListener):
             )
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.closing = True
         self.server.connections.pop(self.socket_id, None)
         self.pending.clear()
+        self._fragments = None
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
+        # Let go of the transports at once: whatever a slow reader left queued goes with them.
+        self.raw = None
+        self.transport = None
         self.perform(self.protocol.disconnected())
 
     def _assemble(self, frame: WSFrame) -> bytes | None:
-        """Join fragmented messages (pusher-js never fragments, other clients may)."""
+        """Join fragmented messages (pusher-js never fragments, other clients may). The byte
+        count is kept as the fragments come, and their number is capped: a message is never
+        re-measured, and one-byte fragments cannot turn a small message into a long stall."""
         chunk = frame.get_payload_as_bytes()
-        if frame.fin and self._fragments is None:
-            return chunk
-        if self._fragments is None:
-            self._fragments = []
-        self._fragments.append(chunk)
-        if sum(len(part) for part in self._fragments) > self.server.max_frame_bytes:
-            self._fragments = None
+        fragments = self._fragments
+        continuation = frame.msg_type == WSMsgType.CONTINUATION
+        if fragments is None:
+            if continuation:
+                self.close(PROTOCOL_ERROR, "Continuation frame without a message to continue")
+                return None
+            if frame.fin:
+                return chunk
+            self._fragments = [chunk]
+            self._fragment_bytes = len(chunk)
+            return None
+        if not continuation:
+            self.close(PROTOCOL_ERROR, "New message before the fragmented one was finished")
+            return None
+        fragments.append(chunk)
+        self._fragment_bytes += len(chunk)
+        if self._fragment_bytes > self.server.max_frame_bytes:
             self.close(MESSAGE_TOO_BIG, "Message too big")
+            return None
+        if len(fragments) > self.server.max_fragments:
+            self.close(
+                MESSAGE_TOO_BIG, f"Message in more than {self.server.max_fragments} fragments"
+            )
             return None
         if not frame.fin:
             return None
-        payload = b"".join(self._fragments)
         self._fragments = None
-        return payload
+        return b"".join(fragments)
 
     # ---------------------------------------------------------------- actions
 
@@ -180,6 +230,21 @@ class Connection(WSListener):
                 )
             )
             return
+        except Exception as error:  # answer the client: a join never fails in silence
+            log.exception("realtime_join_failed", channel=channel, error=repr(error))
+            self.protocol.subscriptions.pop(channel, None)
+            try:
+                await self.server.hub.leave(channel, self, member)
+            except Exception:  # the client still gets its answer below
+                log.exception("realtime_leave_failed", channel=channel)
+            self.enqueue(
+                websocket_frame(
+                    protocol.subscription_error(
+                        channel, "ServiceUnavailable", "The subscription failed; retry", 503
+                    )
+                )
+            )
+            return
         if self.transport is None or self.transport.is_disconnected:
             await self.server.hub.leave(channel, self, member)
             return
@@ -187,30 +252,67 @@ class Connection(WSListener):
         self.enqueue(websocket_frame(protocol.subscription_succeeded(channel, presence)))
 
     def enqueue(self, frame: bytes) -> None:
-        if self.raw is None:
+        if self.raw is None or self.closing:
             return
         if not self.pending:
             self.server.mark_dirty(self)
         self.pending.append(frame)
 
     def flush(self) -> None:
+        if self.closing:
+            self.pending.clear()
+            return
+        raw = self._write_pending()
+        if raw is not None and raw.get_write_buffer_size() > self.server.max_buffered_bytes:
+            self.close(ErrorCode.OVER_CAPACITY, "Client is not reading fast enough")
+
+    def _write_pending(self) -> asyncio.Transport | None:
         raw = self.raw
         pending = self.pending
         if raw is None or not pending or raw.is_closing():
             pending.clear()
-            return
-        raw.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            return None
+        if len(pending) == 1:
+            raw.write(pending[0])
+        else:
+            # uvloop writes the list with one writev and keeps what the socket does not take as
+            # references to the frames, which are shared by all their receivers: a backlog costs
+            # no copy per connection (asyncio's own loop joins them).
+            raw.writelines(pending)
         pending.clear()
-        if raw.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
-            self.close(ErrorCode.OVER_CAPACITY, "Client is not reading fast enough")
+        return raw
 
     def close(self, code: int, reason: str) -> None:
         transport = self.transport
-        if transport is None or transport.is_disconnected:
+        if transport is None or transport.is_disconnected or self.closing:
             return
-        self.flush()
+        self.closing = True
+        self._fragments = None
+        raw = self.raw
+        if raw is not None and raw.get_write_buffer_size() <= self.server.max_buffered_bytes:
+            self._write_pending()  # what was queued before the close goes out first
+        self.pending.clear()
         transport.send_close(WSCloseCode(code), reason.encode()[:120])
+        self._disconnect(transport)
+
+    def _disconnect(self, transport: WSTransport) -> None:
+        """Close after the queued bytes are written; a client that does not read them within
+        the grace period is reset instead, so its socket and buffer are freed."""
         transport.disconnect()
+        if self._abort_timer is None and not transport.is_disconnected:
+            loop = self.server.loop
+            self._abort_timer = loop.call_later(self.server.close_grace, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_timer = None
+        raw = self.raw
+        if raw is None:
+            return
+        sock = raw.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        raw.abort()
 
 
 class RealtimeServer:
@@ -224,6 +326,9 @@ class RealtimeServer:
         allowed_origins: Sequence[str] = (),
         max_connections: int | None = None,
         max_frame_bytes: int = 1_048_576,
+        max_fragments: int = 1_000,
+        max_buffered_bytes: int = MAX_WRITE_BUFFER_BYTES,
+        close_grace: float = 3.0,
         reap_interval: float = 5.0,
     ) -> None:
         self.config = config
@@ -231,6 +336,9 @@ class RealtimeServer:
         self.allowed_origins = tuple(allowed_origins)
         self.max_connections = max_connections
         self.max_frame_bytes = max_frame_bytes
+        self.max_fragments = max_fragments
+        self.max_buffered_bytes = max_buffered_bytes
+        self.close_grace = close_grace
         self.reap_interval = reap_interval
         self.socket_ids = SocketIds()
         self.connections: dict[str, Connection] = {}
@@ -240,6 +348,10 @@ class RealtimeServer:
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop or asyncio.get_running_loop()
 
     @property
     def connection_count(self) -> int:
@@ -261,7 +373,7 @@ class RealtimeServer:
             max_frame_size=self.max_frame_bytes,
             # A 1 KiB initial read buffer keeps idle connections small; it grows on demand.
             read_buffer_init_size=1024,
-            enable_auto_pong=True,
+            enable_auto_pong=False,  # Connection.on_ws_frame answers pings
             websocket_handshake_timeout=10,
             # An adapter, not a Logger: picows then shares it instead of building a child
             # Logger per connection (~0.4 KB each).
@@ -304,8 +416,7 @@ class RealtimeServer:
         self._dirty.append(connection)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            loop = self._loop or asyncio.get_running_loop()
-            loop.call_soon(self._flush)
+            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -342,7 +453,11 @@ def build_realtime_server(settings: Settings, hub: Hub) -> RealtimeServer:
             activity_timeout=settings.ws_activity_timeout,
             max_message_bytes=settings.ws_max_message_bytes,
             client_event_rate=settings.ws_client_event_rate,
+            max_channels_per_connection=settings.ws_max_channels_per_connection,
         ),
         hub,
         allowed_origins=settings.ws_allowed_origins,
+        max_fragments=settings.ws_max_message_fragments,
+        max_buffered_bytes=settings.ws_max_buffered_bytes,
+        close_grace=settings.ws_close_grace_seconds,
     )
