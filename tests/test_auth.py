@@ -14,7 +14,8 @@ from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
 from notiflow.models import Membership, PersonalAccessToken
 from notiflow.models.tenancy import Role
-from tests.conftest import MakeMember
+from notiflow.realtime.signing import channel_auth
+from tests.conftest import TEST_PUSHER_KEY, TEST_PUSHER_SECRET, MakeMember
 
 LOGIN = "/api/v1/auth/login"
 
@@ -171,3 +172,35 @@ async def test_a_token_of_a_removed_member_stops_working(
 
     response = await client.get("/api/v1/user", headers=alice.headers)
     assert response.status_code == 401
+
+
+async def test_channel_signatures_follow_the_tokens_tenant_not_every_tenant_of_the_user(
+    client: httpx.AsyncClient, make_member: MakeMember
+) -> None:
+    """A user in two tenants, holding a token of the second, asks to subscribe to the first's
+    channels: refused, or that token would read another organization's live events."""
+    in_acme = await make_member("acme", email="dana@example.com")
+    in_globex = await make_member("globex", email="dana@example.com")
+    assert in_acme.id == in_globex.id
+    socket_id = "123.456"
+
+    async def authorize(member_token: str, channel: str) -> httpx.Response:
+        return await client.post(
+            "/broadcasting/auth",
+            headers=bearer(member_token),
+            data={"socket_id": socket_id, "channel_name": channel},
+        )
+
+    for prefix in ("private-tenant.", "presence-tenant.", "private-encrypted-tenant."):
+        other = await authorize(in_globex.token, f"{prefix}{in_acme.tenant_id}")
+        assert other.status_code == 403, (prefix, other.text)
+        assert other.json()["error"]["code"] == "forbidden"
+        own_channel = f"{prefix}{in_globex.tenant_id}"
+        own = await authorize(in_globex.token, own_channel)
+        assert own.status_code == 200, (prefix, own.text)
+        data = own.json().get("channel_data")
+        expected = channel_auth(TEST_PUSHER_KEY, TEST_PUSHER_SECRET, socket_id, own_channel, data)
+        assert own.json()["auth"] == expected
+    # The same person's token of the first tenant opens the first tenant's channel.
+    acme = await authorize(in_acme.token, f"private-tenant.{in_acme.tenant_id}")
+    assert acme.status_code == 200, acme.text

@@ -28,7 +28,9 @@ def test_tokens_are_encrypted_and_tampering_is_detected() -> None:
     tampered = stored[:-4] + ("AAAA" if stored[-4:] != "AAAA" else "BBBB")
     with pytest.raises(InvalidToken):
         cipher.decrypt(tampered)
-    other_secret = TokenCipher.from_settings(make_settings(secret_key="x" * 40))
+    other_secret = TokenCipher.from_settings(
+        make_settings(secret_key="another-secret-key-0123456789abcdef0123")
+    )
     with pytest.raises(InvalidToken):
         other_secret.decrypt(stored)
 

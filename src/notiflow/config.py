@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from enum import StrEnum
 from functools import lru_cache
 from typing import Self
@@ -148,6 +150,18 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
 
+    # Login throttling (docs/decisions.md): failed logins counted in fixed windows per account
+    # (email) and per client address; over the limit a login answers 429 without checking the
+    # password. A successful login clears its account's count.
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_account_window_seconds: int = Field(default=900, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_address_window_seconds: int = Field(default=60, ge=1)
+    # Password checks run at once, in threads; more wait their turn, so a login flood cannot
+    # starve the event loop. Unset: half the cores, at least 1 (each argon2 check already spreads
+    # its 4 lanes over the cores and takes ~64 MiB).
+    password_hash_concurrency: int | None = Field(default=None, ge=1, le=64)
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Self:
         if self.env is not Environment.DEVELOPMENT:
@@ -162,12 +176,55 @@ class Settings(BaseSettings):
                     "NOTIFLOW_PUSHER_APP_SECRET must be a random value of at least 16 characters "
                     "outside development (the development placeholder is refused)"
                 )
+            _refuse_predictable("NOTIFLOW_SECRET_KEY", self.secret_key, _GENERATE_RANDOM)
+            _refuse_predictable("NOTIFLOW_PUSHER_APP_SECRET", pusher_secret, _GENERATE_RANDOM)
+            for key in (self.encryption_keys or "").split(","):
+                if key.strip():
+                    _refuse_predictable("NOTIFLOW_ENCRYPTION_KEYS", key.strip(), _GENERATE_FERNET)
+            if self.pusher_encryption_master_key:
+                _refuse_predictable(
+                    "NOTIFLOW_PUSHER_ENCRYPTION_MASTER_KEY",
+                    self.pusher_encryption_master_key,
+                    _GENERATE_MASTER,
+                )
         parse_push_rollout(self.push_rollout)
         return self
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+# Below these a secret was typed, not generated ("x" * 32, "abab...", "abcdabcd..."). Random
+# values clear them: 16 random hex digits fail about once in 10,000 draws, 20 (a Pusher secret)
+# never did in 200,000, a token_urlsafe(32) has 4.3+ bits per character. An estimate, not proof.
+MIN_SECRET_DISTINCT_CHARACTERS = 6
+MIN_SECRET_BITS_PER_CHARACTER = 2.3
+_GENERATE_RANDOM = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+_GENERATE_FERNET = (
+    'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+)
+_GENERATE_MASTER = (
+    'python -c "import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())"'
+)
+
+
+def secret_bits_per_character(value: str) -> float:
+    """Shannon entropy of the value's character frequencies, in bits per character."""
+    counts = Counter(value)
+    return sum(n / len(value) * math.log2(len(value) / n) for n in counts.values())
+
+
+def _refuse_predictable(setting: str, value: str, generate: str) -> None:
+    distinct = len(set(value))
+    bits = secret_bits_per_character(value) if value else 0.0
+    if distinct < MIN_SECRET_DISTINCT_CHARACTERS or bits < MIN_SECRET_BITS_PER_CHARACTER:
+        raise ValueError(
+            f"{setting} looks typed rather than random ({distinct} distinct characters, "
+            f"~{bits:.1f} bits of entropy per character; at least "
+            f"{MIN_SECRET_DISTINCT_CHARACTERS} and {MIN_SECRET_BITS_PER_CHARACTER} are needed "
+            f"outside development): generate one with {generate}"
+        )
 
 
 def parse_push_rollout(value: str) -> str | int:

@@ -1,16 +1,26 @@
-"""``POST /api/v1/auth/login``: email and password in, bearer token out."""
+"""``POST /api/v1/auth/login``: email and password in, bearer token out (throttled, audited)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from notiflow.auth.service import login
-from notiflow.kit.deps import SessionDep
+from notiflow.audit import service as audit
+from notiflow.auth.service import (
+    LoginAudit,
+    LoginGuard,
+    LoginRefused,
+    PasswordChecker,
+    login,
+)
+from notiflow.auth.throttle import LoginThrottle
+from notiflow.kit.db import session_scope
+from notiflow.kit.deps import RuntimeDep, SessionDep
 from notiflow.notifications.schemas import DataEnvelope
+from notiflow.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -30,7 +40,60 @@ class LoginData(BaseModel):
     tenant_id: uuid.UUID
 
 
-@router.post("/login", response_model=DataEnvelope[LoginData])
-async def login_route(body: LoginRequest, session: SessionDep) -> DataEnvelope[LoginData]:
-    token, user, tenant_id = await login(session, body.email, body.password, body.tenant_id)
+async def get_login_guard(request: Request, runtime: RuntimeDep) -> LoginGuard:
+    """One guard per application: its memory counters and thread limiter span all requests."""
+    guard: LoginGuard | None = getattr(request.app.state, "login_guard", None)
+    if guard is None:
+        settings = runtime.settings
+        guard = LoginGuard(
+            throttle=LoginThrottle.from_settings(settings, runtime.redis),
+            checker=PasswordChecker(settings.password_hash_concurrency),
+        )
+        request.app.state.login_guard = guard
+    return guard
+
+
+LoginGuardDep = Annotated[LoginGuard, Depends(get_login_guard)]
+
+
+@router.post(
+    "/login",
+    response_model=DataEnvelope[LoginData],
+    responses={
+        401: {"description": "email or password is incorrect (`invalid_credentials`)"},
+        429: {"description": "too many failed logins for the account or address (Retry-After)"},
+    },
+)
+async def login_route(
+    body: LoginRequest,
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    guard: LoginGuardDep,
+) -> DataEnvelope[LoginData]:
+    address = request.client.host if request.client else None
+    try:
+        token, user, tenant_id = await login(
+            session, body.email, body.password, body.tenant_id, guard=guard, address=address
+        )
+    except LoginRefused as refused:
+        if refused.audit is not None:
+            await _record(runtime, refused.audit)
+        raise refused.error from None
     return DataEnvelope(data=LoginData(token=token, user_id=user.id, tenant_id=tenant_id))
+
+
+async def _record(runtime: Runtime, entry: LoginAudit) -> None:
+    """Commit the entry on its own: the request's transaction rolls back with the refusal."""
+    async for session in session_scope(runtime.sessionmaker):
+        await audit.record(
+            session,
+            action=entry.action,
+            subject_type=entry.subject_type,
+            subject_id=entry.subject_id,
+            before=None,
+            after=entry.after,
+            actor_id=None,
+            tenant_id=None,
+            ip_address=entry.ip_address,
+        )
