@@ -37,8 +37,8 @@ so each row measures its own fault.
 
 Run from the repository root::
 
-    .venv/bin/python bench/fault_drill.py --quick                   # ~10 min, short outages
-    .venv/bin/python bench/fault_drill.py                           # full: ~25 min
+    .venv/bin/python bench/fault_drill.py --quick          # ~4 min (~10 on a busy machine)
+    .venv/bin/python bench/fault_drill.py                  # full: ~25 min
     .venv/bin/python bench/fault_drill.py --quick --scenario login-flood
 
 Quick mode shortens outages (Redis 1/5/15 s for the 1s/15s/5m rows, PostgreSQL 10 s, SMTP 15 s),
