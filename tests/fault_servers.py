@@ -118,6 +118,20 @@ def _postgres_version() -> str:
     return versions[-1].name
 
 
+def _drop_abandoned_clusters(version: str) -> None:
+    """Drop the clusters of earlier test processes that died without cleaning up (killed runs):
+    their names carry the pid of the process that made them."""
+    root = Path("/etc/postgresql") / version
+    for directory in root.glob("nf*p*"):
+        pid, _, port = directory.name[2:].partition("p")
+        if pid.isdigit() and port.isdigit() and not Path(f"/proc/{pid}").exists():
+            subprocess.run(  # noqa: S603 - fixed argv
+                [_tool("pg_dropcluster"), "--stop", version, directory.name],
+                check=False,
+                capture_output=True,
+            )
+
+
 class OwnPostgres:
     """A PostgreSQL cluster of the test's own (``pg_createcluster``) on a free port, with a
     ``notiflow`` database, trust authentication on 127.0.0.1, dropped on exit."""
@@ -141,6 +155,7 @@ class OwnPostgres:
         )
 
     def create(self) -> None:
+        _drop_abandoned_clusters(self.version)
         subprocess.run(  # noqa: S603 - fixed argv
             [
                 _tool("pg_createcluster"),
