@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,8 +23,14 @@ from notiflow.content.api import router as posts_router
 from notiflow.delivery.push_api import router as push_router
 from notiflow.delivery.unsubscribe_api import router as unsubscribe_router
 from notiflow.inbox.api import router as inbox_router
-from notiflow.kit.errors import NotiflowError, error_body
+from notiflow.kit.db import (
+    DATABASE_RETRY_AFTER_SECONDS,
+    DRIVER_UNAVAILABLE_ERRORS,
+    database_unavailable,
+)
+from notiflow.kit.errors import NotiflowError, ServiceUnavailable, error_body
 from notiflow.kit.metrics import router as metrics_router
+from notiflow.kit.outages import DATABASE
 from notiflow.notifications.api import router as notifications_router
 from notiflow.notifications.api import tenant_router
 from notiflow.privacy.api import router as privacy_router
@@ -157,6 +164,27 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=error.status_code,
             headers=getattr(error, "headers", None),
         )
+
+    async def database_error(request: Request, error: Exception) -> JSONResponse:
+        if not database_unavailable(error):
+            raise error  # a bug, not an outage: the unexpected-error handler's 500
+        # Logged once per outage (not per request); the transaction was rolled back, so a
+        # client retrying with its Idempotency-Key finds nothing half-done.
+        DATABASE.failed(error, component="api", path=request.url.path)
+        unavailable = ServiceUnavailable(
+            "the database is unreachable; retry shortly",
+            code="database_unavailable",
+            retry_after=DATABASE_RETRY_AFTER_SECONDS,
+        )
+        return JSONResponse(
+            unavailable.to_body(),
+            status_code=unavailable.status_code,
+            headers=unavailable.headers(),
+        )
+
+    database_errors: tuple[type[Exception], ...] = (SQLAlchemyError, *DRIVER_UNAVAILABLE_ERRORS)
+    for database_error_class in database_errors:
+        app.add_exception_handler(database_error_class, database_error)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import signal
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import structlog
 import typer
@@ -23,6 +24,9 @@ from notiflow.kit.migrate import ensure_sqlite_directory, upgrade
 from notiflow.models import Membership, Tenant, User
 from notiflow.models.tenancy import Role
 from notiflow.runtime import Runtime, create_runtime
+
+if TYPE_CHECKING:
+    import uvicorn
 
 T = TypeVar("T")
 
@@ -102,6 +106,38 @@ def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         raise  # unreachable: _fail exits
 
 
+async def _shut_down(runtime: Runtime, tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Stop a process's loops and close its runtime.
+
+    Stopping is not failing: a loop that had ended with an error, or a service that is down
+    at this very moment (Redis in an outage: its keys cannot be cleaned up), is logged, and
+    the process still exits 0 after SIGTERM.
+    """
+    log = structlog.get_logger("notiflow")
+    for task in tasks:
+        task.cancel()
+    for task, outcome in zip(
+        tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True
+    ):
+        if isinstance(outcome, Exception):
+            log.warning("background_task_had_failed", task=task.get_name(), exc_info=outcome)
+    try:
+        await runtime.close()
+    except Exception:
+        log.warning("shutdown_incomplete", exc_info=True)
+
+
+def _stop_uvicorn_on_signals(server: uvicorn.Server) -> None:
+    """Let SIGTERM and SIGINT stop ``server`` and then let our cleanup run: exit 0.
+
+    uvicorn handles the signal, shuts down, then raises it again against the handler it found
+    installed; with the default one, that kills the process (exit -15) before the runtime is
+    closed. Found installed here, the server's own handler just asks it to stop once more.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, server.handle_exit)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface for the HTTP API.")] = None,
@@ -161,13 +197,13 @@ def serve(
             database=runtime.engine.url.render_as_string(hide_password=True),
             redis="enabled" if runtime.redis is not None else "disabled",
         )
+        server = uvicorn.Server(config)
+        _stop_uvicorn_on_signals(server)
         try:
-            await uvicorn.Server(config).serve()
+            await server.serve()
         finally:
-            for task in background:
-                task.cancel()
             await realtime.stop()
-            await runtime.close()
+            await _shut_down(runtime, background)
 
     uvloop.run(main())
 
@@ -230,10 +266,12 @@ def api(
             log_config=None,
             http="httptools",
         )
+        server = uvicorn.Server(config)
+        _stop_uvicorn_on_signals(server)
         try:
-            await uvicorn.Server(config).serve()
+            await server.serve()
         finally:
-            await runtime.close()
+            await _shut_down(runtime, [])
 
     uvloop.run(main())
 
@@ -338,8 +376,7 @@ def worker(
         try:
             await stop.wait()
         finally:
-            receiver.cancel()
-            await runtime.close()
+            await _shut_down(runtime, [receiver])
 
     uvloop.run(main())
 
@@ -368,9 +405,7 @@ def scheduler() -> None:
         try:
             await stop.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            await runtime.close()
+            await _shut_down(runtime, tasks)
 
     uvloop.run(main())
 

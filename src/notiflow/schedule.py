@@ -29,7 +29,9 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.config import Settings
+from notiflow.kit.db import database_unavailable
 from notiflow.kit.ids import utcnow
+from notiflow.kit.outages import DATABASE, REDIS, redis_unavailable
 from notiflow.models import Workspace, WorkspaceSchedule
 
 if TYPE_CHECKING:
@@ -270,8 +272,14 @@ async def run_schedule(runtime: Runtime) -> None:
             try:
                 for job, payload in await due_workspace_jobs(runtime, now):
                     await _enqueue(runtime, job, payload)
-            except Exception:
-                log.exception("workspace_schedule_failed")
+            except Exception as error:
+                if database_unavailable(error):
+                    # Told once; the claims were not made, the next check finds them again.
+                    DATABASE.failed(error, component="workspace_schedule")
+                else:
+                    log.exception("workspace_schedule_failed")
+            else:
+                DATABASE.recovered(component="workspace_schedule")
             next_workspace_check = now + timedelta(seconds=WORKSPACE_CHECK_SECONDS)
         wake = min([*upcoming.values(), next_workspace_check])
         await asyncio.sleep(max(0.05, min((wake - utcnow()).total_seconds(), 30.0)))
@@ -282,9 +290,15 @@ async def _enqueue(runtime: Runtime, job: str, payload: dict[str, Any]) -> None:
         return
     try:
         await runtime.queue.enqueue(job, payload)
-        log.info("scheduled_job_enqueued", job=job, **payload)
-    except Exception:
-        log.exception("scheduled_job_enqueue_failed", job=job)
+    except Exception as error:
+        if not redis_unavailable(error):
+            log.exception("scheduled_job_enqueue_failed", job=job)
+            return
+        # Told once per outage, not per entry; the entry runs again at its next time.
+        REDIS.failed(error, component="schedule", job=job)
+        return
+    REDIS.recovered(component="schedule")
+    log.info("scheduled_job_enqueued", job=job, **payload)
 
 
 def start_background(runtime: Runtime) -> list[asyncio.Task[None]]:

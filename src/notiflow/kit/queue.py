@@ -24,7 +24,17 @@ from sqlalchemy import delete, select, update
 from taskiq import AckableMessage, AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq_redis import RedisStreamBroker
 
+from notiflow.kit.db import database_unavailable
 from notiflow.kit.ids import utcnow
+from notiflow.kit.outages import (
+    BACKOFF_CAP_SECONDS,
+    DATABASE,
+    REDIS,
+    REDIS_UNAVAILABLE_ERRORS,
+    Backoff,
+    Outage,
+    redis_unavailable,
+)
 
 if TYPE_CHECKING:
     from notiflow.runtime import Runtime
@@ -107,6 +117,7 @@ async def run_job(runtime: Runtime, job: Job, payload: dict[str, Any]) -> None:
     from notiflow.models import FailedJob, JobAttempt
 
     started = time.perf_counter()
+    began = time.monotonic()
     attempt_id = payload.get(ATTEMPT_KEY)
     args = {key: value for key, value in payload.items() if key != ATTEMPT_KEY}
     tenant_id = args.get("tenant_id")
@@ -115,7 +126,22 @@ async def run_job(runtime: Runtime, job: Job, payload: dict[str, Any]) -> None:
         await job.function(runtime, args)
     except Exception as error:
         seconds = time.perf_counter() - started
-        attempts = await _schedule_retry(runtime, job, args, attempt_id, error)
+        if database_unavailable(error):
+            # Nothing can be written to a database that is down (no retry row, no failed
+            # job), and a traceback per job would only repeat the outage. The job's trigger
+            # is still in the database (a pending delivery, a due post, a handed-out retry
+            # row), where the sweeper and the scanners find it again once it is back.
+            record_job(job.name, "database_unavailable", seconds)
+            DATABASE.failed(error, component="job", job=job.name)
+            return
+        try:
+            attempts = await _schedule_retry(runtime, job, args, attempt_id, error)
+        except Exception as retry_error:
+            if not database_unavailable(retry_error):
+                raise
+            record_job(job.name, "database_unavailable", seconds)
+            DATABASE.failed(retry_error, component="job", job=job.name)
+            return
         if attempts is not None:
             record_job(job.name, "retry", seconds)
             record_retry(job.name)
@@ -170,6 +196,7 @@ async def run_job(runtime: Runtime, job: Job, payload: dict[str, Any]) -> None:
             await session.execute(delete(JobAttempt).where(JobAttempt.id == uuid.UUID(attempt_id)))
             await session.commit()
     seconds = time.perf_counter() - started
+    DATABASE.recovered(component="job", started=began)
     record_job(job.name, "ok", seconds)
     log.info(
         "job",
@@ -243,12 +270,15 @@ async def enqueue_due_retries(runtime: Runtime, limit: int = 1_000) -> int:
 
 
 class JobStreamBroker(RedisStreamBroker):
-    """Taskiq's Redis stream broker, surviving the loss of its consumer group.
+    """Taskiq's Redis stream broker, surviving Redis outages and the loss of its consumer group.
 
-    If Redis is flushed or restarted without persistence, the group a worker reads from is gone
-    and every read fails with NOGROUP; Taskiq's own listener would then never read again. This
-    one declares the group again and goes on. Messages lost with the flush only delay work:
-    the sweeper and the scanners find it again in the database (DESIGN §8).
+    While Redis is down, Taskiq's receiver would restart its listener at once, for ever (tens
+    of tracebacks a second and a busy CPU): this listener waits instead, backing off with
+    jitter, logs ``redis_unavailable`` once and ``redis_recovered`` when Redis answers again.
+    If Redis was flushed or restarted without persistence, the group a worker reads from is
+    gone and every read fails with NOGROUP; the group is declared again and reading goes on.
+    Messages lost with Redis only delay work: the sweeper and the scanners find it again in
+    the database (DESIGN §8).
     """
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
@@ -260,20 +290,65 @@ class JobStreamBroker(RedisStreamBroker):
                 if "NOGROUP" not in str(error):
                     raise
                 log.warning("job_stream_group_recreated", stream=self.queue_name)
+                await self._wait_for_redis(None)
+            except REDIS_UNAVAILABLE_ERRORS as error:
+                await self._wait_for_redis(error)
+
+    async def _wait_for_redis(self, error: BaseException | None) -> None:
+        """Return once Redis answers and the consumer group exists (again)."""
+        if error is not None:
+            REDIS.failed(error, component="job_listener", stream=self.queue_name)
+        backoff = Backoff()
+        while True:
+            try:
                 await self._declare_consumer_group()
+            except REDIS_UNAVAILABLE_ERRORS as still_down:
+                REDIS.failed(still_down, component="job_listener", stream=self.queue_name)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            REDIS.recovered(component="job_listener")
+            return
 
 
 async def repeat_forever(
     interval: float, work: Callable[[], Awaitable[object]], *, failure_event: str
 ) -> None:
-    """Run ``work`` every ``interval`` seconds for ever (the scheduler's loops); a failure is
-    logged under ``failure_event`` and the next round tries again."""
+    """Run ``work`` every ``interval`` seconds for ever (the scheduler's loops).
+
+    A failure is logged under ``failure_event`` and the next round tries again, except while
+    Redis or the database is unreachable: then the outage is logged once (see
+    :mod:`notiflow.kit.outages`) and the rounds back off, with jitter, up to ten intervals
+    (and 30 s) apart, so the loop is back within a few intervals of the outage's end.
+    """
+    backoff = Backoff(cap=min(BACKOFF_CAP_SECONDS, 10 * interval))
+    loop_name = failure_event.removesuffix("_failed")
+    waiting_out: Outage | None = None  # the outage this loop is backing off from
     while True:
         try:
             await work()
-        except Exception:
-            log.exception(failure_event)
+        except Exception as error:
+            outage = _outage_of(error)
+            if outage is None:
+                log.exception(failure_event)
+                await asyncio.sleep(interval)
+                continue
+            waiting_out = outage
+            outage.failed(error, component=loop_name)
+            await asyncio.sleep(max(interval, backoff.next_delay()))
+            continue
+        if waiting_out is not None:
+            waiting_out.recovered(component=loop_name)
+            waiting_out = None
+            backoff.reset()
         await asyncio.sleep(interval)
+
+
+def _outage_of(error: BaseException) -> Outage | None:
+    if database_unavailable(error):
+        return DATABASE
+    if redis_unavailable(error):
+        return REDIS
+    return None
 
 
 def build_broker(redis_url: str | None) -> AsyncBroker:
