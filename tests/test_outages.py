@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import signal
 import subprocess
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from notiflow.auth.service import issue_token
@@ -37,6 +40,7 @@ from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.db import create_engine, create_sessionmaker
 from notiflow.models import Notification, NotificationDelivery
 from notiflow.models.tenancy import Role
+from notiflow.notifications.unread import UNCACHEABLE, RedisUnreadCountCache
 from notiflow.tenancy.service import create_user
 from tests.conftest import TEST_PUSHER_SECRET
 from tests.delivery.conftest import SmtpServer
@@ -414,3 +418,143 @@ async def _timed_health_body(client: httpx.AsyncClient) -> tuple[dict[str, str],
     began = time.monotonic()
     body = await _health(client)
     return body, time.monotonic() - began
+
+
+# --------------------------------------------------------------- one API process, Redis away
+
+
+def _outage_lines(log_text: str) -> Counter[str]:
+    """The events an API logged (level error or with a traceback counted as ``!<event>``)."""
+    events: Counter[str] = Counter()
+    for line in log_text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            events["<not a log record>"] += 1
+            continue
+        name = str(record.get("event"))
+        failed = "exception" in record or record.get("level") == "error"
+        events[f"!{name}" if failed else name] += 1
+    return events
+
+
+async def test_api_sends_and_counts_through_a_redis_outage_and_tells_it_once(
+    tmp_path: Path,
+) -> None:
+    """Sends keep working while Redis is down (the database is the source of truth), the
+    unread count comes from the database, and the outage is one log line, not a traceback
+    per request."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'notiflow.db'}"
+    with OwnRedis() as redis:
+        port = free_port()
+        env = notiflow_env(
+            env="test",
+            secret_key="outage-test-secret-key-0123456789abcdef",
+            pusher_app_secret=TEST_PUSHER_SECRET,
+            database_url=database_url,
+            redis_url=redis.url,
+            public_url=f"http://127.0.0.1:{port}",
+            log_level="INFO",
+        )
+        upgraded = subprocess.run(  # noqa: S603 - our own console script
+            [NOTIFLOW, "db", "upgrade"], env=env, capture_output=True, text=True, check=False
+        )
+        assert upgraded.returncode == 0, upgraded.stderr[-2000:]
+        engine = create_engine(database_url)
+        async with create_sessionmaker(engine)() as session:
+            owner = await create_user(
+                session, tenant_name="acme", email="owner@acme.example", role=Role.OWNER
+            )
+            token = await issue_token(session, owner.user.id, owner.tenant.id)
+            await commit_and_flush_effects(session)
+        await engine.dispose()
+        api = LoggedProcess(["api", "--port", str(port)], env, tmp_path / "api.log")
+        api.start()
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
+            ) as client:
+
+                async def send(title: str) -> int:
+                    response = await client.post(
+                        "/api/v1/notifications/send",
+                        json={
+                            "user_ids": [str(owner.user.id)],
+                            "type": "payment_failed",
+                            "title": title,
+                            "message": "Update your card.",
+                            "channels": ["in_app", "email"],
+                        },
+                    )
+                    return response.status_code
+
+                async def unread() -> tuple[int, object]:
+                    response = await client.get("/api/v1/notifications/unread-count")
+                    return response.status_code, response.json().get("data")
+
+                async def up() -> bool:
+                    assert api.alive, api.log()[-3000:]
+                    return (await _health(client)).get("status") == "ok"
+
+                await eventually(up, timeout=60)
+                assert await send("before") == 202
+                assert await unread() == (200, {"count": 1})  # now cached in Redis
+                logged_before = len(api.log())
+
+                redis.stop()
+                assert [await send(f"during-{n}") for n in range(5)] == [202] * 5
+                assert await unread() == (200, {"count": 6})
+                assert (await client.post("/api/v1/notifications/read-all")).status_code == 200
+                assert await unread() == (200, {"count": 0})
+                during = _outage_lines(api.log()[logged_before:])
+                assert during["redis_unavailable"] == 1, during
+                assert [event for event in during if event.startswith(("!", "<"))] == [], during
+
+                redis.start()  # empty
+                logged_after = len(api.log())
+
+                async def recovered() -> bool:
+                    await send("after")
+                    return "redis_recovered" in _outage_lines(api.log()[logged_after:])
+
+                await eventually(recovered, timeout=30)
+                assert (await unread())[0] == 200
+        finally:
+            status = api.terminate()
+        events = _outage_lines(api.log())
+        assert events["redis_unavailable"] == 1, events
+        assert events["redis_recovered"] == 1, events
+        assert [event for event in events if event.startswith(("!", "<"))] == [], events
+        assert status == 0
+
+
+async def test_unread_cache_retires_counts_whose_invalidation_an_outage_lost() -> None:
+    """A process that could not reach Redis to invalidate a count (a partition: Redis kept its
+    data) neither fails nor leaves the stale count to be served once Redis is reachable."""
+    with OwnRedis() as redis:
+        elsewhere = Redis.from_url(redis.url)  # a process that kept its connection
+        unreachable_port = free_port()
+        cut_off = Redis.from_url(f"redis://127.0.0.1:{unreachable_port}/0")
+        prefix = "partition"
+        reader = RedisUnreadCountCache(elsewhere, prefix=prefix)
+        writer = RedisUnreadCountCache(cut_off, prefix=prefix)
+        user, tenant = uuid.uuid4(), uuid.uuid4()
+        try:
+            _, generation = await reader.get(user, tenant)
+            await reader.store(user, tenant, generation, 3)
+            # The writer's change commits; its invalidation cannot reach Redis.
+            await writer.invalidate([(user, tenant)])
+            assert await writer.get(user, tenant) == (None, UNCACHEABLE)
+            # Redis becomes reachable for the writer, data intact.
+            await elsewhere.config_set("port", unreachable_port)
+            await asyncio.sleep(writer.RETRY_SECONDS + 0.2)
+            assert (await writer.get(user, tenant))[0] is None, "the stale count was served"
+            assert (await reader.get(user, tenant))[0] is None, "the stale count was served"
+            _, generation = await reader.get(user, tenant)
+            await reader.store(user, tenant, generation, 2)
+            assert (await writer.get(user, tenant))[0] == 2, "the cache works again"
+        finally:
+            await elsewhere.aclose()
+            await cut_off.aclose()
+            # The server listens on the new port now; stop() kills it by pid either way.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from notiflow.kit.metrics import set_queue_depth
+from notiflow.kit.outages import REDIS, told_as_outage
 from notiflow.kit.queue import Job, JobQueue, enqueue_due_retries, repeat_forever
 from notiflow.notifications.events import NotificationRecord
 from notiflow.notifications.unread import UserTenant
@@ -61,11 +63,18 @@ class DeliveryDispatcher:
         by_tenant: dict[uuid.UUID, list[uuid.UUID]] = {}
         for record in records:
             by_tenant.setdefault(record.tenant_id, []).extend(record.pending_delivery_ids)
+        if not any(by_tenant.values()):
+            return
+        began = time.monotonic()
         try:
             for tenant_id, pending in by_tenant.items():
                 await enqueue_in_batches(self.runtime, pending, tenant_id)
-        except Exception:  # the sweeper finds them in the outbox anyway
-            log.exception("delivery_enqueue_failed", tenants=len(by_tenant))
+        except Exception as error:  # the sweeper finds them in the outbox anyway
+            # While Redis is down every send would fail here: the outage is told once.
+            if not told_as_outage(error, component="delivery_dispatch"):
+                log.exception("delivery_enqueue_failed", tenants=len(by_tenant))
+            return
+        REDIS.recovered(component="delivery_dispatch", started=began)
 
     async def unread_counts_changed(self, keys: Sequence[UserTenant]) -> None:
         return None

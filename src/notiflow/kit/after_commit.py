@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notiflow.kit.outages import told_as_outage
+
 Effect = Callable[[], Awaitable[None]]
 
 _KEY = "notiflow.after_commit"
@@ -34,11 +36,14 @@ def discard_effects(session: AsyncSession) -> None:
 
 async def commit_and_flush_effects(session: AsyncSession) -> None:
     """Commit, then run the queued effects in order. A failing effect is logged, not raised:
-    the data is committed and durable work is recovered from the database (DESIGN §6)."""
+    the data is committed and durable work is recovered from the database (DESIGN §6). An
+    effect failing because Redis or the database is down is told once per outage instead."""
     await session.commit()
     effects = session.info.pop(_KEY, [])
     for effect in effects:
         try:
             await effect()
-        except Exception:
-            log.exception("after_commit_effect_failed", effect=getattr(effect, "__qualname__", "?"))
+        except Exception as error:
+            name = getattr(effect, "__qualname__", "?")
+            if not told_as_outage(error, component="after_commit", effect=name):
+                log.exception("after_commit_effect_failed", effect=name)

@@ -17,6 +17,10 @@ and the process logs one ``<service>_unavailable`` warning when the outage start
             continue
         REDIS.recovered()
         backoff.reset()
+
+Code that tries once per request or per send and has a fallback (the sweeper enqueues later,
+the database answers instead of the cache) reports the failure with :func:`told_as_outage`,
+which says whether it was an outage (told once) or another error (to be logged in full).
 """
 
 from __future__ import annotations
@@ -121,3 +125,25 @@ def redis_unavailable(error: BaseException) -> bool:
             return True
         cause = cause.__cause__
     return False
+
+
+def outage_of(error: BaseException) -> Outage | None:
+    """The outage ``error`` is a symptom of: Redis or the database unreachable; None for any
+    other error (a defect, to be logged with its traceback)."""
+    from notiflow.kit.db import database_unavailable  # kit.db imports this module
+
+    if database_unavailable(error):
+        return DATABASE
+    if redis_unavailable(error):
+        return REDIS
+    return None
+
+
+def told_as_outage(error: BaseException, **context: Any) -> bool:
+    """Whether ``error`` is an outage's symptom; if so it is counted there (the first failure
+    of an outage logs one line) and the caller logs nothing more."""
+    outage = outage_of(error)
+    if outage is None:
+        return False
+    outage.failed(error, **context)
+    return True

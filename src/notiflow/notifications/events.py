@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from notiflow.kit.outages import told_as_outage
 from notiflow.notifications.unread import UserTenant
 
 log = structlog.get_logger(__name__)
@@ -47,7 +48,9 @@ class NotificationListener(Protocol):
 
 class NotificationEvents:
     """Fans each event out to every registered listener; one failing listener does not stop
-    the others (durable work is recovered from the database, DESIGN §6)."""
+    the others (durable work is recovered from the database, DESIGN §6). A listener failing
+    because Redis or the database is down is part of an outage, told once for the process
+    (:mod:`notiflow.kit.outages`), not a traceback per send."""
 
     def __init__(self) -> None:
         self._listeners: list[NotificationListener] = []
@@ -59,12 +62,18 @@ class NotificationEvents:
         for listener in self._listeners:
             try:
                 await listener.notifications_created(records)
-            except Exception:
-                log.exception("notification_listener_failed", listener=type(listener).__name__)
+            except Exception as error:
+                _failed(listener, error)
 
     async def unread_counts_changed(self, keys: Sequence[UserTenant]) -> None:
         for listener in self._listeners:
             try:
                 await listener.unread_counts_changed(keys)
-            except Exception:
-                log.exception("notification_listener_failed", listener=type(listener).__name__)
+            except Exception as error:
+                _failed(listener, error)
+
+
+def _failed(listener: NotificationListener, error: Exception) -> None:
+    name = type(listener).__name__
+    if not told_as_outage(error, component="notification_listener", listener=name):
+        log.exception("notification_listener_failed", listener=name)

@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from notiflow.kit.errors import ServiceUnavailable
 from notiflow.models import Notification
 from notiflow.notifications.events import NotificationRecord
 from notiflow.notifications.schemas import NotificationData
 from notiflow.notifications.unread import UserTenant
-from notiflow.realtime.broadcast import Broadcaster, LiveEvent
+from notiflow.realtime.broadcast import Broadcaster, HubBroadcaster, LiveEvent
 
 NOTIFICATION_CREATED = "NotificationCreated"
 UNREAD_COUNT_CHANGED = "UnreadCountChanged"
@@ -41,8 +42,23 @@ class RealtimeNotifier:
         self.broadcaster = broadcaster
         self.sessionmaker = sessionmaker
 
+    async def _online(self) -> set[str] | None:
+        """The users' channels with a subscriber anywhere (None: unknown, publish to all).
+
+        While the backplane is down only this process's own subscribers can be reached (the
+        documented outage mode, docs/realtime.md): the hub answers for them, so a send neither
+        fails nor publishes to a whole tenant that nobody here listens to.
+        """
+        try:
+            return await self.broadcaster.occupied(CHANNEL_PREFIX)
+        except ServiceUnavailable:
+            if not isinstance(self.broadcaster, HubBroadcaster):
+                raise
+            local = self.broadcaster.hub.channels
+            return {name for name in local if name.startswith(CHANNEL_PREFIX)}
+
     async def notifications_created(self, records: Sequence[NotificationRecord]) -> None:
-        online = await self.broadcaster.occupied(CHANNEL_PREFIX)
+        online = await self._online()
         events = [
             LiveEvent(
                 channel=user_channel(record.user_id),
@@ -58,7 +74,7 @@ class RealtimeNotifier:
     async def unread_counts_changed(self, keys: Sequence[UserTenant]) -> None:
         # Only users with an open connection anywhere need a badge update (a tenant-wide send
         # reaches thousands, of whom few are online); the others read the count when they come.
-        online = await self.broadcaster.occupied(CHANNEL_PREFIX)
+        online = await self._online()
         if online is not None:
             keys = [key for key in keys if user_channel(key[0]) in online]
         if not keys:
