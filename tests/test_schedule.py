@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import update
+import httpx
+from redis.asyncio import Redis
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notiflow.jobs import ALL_JOBS
 from notiflow.kit.ids import utcnow
-from notiflow.models import Notification
+from notiflow.kit.queue import JobQueue, build_broker
+from notiflow.models import Notification, WorkspaceSchedule
+from notiflow.models.tenancy import Role
 from notiflow.notifications.jobs import cleanup
 from notiflow.notifications.service import NotificationPayload, NotificationService
 from notiflow.notifications.types import NotificationType
 from notiflow.runtime import Runtime
-from notiflow.schedule import build_schedule, describe
+from notiflow.schedule import (
+    ScheduleEntry,
+    build_schedule,
+    describe,
+    due_workspace_jobs,
+    run_schedule,
+)
 from tests.conftest import MakeMember, commit, make_settings
+from tests.delivery.processes import eventually
+from tests.fault_servers import OwnRedis
 
 
 def test_cleanup_runs_daily_at_the_local_maintenance_hour() -> None:
@@ -74,3 +91,75 @@ async def test_the_cleanup_job_deletes_what_is_due(
     await cleanup(runtime, {})
     remaining = await service.list_for_user(member.id, member.tenant_id)
     assert [item.id for item in remaining.items] == [fresh.id]
+
+
+async def _queued_jobs(redis_url: str, stream: str) -> Counter[str]:
+    """The jobs waiting in the queue's Redis stream, by name."""
+    client = Redis.from_url(redis_url)
+    try:
+        entries = await client.xrange(stream)
+    finally:
+        await client.aclose()
+    return Counter(json.loads(fields[b"data"])["task_name"] for _, fields in entries)
+
+
+async def test_runs_due_while_redis_is_down_go_out_once_when_it_is_back(
+    client: httpx.AsyncClient, make_member: MakeMember, runtime: Runtime
+) -> None:
+    admin = await make_member("acme", role=Role.ADMIN)
+    created = await client.post(
+        "/api/v1/workspaces", json={"name": "Brand", "timezone": "UTC"}, headers=admin.headers
+    )
+    assert created.status_code == 201
+    with OwnRedis() as redis:
+        queue = JobQueue(build_broker(redis.url), ALL_JOBS)
+        runtime.queue = queue
+        stream = queue.broker.queue_name  # type: ignore[attr-defined]  # the Redis broker's
+        await due_workspace_jobs(runtime)  # the workspace's rows, next run tomorrow
+        async with runtime.sessionmaker() as session:  # its daily run has come
+            await session.execute(
+                update(WorkspaceSchedule)
+                .where(WorkspaceSchedule.job_name == "social.refresh_tokens")
+                .values(next_run_at=utcnow() - timedelta(hours=1))
+            )
+            await session.commit()
+        # A global entry that comes due during the outage, then not for a minute.
+        due_at = utcnow() + timedelta(seconds=2)
+        entry = ScheduleEntry("privacy.sweep", f"* * * * * {due_at.second}", "UTC", "test")
+
+        redis.stop()
+        loop = asyncio.create_task(run_schedule(runtime, [entry]))
+        try:
+            await asyncio.sleep(max(0.0, (due_at - utcnow()).total_seconds()) + 2.0)
+            async with runtime.sessionmaker() as session:
+                still_due = await session.scalar(
+                    select(WorkspaceSchedule.next_run_at).where(
+                        WorkspaceSchedule.job_name == "social.refresh_tokens"
+                    )
+                )
+            assert still_due is not None
+            assert still_due <= utcnow(), "the run was skipped"
+            redis.start()  # empty
+
+            async def both_queued() -> bool:
+                jobs = await _queued_jobs(redis.url, stream)
+                return jobs["privacy.sweep"] >= 1 and jobs["social.refresh_tokens"] >= 1
+
+            await eventually(both_queued, timeout=20)
+            await asyncio.sleep(1.0)  # time for a second copy to show up, if there were one
+            jobs = await _queued_jobs(redis.url, stream)
+            assert (jobs["privacy.sweep"], jobs["social.refresh_tokens"]) == (1, 1), jobs
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+            await queue.close()
+            runtime.queue = None
+        async with runtime.sessionmaker() as session:
+            moved = await session.scalar(
+                select(WorkspaceSchedule.next_run_at).where(
+                    WorkspaceSchedule.job_name == "social.refresh_tokens"
+                )
+            )
+        assert moved is not None
+        assert moved > utcnow(), "the next run is its next local time"

@@ -13,11 +13,18 @@ scheduler`` in a scale-out one. Three kinds of entries:
   their time) and the outbox sweeper.
 
 Entries only enqueue their job; jobs are idempotent, so a run that happens twice does no harm.
+While the queue (Redis) is unreachable an entry that comes due stays due: it is enqueued once,
+however many of its times went by, as soon as the queue answers again (retried with jittered
+backoff, at most ``QUEUE_RETRY_CAP_SECONDS`` apart); a per-workspace run claimed in the database
+is handed back there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notiflow.config import Settings
 from notiflow.kit.db import database_unavailable
 from notiflow.kit.ids import utcnow
-from notiflow.kit.outages import DATABASE, REDIS, redis_unavailable
+from notiflow.kit.outages import DATABASE, REDIS, Backoff, redis_unavailable, told_as_outage
 from notiflow.models import Workspace, WorkspaceSchedule
 
 if TYPE_CHECKING:
@@ -42,6 +49,9 @@ log = structlog.get_logger(__name__)
 UTC_ZONE = "UTC"
 # How often the per-workspace table is looked at (a daily job is at most this late).
 WORKSPACE_CHECK_SECONDS = 30.0
+# While the queue is unreachable, due entries are tried again at most this far apart (with
+# jitter): a missed run goes out within seconds of the queue's return.
+QUEUE_RETRY_CAP_SECONDS = 5.0
 
 
 def next_run(cron: str, timezone: str, after: datetime) -> datetime:
@@ -257,48 +267,118 @@ async def due_workspace_jobs(
 # --------------------------------------------------------------------------------- the loops
 
 
-async def run_schedule(runtime: Runtime) -> None:
+async def release_workspace_claims(
+    runtime: Runtime, runs: Sequence[tuple[str, dict[str, str]]], claimed_at: datetime
+) -> None:
+    """Make runs claimed at ``claimed_at`` (by :func:`due_workspace_jobs`) due again: their job
+    could not be enqueued. The next claim moves each to its next local run from then on, so
+    however long the wait, a run happens once."""
+    async with runtime.sessionmaker() as session:
+        for job, payload in runs:
+            await session.execute(
+                update(WorkspaceSchedule)
+                .where(
+                    WorkspaceSchedule.workspace_id == uuid.UUID(payload["workspace_id"]),
+                    WorkspaceSchedule.job_name == job,
+                    WorkspaceSchedule.last_run_at == claimed_at,
+                )
+                .values(next_run_at=claimed_at, last_run_at=None)
+                .execution_options(synchronize_session=False)
+            )
+        await session.commit()
+
+
+class _QueueWait:
+    """Whether the queue may be tried now: after it was found unreachable, not before a
+    jittered, growing delay (so an outage costs a connection attempt every few seconds)."""
+
+    def __init__(self) -> None:
+        self._backoff = Backoff(cap=QUEUE_RETRY_CAP_SECONDS)
+        self.retry_at: float | None = None  # time.monotonic()
+
+    def ready(self) -> bool:
+        return self.retry_at is None or time.monotonic() >= self.retry_at
+
+    def unreachable(self) -> None:
+        self.retry_at = time.monotonic() + self._backoff.next_delay()
+
+    def reachable(self) -> None:
+        self.retry_at = None
+        self._backoff.reset()
+
+    def seconds_left(self) -> float:
+        return 0.0 if self.retry_at is None else max(0.0, self.retry_at - time.monotonic())
+
+
+async def run_schedule(runtime: Runtime, schedule: Sequence[ScheduleEntry] | None = None) -> None:
     """Enqueue global entries when due and per-workspace jobs when theirs come (forever)."""
-    schedule = build_schedule(runtime.settings)
-    upcoming = {entry.job: entry.next_run(utcnow()) for entry in schedule}
+    entries = list(schedule if schedule is not None else build_schedule(runtime.settings))
+    upcoming = {entry.job: entry.next_run(utcnow()) for entry in entries}
     next_workspace_check = utcnow()
+    queue = _QueueWait()
     while True:
         now = utcnow()
-        for entry in schedule:
-            if upcoming[entry.job] <= now:
-                await _enqueue(runtime, entry.job, entry.payload or {})
+        for entry in entries:
+            if upcoming[entry.job] > now or not queue.ready():
+                continue
+            if await _enqueue(runtime, entry.job, entry.payload or {}, queue):
                 upcoming[entry.job] = entry.next_run(now)
-        if now >= next_workspace_check:
-            try:
-                for job, payload in await due_workspace_jobs(runtime, now):
-                    await _enqueue(runtime, job, payload)
-            except Exception as error:
-                if database_unavailable(error):
-                    # Told once; the claims were not made, the next check finds them again.
-                    DATABASE.failed(error, component="workspace_schedule")
-                else:
-                    log.exception("workspace_schedule_failed")
-            else:
-                DATABASE.recovered(component="workspace_schedule")
-            next_workspace_check = now + timedelta(seconds=WORKSPACE_CHECK_SECONDS)
-        wake = min([*upcoming.values(), next_workspace_check])
-        await asyncio.sleep(max(0.05, min((wake - utcnow()).total_seconds(), 30.0)))
+            # else: still due; tried again once the queue may be back
+        if now >= next_workspace_check and queue.ready():
+            # Runs handed back (queue unreachable) are checked again once it may be back.
+            all_enqueued = await _run_workspace_jobs(runtime, now, queue)
+            if all_enqueued:
+                next_workspace_check = now + timedelta(seconds=WORKSPACE_CHECK_SECONDS)
+        wake = (min([*upcoming.values(), next_workspace_check]) - utcnow()).total_seconds()
+        if not queue.ready():
+            wake = max(wake, queue.seconds_left())
+        await asyncio.sleep(max(0.05, min(wake, 30.0)))
 
 
-async def _enqueue(runtime: Runtime, job: str, payload: dict[str, Any]) -> None:
+async def _run_workspace_jobs(runtime: Runtime, now: datetime, queue: _QueueWait) -> bool:
+    """Claim and enqueue the due per-workspace runs; False if some could not be enqueued."""
+    try:
+        runs = await due_workspace_jobs(runtime, now)
+    except Exception as error:
+        if database_unavailable(error):
+            # Told once; the claims were not made, the next check finds them again.
+            DATABASE.failed(error, component="workspace_schedule")
+        else:
+            log.exception("workspace_schedule_failed")
+        return True
+    DATABASE.recovered(component="workspace_schedule")
+    for index, (job, payload) in enumerate(runs):
+        if await _enqueue(runtime, job, payload, queue):
+            continue
+        try:
+            await release_workspace_claims(runtime, runs[index:], now)
+        except Exception as error:
+            # The database went down too: these runs wait for their next local time.
+            if not told_as_outage(error, component="workspace_schedule"):
+                log.exception("workspace_schedule_release_failed", runs=len(runs) - index)
+        return False
+    return True
+
+
+async def _enqueue(runtime: Runtime, job: str, payload: dict[str, Any], queue: _QueueWait) -> bool:
+    """Enqueue ``job``; False if the queue is unreachable (the run stays due). Any other
+    failure is logged and the run counts as done: trying a defect again would only repeat it."""
     if runtime.queue is None:
-        return
+        return True
     try:
         await runtime.queue.enqueue(job, payload)
     except Exception as error:
         if not redis_unavailable(error):
             log.exception("scheduled_job_enqueue_failed", job=job)
-            return
-        # Told once per outage, not per entry; the entry runs again at its next time.
+            return True
+        # Told once per outage, not per entry.
         REDIS.failed(error, component="schedule", job=job)
-        return
+        queue.unreachable()
+        return False
     REDIS.recovered(component="schedule")
+    queue.reachable()
     log.info("scheduled_job_enqueued", job=job, **payload)
+    return True
 
 
 def start_background(runtime: Runtime) -> list[asyncio.Task[None]]:
