@@ -46,6 +46,15 @@ from tests.conftest import TEST_PUSHER_SECRET
 from tests.delivery.conftest import SmtpServer
 from tests.delivery.processes import NOTIFLOW, eventually, free_port, notiflow_env
 from tests.fault_servers import OwnPostgres, OwnRedis
+from tests.realtime.test_backplane_faults import (
+    APP_ID,
+    KEY,
+    SECRET,
+    health,
+    seen,
+    subscribe_private,
+    trigger,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -558,3 +567,90 @@ async def test_unread_cache_retires_counts_whose_invalidation_an_outage_lost() -
             await elsewhere.aclose()
             await cut_off.aclose()
             # The server listens on the new port now; stop() kills it by pid either way.
+
+
+# ------------------------------------------------------- processes started while Redis is down
+
+
+async def test_processes_started_while_redis_is_down_start_degraded_and_join_it(
+    tmp_path: Path,
+) -> None:
+    """api, realtime, worker and scheduler start with Redis unreachable (they used to exit 1),
+    say degraded on /health, and join by themselves once Redis comes up: an event sent
+    through the API reaches a client of the realtime node, with no process restarted."""
+    with OwnRedis() as redis:
+        redis.stop()  # the port is the test's; nothing listens on it yet
+        api_port, ws_port, node_http_port = free_port(), free_port(), free_port()
+        env = notiflow_env(
+            env="test",
+            secret_key="outage-test-secret-key-0123456789abcdef",
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'notiflow.db'}",
+            redis_url=redis.url,
+            pusher_app_id=APP_ID,
+            pusher_app_key=KEY,
+            pusher_app_secret=SECRET,
+            public_url=f"http://127.0.0.1:{api_port}",
+            log_level="INFO",
+        )
+        upgraded = subprocess.run(  # noqa: S603 - our own console script
+            [NOTIFLOW, "db", "upgrade"], env=env, capture_output=True, text=True, check=False
+        )
+        assert upgraded.returncode == 0, upgraded.stderr[-2000:]
+        processes = {
+            "api": ["api", "--port", str(api_port)],
+            "realtime": ["realtime", "--port", str(ws_port), "--http-port", str(node_http_port)],
+            "worker": ["worker", "--concurrency", "2"],
+            "scheduler": ["scheduler"],
+        }
+        started = {
+            name: LoggedProcess(args, env, tmp_path / f"{name}.log")
+            for name, args in processes.items()
+        }
+        for process in started.values():
+            process.start()
+        api, node = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{node_http_port}"
+        client = None
+        try:
+
+            async def degraded() -> bool:
+                for name, process in started.items():
+                    assert process.alive, f"{name} exited: {process.log()[-2000:]}"
+                return (
+                    await health(api) == 503
+                    and await health(node) == 503
+                    and "worker_started" in started["worker"].log()
+                    and "scheduler_started" in started["scheduler"].log()
+                )
+
+            await eventually(degraded, timeout=60)
+            redis.start()
+
+            async def joined() -> bool:
+                return await health(api) == 200 and await health(node) == 200
+
+            await eventually(joined, timeout=20)
+            client = await subscribe_private(ws_port, "private-orders")
+            mark = 0
+
+            async def hears() -> bool:
+                nonlocal mark
+                mark += 1
+                assert await trigger(api, "private-orders", "OrderShipped", {"mark": mark}) == 200
+                await asyncio.sleep(0.2)
+                return seen(client, "OrderShipped", mark)
+
+            await eventually(hears, timeout=10)
+
+            async def all_recovered() -> bool:
+                return all(p.count('"event": "redis_recovered"') == 1 for p in started.values())
+
+            await eventually(all_recovered, timeout=30)
+        finally:
+            if client is not None:
+                await client.close()
+            statuses = {name: process.terminate() for name, process in started.items()}
+        for name, process in started.items():
+            log_text = process.log()
+            assert log_text.count('"event": "redis_unavailable"') == 1, (name, log_text[-2000:])
+            assert "Traceback" not in log_text, (name, log_text[-3000:])
+        assert statuses == dict.fromkeys(processes, 0)

@@ -15,6 +15,7 @@ from notiflow.delivery.channels import ChannelSender
 from notiflow.delivery.service import DeliveryWorker
 from notiflow.kit.crypto import TokenCipher
 from notiflow.kit.db import create_engine, create_sessionmaker
+from notiflow.kit.outages import REDIS, redis_unavailable
 from notiflow.kit.queue import JobQueue, build_broker
 from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.service import NotificationService
@@ -109,7 +110,12 @@ class Runtime:
         )
 
     async def start(self) -> None:
-        """Join the Redis cluster (when configured) so events and presence span processes."""
+        """Join the Redis cluster (when configured) so events and presence span processes.
+
+        Redis unreachable at start-up is an outage like any other, not a reason to exit: the
+        process starts degraded (/health says so, the outage is logged once) and joins the
+        cluster and the queue by itself once Redis answers.
+        """
         if self.redis is not None and self.cluster is None:
             self.cluster = Cluster(self.redis, new_node_id())
             backplane = RedisBackplane(self.redis, self.cluster)
@@ -118,7 +124,14 @@ class Runtime:
             await self.cluster.start()
             await backplane.start()
         if self.queue is not None:
-            await self.queue.start(self)
+            try:
+                await self.queue.start(self)
+            except Exception as error:
+                # Only the consumer group could not be declared; a worker's listener waits
+                # for Redis and declares it (JobStreamBroker), sending needs none.
+                if not redis_unavailable(error):
+                    raise
+                REDIS.failed(error, component="startup")
 
     async def close(self) -> None:
         if self.queue is not None:

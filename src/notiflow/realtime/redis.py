@@ -36,6 +36,7 @@ from redis.asyncio.client import Pipeline, PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from notiflow.kit.outages import REDIS
 from notiflow.realtime.hub import Hub, MemoryPresence
 from notiflow.realtime.protocol import Member
 
@@ -84,6 +85,8 @@ class Link:
         self._back.clear()
         self._lost.set()
         log.warning("realtime_redis_unreachable", node=self.node_id, error=repr(error))
+        # The process's view of Redis too (one outage however many parts of it notice).
+        REDIS.failed(error, component="realtime_backplane")
 
     def restored(self) -> None:
         if self.up:
@@ -96,6 +99,7 @@ class Link:
             node=self.node_id,
             outage_seconds=round(time.monotonic() - self._down_since, 1),
         )
+        REDIS.recovered(component="realtime_backplane")
 
     async def wait_up(self) -> None:
         await self._back.wait()
@@ -132,8 +136,13 @@ class Cluster:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.redis.delete(f"{PREFIX}:counts:{self.node_id}")
-        await self._beat()
+        """Register this node; with Redis unreachable now, start as in any outage (the
+        backplane registers the node once Redis answers)."""
+        try:
+            await self.redis.delete(f"{PREFIX}:counts:{self.node_id}")
+            await self._beat()
+        except UNREACHABLE as error:
+            self.link.lost(error)
         self._task = asyncio.create_task(self._beat_forever())
 
     async def stop(self) -> None:
@@ -214,8 +223,16 @@ class RedisBackplane:
         return self.link.up
 
     async def start(self) -> None:
-        await self._connect()
-        self._reader = asyncio.create_task(self._read_forever())
+        """Subscribe and write this node's state; with Redis unreachable now, serve local
+        clients only and let the reader connect once Redis answers (as after an outage)."""
+        connected = False
+        if self.link.up:
+            try:
+                await self._connect()
+                connected = True
+            except UNREACHABLE as error:
+                self.link.lost(error)
+        self._reader = asyncio.create_task(self._read_forever(connected=connected))
         self._syncer = asyncio.create_task(self._sync_forever())
 
     async def stop(self) -> None:
@@ -391,9 +408,9 @@ class RedisBackplane:
                 presence.unwritten(written)
             raise
 
-    async def _read_forever(self) -> None:
+    async def _read_forever(self, *, connected: bool = True) -> None:
         backoff = Backoff()
-        reconnect = False
+        reconnect = not connected
         while not self._closing:
             try:
                 if reconnect:
