@@ -654,3 +654,28 @@ async def test_processes_started_while_redis_is_down_start_degraded_and_join_it(
             assert log_text.count('"event": "redis_unavailable"') == 1, (name, log_text[-2000:])
             assert "Traceback" not in log_text, (name, log_text[-3000:])
         assert statuses == dict.fromkeys(processes, 0)
+
+
+def test_a_process_that_cannot_reach_the_database_at_start_says_so_in_one_line() -> None:
+    """The database must answer before anything starts (its schema is checked first): the
+    process exits 1 with one clear line, not a traceback."""
+    env = notiflow_env(
+        env="test",
+        secret_key="outage-test-secret-key-0123456789abcdef",
+        pusher_app_secret=TEST_PUSHER_SECRET,
+        database_url=f"postgresql+asyncpg://postgres:secret@127.0.0.1:{free_port()}/notiflow",
+    )
+    result = subprocess.run(  # noqa: S603 - our own console script
+        [NOTIFLOW, "api", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    error = json.loads(lines[0])["error"]
+    assert error["code"] == "database_unavailable"
+    assert "secret" not in error["message"], "the password is not shown"

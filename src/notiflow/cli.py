@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.config import Settings, get_settings
 from notiflow.kit.after_commit import commit_and_flush_effects
+from notiflow.kit.db import database_unavailable
 from notiflow.kit.errors import NotiflowError
 from notiflow.kit.logging import configure_logging
 from notiflow.kit.migrate import ensure_sqlite_directory, upgrade
@@ -72,7 +73,21 @@ def _text_option(value: str, label: str, max_length: int) -> str:
 async def _prepare(settings: Settings, *, join_cluster: bool = False) -> Runtime:
     ensure_sqlite_directory(settings.database_url)
     runtime = create_runtime(settings)
-    await upgrade(runtime.engine)
+    try:
+        await upgrade(runtime.engine)
+    except Exception as error:
+        # Without the database nothing can start (its schema must be checked first): one
+        # clear line and exit 1 rather than a traceback. Redis, by contrast, may be away at
+        # start-up (Runtime.start).
+        if not database_unavailable(error):
+            raise
+        await runtime.engine.dispose()
+        cause: BaseException = error
+        for _ in range(5):  # the driver's own error says what is wrong
+            cause = cause.__cause__ or cause
+        where = runtime.engine.url.render_as_string(hide_password=True)
+        reason = f"{type(cause).__name__}: {cause}".splitlines()[0]
+        _fail(f"cannot reach the database at {where}: {reason}", "database_unavailable")
     if join_cluster:
         await runtime.start()
         # Everything loaded so far lives as long as the process: keep it out of the garbage
