@@ -677,5 +677,6 @@ def test_a_process_that_cannot_reach_the_database_at_start_says_so_in_one_line()
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr[-2000:]
     error = json.loads(lines[0])["error"]
-    assert error["code"] == "database_unavailable"
+    assert error["code"] == "database_error"
+    assert error["message"].startswith("cannot reach the database"), error
     assert "secret" not in error["message"], "the password is not shown"

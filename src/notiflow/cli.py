@@ -87,7 +87,8 @@ async def _prepare(settings: Settings, *, join_cluster: bool = False) -> Runtime
             cause = cause.__cause__ or cause
         where = runtime.engine.url.render_as_string(hide_password=True)
         reason = f"{type(cause).__name__}: {cause}".splitlines()[0]
-        _fail(f"cannot reach the database at {where}: {reason}", "database_unavailable")
+        # The code every command uses for a database it cannot work with (see _with_session).
+        _fail(f"cannot reach the database at {where}: {reason}", "database_error")
     if join_cluster:
         await runtime.start()
         # Everything loaded so far lives as long as the process: keep it out of the garbage
