@@ -9,6 +9,7 @@ Jobs are plain ``async def job(runtime, payload) -> None`` functions registered 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import traceback
@@ -284,8 +285,11 @@ class JobStreamBroker(RedisStreamBroker):
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
         while True:
             try:
-                async for message in super().listen():
-                    yield message
+                # Closed with this generator, not whenever it is collected: Taskiq's listener
+                # holds a Redis connection while it reads.
+                async with contextlib.aclosing(super().listen()) as messages:
+                    async for message in messages:
+                        yield message
             except ResponseError as error:
                 if "NOGROUP" not in str(error):
                     raise
