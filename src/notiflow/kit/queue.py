@@ -282,8 +282,16 @@ class JobStreamBroker(RedisStreamBroker):
     the database (DESIGN §8).
     """
 
+    # Set by shutdown(): a listener then ends instead of waiting for Redis to come back (its
+    # pool was closed on purpose, and Taskiq may leave a read of it running in a task).
+    _closing = False
+
+    async def shutdown(self) -> None:
+        self._closing = True
+        await super().shutdown()
+
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
-        while True:
+        while not self._closing:
             try:
                 # Closed with this generator, not whenever it is collected: Taskiq's listener
                 # holds a Redis connection while it reads.
@@ -291,11 +299,15 @@ class JobStreamBroker(RedisStreamBroker):
                     async for message in messages:
                         yield message
             except ResponseError as error:
+                if self._closing:
+                    return
                 if "NOGROUP" not in str(error):
                     raise
                 log.warning("job_stream_group_recreated", stream=self.queue_name)
                 await self._wait_for_redis(None)
             except REDIS_UNAVAILABLE_ERRORS as error:
+                if self._closing:
+                    return
                 await self._wait_for_redis(error)
 
     async def _wait_for_redis(self, error: BaseException | None) -> None:
@@ -303,7 +315,7 @@ class JobStreamBroker(RedisStreamBroker):
         if error is not None:
             REDIS.failed(error, component="job_listener", stream=self.queue_name)
         backoff = Backoff()
-        while True:
+        while not self._closing:
             try:
                 await self._declare_consumer_group()
             except REDIS_UNAVAILABLE_ERRORS as still_down:
