@@ -301,7 +301,9 @@ class JobStreamBroker(RedisStreamBroker):
             except ResponseError as error:
                 if self._closing:
                     return
-                if "NOGROUP" not in str(error):
+                # NOGROUP: the group is gone; UNBLOCKED: the stream was deleted (a flush) while
+                # this listener was blocked reading it. Either way: declare it again.
+                if "NOGROUP" not in str(error) and "UNBLOCKED" not in str(error):
                     raise
                 log.warning("job_stream_group_recreated", stream=self.queue_name)
                 await self._wait_for_redis(None)
