@@ -252,7 +252,7 @@ class RedisBackplane:
         self._release_waiters()
         if self._pubsub is not None:
             with contextlib.suppress(*UNREACHABLE):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                await self._pubsub.aclose()
 
     # ------------------------------------------------------------------ what the hub calls
 
@@ -375,7 +375,7 @@ class RedisBackplane:
         state written again (Redis may have come back empty)."""
         if self._pubsub is not None:
             with contextlib.suppress(*UNREACHABLE):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                await self._pubsub.aclose()
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         wanted = set(self.hub.channels) if self.hub is not None else set()
         # A pub/sub connection needs at least one subscription before it can be read.
