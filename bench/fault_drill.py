@@ -97,6 +97,8 @@ PRESENCE = "presence-drill"
 SLOW_CHANNEL = "drill-slow"
 OWNER_EMAIL = "owner@drill.example"
 OWNER_PASSWORD = "drill-password-" + secrets.token_hex(8)
+# Requests in flight to the API from the drill's senders (the connections of its HTTP client).
+SEND_CONNECTIONS = 100
 # Log markers of the defects the issue describes (counted per process and scenario).
 MARKERS = (
     "realtime_task_failed",
@@ -489,6 +491,7 @@ class Stack:
         self.owner_token = ""
         self.owner_id = ""
         self.http: httpx.AsyncClient | None = None
+        self.health_http: httpx.AsyncClient | None = None
         self.publish_http: httpx.AsyncClient | None = None
         self.pusher: Any = None
         self.generation = 0
@@ -561,7 +564,13 @@ class Stack:
             base_url=self.api_url,
             headers={"Authorization": f"Bearer {self.owner_token}"},
             timeout=30,
+            limits=httpx.Limits(max_connections=SEND_CONNECTIONS),
         )
+        # Sends wait for one of the client's connections here, not in httpx's pool: with a
+        # thousand retrying senders httpx's queue of waiters costs the drill's own CPU (each
+        # freed connection scans it) and its timeout would count the wait.
+        self.send_slots = asyncio.Semaphore(SEND_CONNECTIONS)
+        self.health_http = httpx.AsyncClient(base_url=self.api_url, timeout=5)
         self.publish_http = httpx.AsyncClient(timeout=5)
         self.pusher = pusher.Pusher(
             app_id=APP_ID,
@@ -579,7 +588,7 @@ class Stack:
     async def __aexit__(self, *exc: object) -> None:
         for proc in self.procs.values():
             proc.stop()
-        for client in (self.http, self.publish_http):
+        for client in (self.http, self.health_http, self.publish_http):
             if client is not None:
                 await client.aclose()
         self.smtp.stop()
@@ -671,9 +680,9 @@ class Stack:
                 continue
             detail[name] = "ok"
             if name == "api":
-                assert self.http is not None
+                assert self.health_http is not None
                 try:
-                    response = await self.http.get("/health", timeout=5)
+                    response = await self.health_http.get("/health")
                     if response.status_code != 200:
                         detail[name] = f"health {response.status_code} {response.text[:80]}"
                 except httpx.HTTPError as error:
@@ -723,18 +732,19 @@ class Stack:
         assert self.http is not None
         headers = {"Idempotency-Key": key} if key else {}
         try:
-            response = await self.http.post(
-                "/api/v1/notifications/send",
-                headers=headers,
-                timeout=timeout,
-                json={
-                    "user_ids": [self.owner_id],
-                    "type": "system_announcement",
-                    "title": title,
-                    "message": f"{title}: a notification of the fault drill",
-                    "channels": ["in_app", "email"],
-                },
-            )
+            async with self.send_slots:
+                response = await self.http.post(
+                    "/api/v1/notifications/send",
+                    headers=headers,
+                    timeout=timeout,
+                    json={
+                        "user_ids": [self.owner_id],
+                        "type": "system_announcement",
+                        "title": title,
+                        "message": f"{title}: a notification of the fault drill",
+                        "channels": ["in_app", "email"],
+                    },
+                )
         except httpx.HTTPError as error:
             return 0, type(error).__name__
         code = ""
