@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from notiflow.realtime.hub import Hub
 from notiflow.realtime.protocol import ProtocolConfig
@@ -119,3 +120,37 @@ async def test_a_dead_nodes_members_disappear(nodes: list[Node], redis: Redis) -
     await redis.delete(f"notiflow:rt:node:{b.cluster.node_id}")
     assert await a.hub.users(channel) == ["ada"]
     assert (await a.hub.channel_counts()).get(channel) == 1
+
+
+async def test_a_node_keeps_a_working_subscription_when_another_of_its_parts_saw_redis_fail(
+    nodes: list[Node],
+) -> None:
+    """A publish, the heartbeat or a stale pooled connection may fail while Redis and the
+    node's pub/sub connection are fine. The node must not drop that subscription to make a new
+    one: what other nodes publish meanwhile would be lost."""
+    a, b = nodes
+    on_b = await WsClient.open(b.server.port, KEY)
+    on_b.subscribe("private-ticks", channel_auth(KEY, SECRET, on_b.socket_id, "private-ticks"))
+    await on_b.wait_for("pusher_internal:subscription_succeeded")
+
+    b.cluster.link.lost(RedisConnectionError("a pooled connection closed by the server"))
+    ticks = 150
+    for index in range(ticks):  # over about 1.5 s: longer than the reader's poll
+        await a.hub.publish("private-ticks", "Tick", json.dumps({"i": index}))
+        await asyncio.sleep(0.01)
+
+    async def heard() -> list[int]:
+        return [json.loads(m["data"])["i"] for m in on_b.messages if m["event"] == "Tick"]
+
+    for _ in range(200):
+        if len(await heard()) >= ticks and b.cluster.link.up:
+            break
+        await asyncio.sleep(0.05)
+    assert await heard() == list(range(ticks)), "every event once, in order"
+    assert b.cluster.link.up, "the node sees Redis again without reconnecting"
+    # and it still publishes to the other nodes and hears them
+    on_a = await WsClient.open(a.server.port, KEY)
+    on_a.subscribe("private-ticks", channel_auth(KEY, SECRET, on_a.socket_id, "private-ticks"))
+    await on_a.wait_for("pusher_internal:subscription_succeeded")
+    await b.hub.publish("private-ticks", "Tock", "{}")
+    await on_a.wait_for("Tock")

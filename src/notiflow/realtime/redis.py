@@ -58,6 +58,11 @@ RECONNECT_MAX = 2.0
 JOIN_WAIT = 5.0
 # The reader checks this often whether someone else saw Redis go away.
 READ_POLL = 1.0
+# When another part of the node saw Redis fail, the reader asks its own connection (PING) and
+# keeps it if the answer comes within this many seconds: a pub/sub connection that still works
+# is not dropped (messages published while a new one subscribes would be lost).
+PROBE_TIMEOUT = 2.0
+PROBE_MESSAGE = b"notiflow-backplane-probe"
 
 
 def _text(value: bytes | str) -> str:
@@ -433,13 +438,37 @@ class RedisBackplane:
             await asyncio.sleep(backoff.next())
 
     async def _listen(self) -> None:
-        """Deliver messages from other nodes until Redis goes away (seen here or elsewhere)."""
+        """Deliver messages from other nodes until this connection fails.
+
+        Another part of the node may see Redis fail first (a publish, the heartbeat, a stale
+        pooled connection after an outage). The reader then pings over its own connection: an
+        answer means Redis is reachable and this subscription intact, so the link is restored
+        in place (the node's state written again); no answer within ``PROBE_TIMEOUT`` ends the
+        listening and the reader reconnects.
+        """
         pubsub = self._pubsub
         assert pubsub is not None  # noqa: S101 - set by _connect() before this runs
         channel_prefix = f"{PREFIX}:ch:"
-        while self.link.up and not self._closing:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=READ_POLL)
-            if message is None or message.get("type") != "message" or self.hub is None:
+        probe_sent: float | None = None
+        while not self._closing:
+            if not self.link.up:
+                if probe_sent is None:
+                    await pubsub.ping(PROBE_MESSAGE)
+                    probe_sent = time.monotonic()
+                elif time.monotonic() - probe_sent > PROBE_TIMEOUT:
+                    return
+            timeout = READ_POLL if probe_sent is None else PROBE_TIMEOUT / 10
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+            if message is None:
+                continue
+            if message.get("type") == "pong" and message.get("data") == PROBE_MESSAGE:
+                if probe_sent is not None and not self.link.up:
+                    await self._restore()
+                    self.link.restored()
+                    self._wake.set()  # joins and leaves of the outage
+                probe_sent = None
+                continue
+            if message.get("type") != "message" or self.hub is None:
                 continue
             redis_channel = _text(message["channel"])
             if not redis_channel.startswith(channel_prefix):
