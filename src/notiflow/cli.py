@@ -24,10 +24,12 @@ from notiflow.kit.logging import configure_logging
 from notiflow.kit.migrate import ensure_sqlite_directory, upgrade
 from notiflow.models import Membership, Tenant, User
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime, create_runtime
 
 if TYPE_CHECKING:
     import uvicorn
+    from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+    from notiflow.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -70,25 +72,33 @@ def _text_option(value: str, label: str, max_length: int) -> str:
     return text
 
 
-async def _prepare(settings: Settings, *, join_cluster: bool = False) -> Runtime:
-    ensure_sqlite_directory(settings.database_url)
-    runtime = create_runtime(settings)
+async def _upgrade_or_fail(engine: AsyncEngine) -> None:
+    """Bring the schema up to date. Without the database nothing can start (its schema must
+    be checked first): one clear line and exit 1 rather than a traceback. Redis, by contrast,
+    may be away at start-up (Runtime.start)."""
     try:
-        await upgrade(runtime.engine)
+        await upgrade(engine)
     except Exception as error:
-        # Without the database nothing can start (its schema must be checked first): one
-        # clear line and exit 1 rather than a traceback. Redis, by contrast, may be away at
-        # start-up (Runtime.start).
         if not database_unavailable(error):
             raise
-        await runtime.engine.dispose()
+        await engine.dispose()
         cause: BaseException = error
         for _ in range(5):  # the driver's own error says what is wrong
             cause = cause.__cause__ or cause
-        where = runtime.engine.url.render_as_string(hide_password=True)
+        where = engine.url.render_as_string(hide_password=True)
         reason = f"{type(cause).__name__}: {cause}".splitlines()[0]
         # The code every command uses for a database it cannot work with (see _with_session).
         _fail(f"cannot reach the database at {where}: {reason}", "database_error")
+
+
+async def _prepare(settings: Settings, *, join_cluster: bool = False) -> Runtime:
+    """The whole runtime (queue, senders, realtime) over a migrated database. Imported here,
+    not at the top: commands that only touch the database start without it."""
+    from notiflow.runtime import create_runtime
+
+    ensure_sqlite_directory(settings.database_url)
+    runtime = create_runtime(settings)
+    await _upgrade_or_fail(runtime.engine)
     if join_cluster:
         await runtime.start()
         # Everything loaded so far lives as long as the process: keep it out of the garbage
@@ -98,18 +108,32 @@ async def _prepare(settings: Settings, *, join_cluster: bool = False) -> Runtime
     return runtime
 
 
+async def _migrated_database(
+    settings: Settings,
+) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    """An engine and sessions over a migrated database, and nothing else (no queue, Redis or
+    senders): what the commands that only read and write rows need."""
+    from notiflow.kit.db import create_engine, create_sessionmaker
+
+    ensure_sqlite_directory(settings.database_url)
+    engine = create_engine(settings.database_url, echo=settings.database_echo)
+    await _upgrade_or_fail(engine)
+    return engine, create_sessionmaker(engine)
+
+
 def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run one unit of work against a migrated database, committing at the end."""
+    """Run one unit of work against a migrated database, committing at the end. The work
+    must not queue jobs or live events: there is no runtime to carry them out here."""
 
     async def run() -> T:
-        runtime = await _prepare(get_settings())
+        engine, sessionmaker = await _migrated_database(get_settings())
         try:
-            async with runtime.sessionmaker() as session:
+            async with sessionmaker() as session:
                 result = await work(session)
                 await commit_and_flush_effects(session)
                 return result
         finally:
-            await runtime.close()
+            await engine.dispose()
 
     try:
         return asyncio.run(run())
@@ -478,6 +502,8 @@ def jobs_retry(
     if settings.redis_url and retried:
 
         async def wake() -> None:
+            from notiflow.runtime import create_runtime
+
             runtime = create_runtime(settings)
             try:
                 assert runtime.queue is not None  # noqa: S101 - wire_jobs always sets it
@@ -546,8 +572,8 @@ def db_upgrade() -> None:
     """Apply all pending migrations to NOTIFLOW_DATABASE_URL."""
 
     async def main() -> None:
-        runtime = await _prepare(get_settings())
-        await runtime.close()
+        engine, _ = await _migrated_database(get_settings())
+        await engine.dispose()
 
     asyncio.run(main())
     _print_json({"status": "ok"})
