@@ -44,7 +44,13 @@ from notiflow.notifications.unread import UNCACHEABLE, RedisUnreadCountCache
 from notiflow.tenancy.service import create_user
 from tests.conftest import TEST_PUSHER_SECRET
 from tests.delivery.conftest import SmtpServer
-from tests.delivery.processes import NOTIFLOW, eventually, free_port, notiflow_env
+from tests.delivery.processes import (
+    NOTIFLOW,
+    eventually,
+    free_port,
+    notiflow_env,
+    scale_out_env,
+)
 from tests.fault_servers import OwnPostgres, OwnRedis
 from tests.realtime.test_backplane_faults import (
     APP_ID,
@@ -583,17 +589,7 @@ async def test_processes_started_while_redis_is_down_start_degraded_and_join_it(
     with OwnRedis() as redis:
         redis.stop()  # the port is the test's; nothing listens on it yet
         api_port, ws_port, node_http_port = free_port(), free_port(), free_port()
-        env = notiflow_env(
-            env="test",
-            secret_key="outage-test-secret-key-0123456789abcdef",
-            database_url=f"sqlite+aiosqlite:///{tmp_path / 'notiflow.db'}",
-            redis_url=redis.url,
-            pusher_app_id=APP_ID,
-            pusher_app_key=KEY,
-            pusher_app_secret=SECRET,
-            public_url=f"http://127.0.0.1:{api_port}",
-            log_level="INFO",
-        )
+        env = scale_out_env(tmp_path, redis.url, api_port, (APP_ID, KEY, SECRET))
         upgraded = subprocess.run(  # noqa: S603 - our own console script
             [NOTIFLOW, "db", "upgrade"], env=env, capture_output=True, text=True, check=False
         )

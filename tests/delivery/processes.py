@@ -54,6 +54,28 @@ def notiflow_env(**settings: str) -> dict[str, str]:
     return env
 
 
+def scale_out_env(
+    folder: Path, redis_url: str, api_port: int, app: tuple[str, str, str], **settings: str
+) -> dict[str, str]:
+    """The environment of a scale-out test deployment: a SQLite database in ``folder``, Redis at
+    ``redis_url``, the Pusher app ``(id, key, secret)`` and the API's public URL."""
+    app_id, key, secret = app
+    return notiflow_env(
+        **{
+            "env": "test",
+            "secret_key": "scale-out-test-secret-key-0123456789abcdef",
+            "database_url": f"sqlite+aiosqlite:///{folder / 'notiflow.db'}",
+            "redis_url": redis_url,
+            "pusher_app_id": app_id,
+            "pusher_app_key": key,
+            "pusher_app_secret": secret,
+            "public_url": f"http://127.0.0.1:{api_port}",
+            "log_level": "INFO",
+            **settings,
+        }
+    )
+
+
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -1,8 +1,6 @@
 """Email end to end through a real `notiflow serve` process (its in-process worker and sweeper),
 a real SMTP server (aiosmtpd) and a local webhook receiver for alerts."""
 
-# ruff: noqa: ASYNC109 - small polling helpers with a timeout read best here
-
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +23,9 @@ from notiflow.runtime import Runtime
 from tests.admin.webhook_receiver import WebhookReceiver
 from tests.conftest import TEST_PUSHER_SECRET, MakeMember
 from tests.delivery.conftest import SmtpServer
-from tests.delivery.processes import free_port
+from tests.delivery.processes import eventually, free_port
 
 NOTIFLOW = str(Path(sys.executable).with_name("notiflow"))
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
-        await asyncio.sleep(0.1)
 
 
 class Serve:

@@ -19,7 +19,12 @@ import pytest
 from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
 from notiflow.realtime.signing import body_md5, channel_auth, request_signature
-from tests.delivery.processes import NOTIFLOW, eventually, free_port, notiflow_env
+from tests.delivery.processes import (
+    NOTIFLOW,
+    eventually,
+    free_port,
+    scale_out_env,
+)
 from tests.fault_servers import OwnRedis
 from tests.realtime.wsclient import WsClient
 
@@ -154,17 +159,7 @@ async def cluster(
 ) -> AsyncIterator[tuple[str, list[tuple[int, str]], list[Process]]]:
     """An api and two realtime nodes: (api url, [(ws port, health url)], processes)."""
     api_port = free_port()
-    env = notiflow_env(
-        env="test",
-        secret_key="backplane-fault-secret-0123456789abcdef",
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'notiflow.db'}",
-        redis_url=redis_server.url,
-        pusher_app_id=APP_ID,
-        pusher_app_key=KEY,
-        pusher_app_secret=SECRET,
-        public_url=f"http://127.0.0.1:{api_port}",
-        log_level="INFO",
-    )
+    env = scale_out_env(tmp_path, redis_server.url, api_port, (APP_ID, KEY, SECRET))
     processes = [Process(["api", "--port", str(api_port)], env, tmp_path / "api.log")]
     nodes: list[tuple[int, str]] = []
     for name in ("a", "b"):
@@ -327,14 +322,8 @@ async def test_a_connection_storm_subscribes_every_client(
     redis_server: OwnRedis, tmp_path: Path
 ) -> None:
     ws_port, http_port = free_port(), free_port()
-    env = notiflow_env(
-        env="test",
-        secret_key="backplane-storm-secret-0123456789abcdef",
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'notiflow.db'}",
-        redis_url=redis_server.url,
-        pusher_app_key=KEY,
-        pusher_app_secret=SECRET,
-        log_level="WARNING",
+    env = scale_out_env(
+        tmp_path, redis_server.url, free_port(), (APP_ID, KEY, SECRET), log_level="WARNING"
     )
     node = Process(
         ["realtime", "--port", str(ws_port), "--http-port", str(http_port)],
