@@ -113,7 +113,8 @@ async def _migrated_database(
 ) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
     """An engine and sessions over a migrated database, and nothing else (no queue, Redis or
     senders): what the commands that only read and write rows need."""
-    from notiflow.kit.db import create_engine, create_sessionmaker
+    from notiflow.kit.db import create_engine
+    from notiflow.kit.uow import create_sessionmaker
 
     ensure_sqlite_directory(settings.database_url)
     engine = create_engine(settings.database_url, echo=settings.database_echo)
