@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notiflow.audit.service import Actor
 from notiflow.config import Settings
 from notiflow.delivery.email import (
     APP_NAME,
@@ -29,7 +30,6 @@ from notiflow.delivery.unsubscribe import UnsubscribeTarget, read_unsubscribe_to
 from notiflow.kit.deps import NotificationServiceDep, RuntimeDep, SessionDep
 from notiflow.kit.errors import NotFound
 from notiflow.models import Membership, User
-from notiflow.notifications.service import Actor
 
 router = APIRouter(tags=["unsubscribe"])
 

@@ -22,7 +22,9 @@ from notiflow.kit.errors import NotFound
 from notiflow.kit.pagination import Cursor, page_meta
 from notiflow.models import Tenant
 from notiflow.notifications import idempotency
+from notiflow.notifications.feed import NotificationFilters
 from notiflow.notifications.policy import TenantNotificationSettings
+from notiflow.notifications.preferences import PreferenceUpdate
 from notiflow.notifications.schemas import (
     DataEnvelope,
     DeliveryData,
@@ -38,11 +40,7 @@ from notiflow.notifications.schemas import (
     UpdatedCountData,
     UpdatePreferencesRequest,
 )
-from notiflow.notifications.service import (
-    NotificationFilters,
-    NotificationPayload,
-    PreferenceUpdate,
-)
+from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.types import NotificationChannel, NotificationType
 
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
