@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from email.message import EmailMessage
 from typing import Any
 
+import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -569,3 +570,27 @@ async def test_refused_login_is_retried(smtp_server_with_login: SmtpServer) -> N
     assert result.error is not None
     assert result.error.startswith("SMTP login refused: 535")
     assert smtp_server_with_login.received == []
+
+
+async def test_the_aiosmtplib_internals_the_commit_point_relies_on_are_there() -> None:
+    """The commit point splits DATA with aiosmtplib's private command lock and reply flag
+    (pyproject.toml keeps aiosmtplib below 6 for that). A version that renames them fails here,
+    by name, rather than in the middle of a send."""
+    server = SmtpServer()
+    server.start()
+    try:
+        client = aiosmtplib.SMTP(hostname=server.host, port=server.port, timeout=5)
+        await client.connect()
+        try:
+            protocol = client.protocol
+            assert protocol is not None
+            assert isinstance(protocol._command_lock, asyncio.Lock)
+            assert isinstance(protocol._response_pending, bool)
+        finally:
+            client.close()
+        result, commits = await _send_with_commit_point(server)
+    finally:
+        server.stop()
+    assert result.outcome is Outcome.SENT, result.error
+    assert commits == 1
+    assert len(server.received) == 1, "one copy, sent through the split DATA exchange"

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from notiflow.audit.service import Actor
+from notiflow.delivery import unsubscribe_service
 from notiflow.delivery.channels import DeliveryContext, Outcome
 from notiflow.delivery.email import EmailSender
 from notiflow.delivery.unsubscribe import (
@@ -20,6 +21,7 @@ from notiflow.delivery.unsubscribe import (
     make_unsubscribe_token,
     read_unsubscribe_token,
 )
+from notiflow.kit.errors import NotFound
 from notiflow.models import AuditLog, Notification
 from notiflow.notifications.preferences import PreferenceUpdate
 from notiflow.notifications.types import NotificationType
@@ -255,3 +257,63 @@ async def test_forged_or_unknown_tokens_are_not_found(
         assert response.json()["error"]["code"] == "not_found"
     assert (await preferences_of(runtime, member))[MENTION].email_enabled
     assert await audit_entries(runtime) == []
+
+
+# ---------------------------------------------------------------------------- the rule, no HTTP
+
+
+async def test_unsubscribe_turns_off_the_email_of_the_type_and_records_who_and_where(
+    runtime: Runtime, make_member: MakeMember
+) -> None:
+    member = await make_member()
+    token = make_unsubscribe_token(runtime.settings, member.id, MENTION)
+    async with runtime.sessionmaker() as session:
+        target, user = await unsubscribe_service.unsubscribe(
+            runtime.settings,
+            session,
+            runtime.notification_service(session),
+            token,
+            ip_address="203.0.113.7",
+        )
+        await commit(session)
+
+    assert target == UnsubscribeTarget(member.id, MENTION)
+    assert user.id == member.id
+    assert not (await preferences_of(runtime, member))[MENTION].email_enabled
+    [entry] = await audit_entries(runtime)
+    assert (entry.actor_id, entry.tenant_id, entry.ip_address) == (
+        member.id,
+        member.tenant_id,
+        "203.0.113.7",
+    )
+
+
+async def test_a_user_of_several_tenants_is_unsubscribed_under_none_of_them(
+    runtime: Runtime, make_member: MakeMember
+) -> None:
+    member = await make_member("acme", email="ada@example.com")
+    await make_member("globex", email="ada@example.com")
+    token = make_unsubscribe_token(runtime.settings, member.id, MENTION)
+    async with runtime.sessionmaker() as session:
+        assert await unsubscribe_service.only_tenant_of(session, member.id) is None
+        await unsubscribe_service.unsubscribe(
+            runtime.settings,
+            session,
+            runtime.notification_service(session),
+            token,
+            ip_address=None,
+        )
+        await commit(session)
+
+    [entry] = await audit_entries(runtime)
+    assert entry.actor_id == member.id
+    assert entry.tenant_id is None
+
+
+async def test_resolving_a_token_of_a_deleted_user_is_not_found(runtime: Runtime) -> None:
+    token = make_unsubscribe_token(runtime.settings, uuid.uuid4(), MENTION)
+    async with runtime.sessionmaker() as session:
+        with pytest.raises(NotFound, match="not valid"):
+            await unsubscribe_service.resolve(runtime.settings, session, token)
+        with pytest.raises(NotFound, match="not valid"):
+            await unsubscribe_service.resolve(runtime.settings, session, "garbage")

@@ -13,16 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from notiflow.delivery.email import EmailSender
+from notiflow.kit.errors import Conflict, Forbidden
 from notiflow.kit.ids import utcnow
 from notiflow.models import AuditLog, DataExportRequest, Notification, User
 from notiflow.models.platform import RequestStatus
+from notiflow.privacy.downloads import open_download
 from notiflow.privacy.jobs import export_data, export_failed
+from notiflow.privacy.service import export_file
 from notiflow.privacy.tokens import make_download_token
 from notiflow.runtime import Runtime
-from tests.conftest import MakeMember
+from tests.conftest import MakeMember, commit
 from tests.delivery.conftest import SmtpServer
 from tests.privacy.conftest import Person, RecordingQueue, seed_person
 
@@ -431,3 +435,69 @@ async def test_the_export_ready_email_goes_out_through_the_outbox_with_a_working
     downloaded = await client.get(link.removeprefix("https://notiflow.example"))
     assert downloaded.status_code == 200
     assert downloaded.content[:2] == b"PK"
+
+
+async def test_open_download_by_bearer_hands_over_the_zip_and_records_the_way_in(
+    privacy_runtime: Runtime, client: httpx.AsyncClient, make_member: MakeMember
+) -> None:
+    owner = await make_member("acme")
+    export = await _completed_export(
+        client,
+        privacy_runtime,
+        Person(owner, "x", uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), "", ("", "")),
+    )
+    export_id = uuid.UUID(export["id"])
+    settings = privacy_runtime.settings
+    async with privacy_runtime.sessionmaker() as session:
+        with pytest.raises(Forbidden) as refused:
+            await open_download(
+                session, settings, export_id, link_token=None, bearer=None, ip_address=None
+            )
+        assert refused.value.code == "invalid_link"
+        download = await open_download(
+            session,
+            settings,
+            export_id,
+            link_token=None,
+            bearer=owner.token,
+            ip_address="198.51.100.4",
+        )
+        await commit(session)
+
+    assert download.export.id == export_id
+    assert download.path == str(export_file(settings, download.export))
+    async with privacy_runtime.sessionmaker() as session:
+        entry = await session.scalar(
+            select(AuditLog).where(AuditLog.action == "data_export.downloaded")
+        )
+    assert entry is not None
+    assert (entry.actor_id, entry.tenant_id, entry.ip_address, entry.after) == (
+        owner.id,
+        owner.tenant_id,
+        "198.51.100.4",
+        {"via": "bearer"},
+    )
+
+
+async def test_open_download_refuses_an_export_that_is_not_ready(
+    privacy_runtime: Runtime, client: httpx.AsyncClient, make_member: MakeMember
+) -> None:
+    owner = await make_member("acme")
+    response = await client.post("/api/v1/me/data-export", headers=owner.headers)
+    export_id = uuid.UUID(response.json()["data"]["id"])
+    token = make_download_token(privacy_runtime.settings, export_id, utcnow() + timedelta(hours=1))
+    async with privacy_runtime.sessionmaker() as session:
+        with pytest.raises(Conflict) as refused:
+            await open_download(
+                session,
+                privacy_runtime.settings,
+                export_id,
+                link_token=token,
+                bearer=None,
+                ip_address=None,
+            )
+        assert refused.value.code == "export_not_ready"
+        assert (
+            await session.scalar(select(AuditLog.id).where(AuditLog.action.like("%downloaded")))
+            is None
+        )

@@ -1,4 +1,4 @@
-"""``POST /api/v1/auth/login``: email and password in, bearer token out (throttled, audited)."""
+"""``POST /api/v1/auth/login``: email and password in, bearer token out (throttled, logged)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from notiflow.audit import service as audit
 from notiflow.auth.service import (
-    LoginAudit,
     LoginGuard,
     LoginRefused,
     PasswordChecker,
     login,
+    record_refused_login,
 )
 from notiflow.auth.throttle import LoginThrottle
 from notiflow.kit.db import session_scope
 from notiflow.kit.deps import RuntimeDep, SessionDep
 from notiflow.notifications.schemas import DataEnvelope
-from notiflow.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -77,23 +75,9 @@ async def login_route(
             session, body.email, body.password, body.tenant_id, guard=guard, address=address
         )
     except LoginRefused as refused:
-        if refused.audit is not None:
-            await _record(runtime, refused.audit)
+        if refused.entry is not None:
+            # Committed on its own: the request's transaction rolls back with the refusal.
+            async for own_session in session_scope(runtime.sessionmaker):
+                await record_refused_login(own_session, refused.entry)
         raise refused.error from None
     return DataEnvelope(data=LoginData(token=token, user_id=user.id, tenant_id=tenant_id))
-
-
-async def _record(runtime: Runtime, entry: LoginAudit) -> None:
-    """Commit the entry on its own: the request's transaction rolls back with the refusal."""
-    async for session in session_scope(runtime.sessionmaker):
-        await audit.record(
-            session,
-            action=entry.action,
-            subject_type=entry.subject_type,
-            subject_id=entry.subject_id,
-            before=None,
-            after=entry.after,
-            actor_id=None,
-            tenant_id=None,
-            ip_address=entry.ip_address,
-        )

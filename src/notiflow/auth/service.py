@@ -27,6 +27,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notiflow.audit import service as audit
 from notiflow.auth.throttle import LoginThrottle, Refusal, address_bucket
 from notiflow.kit.errors import NotiflowError, TooManyRequests, Unauthorized
 from notiflow.kit.ids import utcnow
@@ -164,12 +165,30 @@ class LoginGuard:
 
 
 class LoginRefused(Exception):
-    """The login was refused with ``error``; ``audit`` is the entry to record, if any."""
+    """The login was refused with ``error``; ``entry`` is the audit entry to record, if any
+    (with :func:`record_refused_login`)."""
 
-    def __init__(self, error: NotiflowError, audit: LoginAudit | None) -> None:
+    def __init__(self, error: NotiflowError, entry: LoginAudit | None) -> None:
         super().__init__(error.message)
         self.error = error
-        self.audit = audit
+        self.entry = entry
+
+
+async def record_refused_login(session: AsyncSession, entry: LoginAudit) -> None:
+    """Write the audit entry of a refused login. Give it a session of its own and commit that:
+    the request's transaction rolls back with the refusal. No actor, no tenant: nobody is
+    signed in."""
+    await audit.record(
+        session,
+        action=entry.action,
+        subject_type=entry.subject_type,
+        subject_id=entry.subject_id,
+        before=None,
+        after=entry.after,
+        actor_id=None,
+        tenant_id=None,
+        ip_address=entry.ip_address,
+    )
 
 
 def _invalid_credentials() -> Unauthorized:

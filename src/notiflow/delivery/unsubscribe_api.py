@@ -10,15 +10,10 @@ only one thing, turn off one notification type's emails for one user.
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from notiflow.audit.service import Actor
-from notiflow.config import Settings
+from notiflow.delivery import unsubscribe_service
 from notiflow.delivery.email import (
     APP_NAME,
     normalize_locale,
@@ -26,10 +21,9 @@ from notiflow.delivery.email import (
     translator,
     type_label,
 )
-from notiflow.delivery.unsubscribe import UnsubscribeTarget, read_unsubscribe_token
+from notiflow.delivery.unsubscribe import UnsubscribeTarget
 from notiflow.kit.deps import NotificationServiceDep, RuntimeDep, SessionDep
-from notiflow.kit.errors import NotFound
-from notiflow.models import Membership, User
+from notiflow.models import User
 
 router = APIRouter(tags=["unsubscribe"])
 
@@ -44,7 +38,7 @@ _PAGE_HEADERS = {
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
 async def confirm_unsubscribe(token: str, runtime: RuntimeDep, session: SessionDep) -> HTMLResponse:
     """A page asking to confirm; it changes nothing by itself."""
-    target, user = await _resolve(runtime.settings, session, token)
+    target, user = await unsubscribe_service.resolve(runtime.settings, session, token)
     return _page(user, target, token, done=False)
 
 
@@ -60,50 +54,16 @@ async def unsubscribe(
 
     RFC 8058 clients send ``List-Unsubscribe=One-Click`` (form-encoded or multipart); the page's
     form sends the same. The body is not required: the POST is the intent, the token the
-    permission. Repeating it is harmless (an unchanged preference is not audited again).
+    permission. Repeating it is harmless (an unchanged preference is not logged again).
     """
-    target, user = await _resolve(runtime.settings, session, token)
-    current = next(
-        preference
-        for preference in await service.get_preferences(user.id)
-        if preference.notification_type is target.notification_type
-    )
-    await service.update_preference(
-        user.id,
-        target.notification_type,
-        in_app=current.in_app_enabled,
-        email=False,
-        push=current.push_enabled,
-        actor=Actor(
-            user_id=user.id,
-            tenant_id=await _only_tenant_of(session, user.id),
-            ip_address=request.client.host if request.client else None,
-        ),
+    target, user = await unsubscribe_service.unsubscribe(
+        runtime.settings,
+        session,
+        service,
+        token,
+        ip_address=request.client.host if request.client else None,
     )
     return _page(user, target, token, done=True)
-
-
-async def _resolve(
-    settings: Settings, session: AsyncSession, token: str
-) -> tuple[UnsubscribeTarget, User]:
-    target = read_unsubscribe_token(settings, token)
-    if target is None:
-        raise NotFound("this unsubscribe link is not valid")
-    user = await session.get(User, target.user_id)
-    if user is None:
-        raise NotFound("this unsubscribe link is not valid")
-    return target, user
-
-
-async def _only_tenant_of(session: AsyncSession, user_id: uuid.UUID) -> uuid.UUID | None:
-    """The tenant to file the audit entry under. Preferences belong to the user, not to one
-    membership, so a user of several tenants gets an entry under none of them."""
-    tenant_ids = (
-        await session.scalars(
-            select(Membership.tenant_id).where(Membership.user_id == user_id).limit(2)
-        )
-    ).all()
-    return tenant_ids[0] if len(tenant_ids) == 1 else None
 
 
 def _page(user: User, target: UnsubscribeTarget, token: str, *, done: bool) -> HTMLResponse:

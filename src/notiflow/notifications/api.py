@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from notiflow.audit import service as audit
 from notiflow.kit.deps import (
     CurrentAuth,
     NotificationServiceDep,
@@ -18,10 +17,9 @@ from notiflow.kit.deps import (
     TenantAdmin,
     actor_of,
 )
-from notiflow.kit.errors import NotFound
 from notiflow.kit.pagination import Cursor, page_meta
-from notiflow.models import Tenant
 from notiflow.notifications import idempotency
+from notiflow.notifications import tenant_settings as tenant_notification_settings
 from notiflow.notifications.feed import NotificationFilters
 from notiflow.notifications.policy import TenantNotificationSettings
 from notiflow.notifications.preferences import PreferenceUpdate
@@ -35,12 +33,10 @@ from notiflow.notifications.schemas import (
     NotificationPreferenceData,
     SendNotificationRequest,
     SendResponseData,
-    SentNotification,
     UnreadCountData,
     UpdatedCountData,
     UpdatePreferencesRequest,
 )
-from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.types import NotificationChannel, NotificationType
 
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
@@ -125,7 +121,7 @@ async def update_preferences(
     auth: CurrentAuth,
     service: NotificationServiceDep,
 ) -> DataEnvelope[list[NotificationPreferenceData]]:
-    """Set per-type preferences; returns the full list afterwards. Changes are audited."""
+    """Set per-type preferences; returns the full list afterwards. Changes are logged."""
     await service.update_preferences(
         auth.user.id,
         [
@@ -143,7 +139,11 @@ async def update_preferences(
     return DataEnvelope(data=[NotificationPreferenceData.from_preference(p) for p in items])
 
 
-@router.post("/send", status_code=202, response_model=DataEnvelope[SendResponseData])
+@router.post(
+    "/send",
+    status_code=idempotency.SEND_STATUS_CODE,
+    response_model=DataEnvelope[SendResponseData],
+)
 async def send(
     body: SendNotificationRequest,
     auth: TenantAdmin,
@@ -155,61 +155,22 @@ async def send(
     """Send a notification to some members (``user_ids``) or all (``audience: "tenant"``) of the
     caller's tenant. Owners and admins only. The same ``Idempotency-Key`` within 24 h replays
     the first response and creates nothing."""
-    ttl = timedelta(hours=runtime.settings.idempotency_ttl_hours)
-    fingerprint = idempotency.request_fingerprint(body.model_dump(mode="json"))
-    if idempotency_key is not None:
-        idempotency.check_key(idempotency_key)
-        replay = await idempotency.find_replay(
-            session,
-            tenant_id=auth.tenant_id,
-            user_id=auth.user.id,
-            key=idempotency_key,
-            fingerprint=fingerprint,
-            ttl=ttl,
-        )
-        if replay is not None:
-            return JSONResponse(
-                replay.response,
-                status_code=replay.status_code,
-                headers={"Idempotent-Replayed": "true"},
-            )
-    payload = NotificationPayload(
-        type=body.type,
-        title=body.title,
-        message=body.message,
-        data=body.data,
-        action_url=body.action_url,
-        icon=body.icon,
-        dedupe_key=body.dedupe_key,
+    outcome = await idempotency.send_once(
+        session,
+        service,
+        body,
+        tenant_id=auth.tenant_id,
+        user_id=auth.user.id,
+        key=idempotency_key,
+        ttl=timedelta(hours=runtime.settings.idempotency_ttl_hours),
     )
-    if body.audience == "tenant":
-        result = await service.send_to_tenant(auth.tenant_id, payload, channels=body.channels)
-    else:
-        result = await service.send_to_users(
-            body.user_ids or [], payload, tenant_id=auth.tenant_id, channels=body.channels
+    if isinstance(outcome, idempotency.Replay):
+        return JSONResponse(
+            outcome.response,
+            status_code=outcome.status_code,
+            headers={"Idempotent-Replayed": "true"},
         )
-    response: DataEnvelope[SendResponseData] = DataEnvelope(
-        data=SendResponseData(
-            event_id=result.event_id,
-            created=len(result.notifications),
-            deduplicated=len(result.deduplicated_user_ids),
-            notifications=[
-                SentNotification(id=record.id, user_id=record.user_id)
-                for record in result.notifications
-            ],
-        )
-    )
-    if idempotency_key is not None:
-        await idempotency.remember(
-            session,
-            tenant_id=auth.tenant_id,
-            user_id=auth.user.id,
-            key=idempotency_key,
-            fingerprint=fingerprint,
-            status_code=202,
-            response=response.model_dump(mode="json"),
-        )
-    return response
+    return outcome
 
 
 @router.post("/{notification_id}/read", response_model=DataEnvelope[NotificationData])
@@ -244,8 +205,8 @@ async def tenant_settings(
     auth: TenantAdmin, session: SessionDep
 ) -> DataEnvelope[TenantNotificationSettings]:
     """The tenant's notification policy (enforced / forbidden), defaults and push rollout."""
-    tenant = await _tenant(session, auth.tenant_id)
-    return DataEnvelope(data=TenantNotificationSettings.from_tenant_settings(tenant.settings))
+    settings = await tenant_notification_settings.get_settings(session, auth.tenant_id)
+    return DataEnvelope(data=settings)
 
 
 @tenant_router.put(
@@ -254,26 +215,8 @@ async def tenant_settings(
 async def update_tenant_settings(
     body: TenantNotificationSettings, request: Request, auth: TenantAdmin, session: SessionDep
 ) -> DataEnvelope[TenantNotificationSettings]:
-    """Replace the tenant's notification policy and defaults (audited)."""
-    tenant = await _tenant(session, auth.tenant_id)
-    before = TenantNotificationSettings.from_tenant_settings(tenant.settings)
-    tenant.settings = {**(tenant.settings or {}), "notifications": body.model_dump(mode="json")}
-    await audit.record(
-        session,
-        action="tenant.notification_settings.updated",
-        subject_type="tenant",
-        subject_id=tenant.id,
-        before=before.model_dump(mode="json"),
-        after=body.model_dump(mode="json"),
-        actor_id=auth.user.id,
-        tenant_id=tenant.id,
-        ip_address=actor_of(auth, request).ip_address,
+    """Replace the tenant's notification policy and defaults (logged)."""
+    settings = await tenant_notification_settings.replace_settings(
+        session, auth.tenant_id, body, actor=actor_of(auth, request)
     )
-    return DataEnvelope(data=body)
-
-
-async def _tenant(session: SessionDep, tenant_id: uuid.UUID) -> Tenant:
-    tenant = await session.get(Tenant, tenant_id)
-    if tenant is None:
-        raise NotFound("tenant not found")
-    return tenant
+    return DataEnvelope(data=settings)

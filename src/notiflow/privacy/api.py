@@ -9,18 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
-from notiflow.audit import service as audit
-from notiflow.auth.service import authenticate_token
-from notiflow.config import Settings
 from notiflow.kit.deps import CurrentAuth, NotificationServiceDep, RuntimeDep, SessionDep, actor_of
-from notiflow.kit.errors import Conflict, Forbidden, NotFound
-from notiflow.kit.ids import utcnow
-from notiflow.models import DataExportRequest
-from notiflow.models.platform import RequestStatus
+from notiflow.kit.errors import Forbidden, NotFound
 from notiflow.notifications.schemas import DataEnvelope
 from notiflow.privacy import service
+from notiflow.privacy.downloads import open_download
 from notiflow.privacy.schemas import DataDeletionData, DataExportData
-from notiflow.privacy.tokens import Gone, read_download_token
 
 router = APIRouter(prefix="/api/v1/me", tags=["privacy"])
 
@@ -100,67 +94,34 @@ async def download_export(
 ) -> FileResponse:
     """The zip, streamed from disk. Either the signed ``token`` of the link (no login needed:
     the link from the email) or the owner's bearer token."""
-    settings = runtime.settings
+    bearer: str | None = None
     header = request.headers.get("authorization")
-    via: str
-    if token is not None:
-        read_download_token(settings, token, export_id)
-        export = await session.get(DataExportRequest, export_id)
-        if export is None:
-            raise Gone("this export no longer exists", code="export_gone")
-        via = "signed_link"
-    elif header:
-        scheme, _, bearer = header.partition(" ")
-        if scheme.lower() != "bearer" or not bearer.strip():
+    if token is None and header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
             raise Forbidden("a download link token or 'Authorization: Bearer <token>' is needed")
-        auth = await authenticate_token(session, bearer.strip())
-        export = await service.get_export(session, auth.user.id, export_id)
-        via = "bearer"
-    else:
-        raise Forbidden(
-            "a download link token or 'Authorization: Bearer <token>' is needed",
-            code="invalid_link",
-        )
-    path = _downloadable_file(settings, export)
-    await audit.record(
+        bearer = value.strip()
+    download = await open_download(
         session,
-        action="data_export.downloaded",
-        subject_type="data_export_request",
-        subject_id=export.id,
-        before=None,
-        after={"via": via},
-        # The link was made for the owner; recorded under them, so deleting them anonymizes it.
-        actor_id=export.user_id,
-        tenant_id=export.tenant_id,
+        runtime.settings,
+        export_id,
+        link_token=token,
+        bearer=bearer,
         ip_address=request.client.host if request.client else None,
     )
+    export = download.export
     headers = dict(_DOWNLOAD_HEADERS)
     if export.sha256:
         digest = base64.b64encode(bytes.fromhex(export.sha256)).decode("ascii")
         headers["Repr-Digest"] = f"sha-256=:{digest}:"
     completed = (export.completed_at or export.created_at).strftime("%Y%m%d")
     return FileResponse(
-        path,
+        download.path,
         media_type="application/zip",
         filename=f"notiflow-data-export-{completed}.zip",
         headers=headers,
         content_disposition_type="attachment",
     )
-
-
-def _downloadable_file(settings: Settings, export: DataExportRequest) -> str:
-    if export.status in (RequestStatus.PENDING.value, RequestStatus.PROCESSING.value):
-        raise Conflict("the export is not ready yet", code="export_not_ready")
-    if export.status == RequestStatus.FAILED.value:
-        raise Conflict("the export failed; request a new one", code="export_failed")
-    if not service.is_downloadable(export, now=utcnow()):
-        raise Gone("this export has expired; request a new one", code="export_expired")
-    path = service.export_file(settings, export)
-    if path is None or not path.is_file():
-        raise Gone(
-            "this export's file is no longer available; request a new one", code="export_expired"
-        )
-    return str(path)
 
 
 # ---------------------------------------------------------------------------------- deletion

@@ -8,12 +8,10 @@
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import re
 import time
-import uuid
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -21,7 +19,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from notiflow.kit.deps import CurrentAuth, RuntimeDep
-from notiflow.kit.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from notiflow.kit.errors import InvalidInput, NotFound, Unauthorized
+from notiflow.realtime.authorization import ChannelUser, require_channel, subscription_auth
 from notiflow.realtime.notifier import NOTIFICATION_CREATED, UNREAD_COUNT_CHANGED, user_channel
 from notiflow.realtime.protocol import (
     MAX_EVENT_NAME,
@@ -29,12 +28,7 @@ from notiflow.realtime.protocol import (
     channel_kind,
     valid_channel_name,
 )
-from notiflow.realtime.signing import (
-    body_md5,
-    channel_auth,
-    request_signature,
-    shared_secret,
-)
+from notiflow.realtime.signing import body_md5, request_signature
 from notiflow.runtime import Runtime
 
 SOCKET_ID_RE = re.compile(r"^\d+\.\d+$")
@@ -45,10 +39,6 @@ MAX_BATCH = 10
 
 auth_router = APIRouter(tags=["realtime"])
 pusher_router = APIRouter(prefix="/apps", tags=["pusher http api"])
-
-_NOTIFICATIONS = re.compile(r"^notifications\.(?P<user>[0-9a-fA-F-]{36})$")
-_TENANT = re.compile(r"^tenant\.(?P<tenant>[0-9a-fA-F-]{36})$")
-
 
 # ---------------------------------------------------------------------------- /broadcasting/auth
 
@@ -81,59 +71,9 @@ async def broadcasting_auth(
     channel = form.get("channel_name", "")
     if not SOCKET_ID_RE.match(socket_id) or len(socket_id) > 50:
         raise InvalidInput("socket_id must look like '123.456'")
-    if not valid_channel_name(channel):
-        raise InvalidInput("channel_name is not a valid channel name")
-    settings = runtime.settings
-    kind = channel_kind(channel)
-    if kind is ChannelKind.PUBLIC:
-        raise Forbidden("public channels need no authorization")
-    bare = channel.removeprefix("private-encrypted-").removeprefix("private-")
-    bare = bare.removeprefix("presence-")
-    user = auth.user
-
-    notifications = _NOTIFICATIONS.match(bare)
-    tenant = _TENANT.match(bare)
-    allowed = False
-    if notifications is not None and kind is not ChannelKind.PRESENCE:
-        allowed = notifications["user"].lower() == str(user.id)
-    elif tenant is not None:
-        # The token's tenant, not any tenant the user is in: everything a token sees is scoped to
-        # its tenant, channels too. Its membership was checked with the token.
-        allowed = _uuid(tenant["tenant"]) == auth.tenant_id
-    if not allowed:
-        raise Forbidden(f"you may not subscribe to {channel}")
-
-    key, secret = settings.pusher_app_key, settings.pusher_app_secret
-    if kind is ChannelKind.PRESENCE:
-        channel_data = json.dumps(
-            {"user_id": str(user.id), "user_info": {"name": user.name}}, separators=(",", ":")
-        )
-        return {
-            "auth": channel_auth(key, secret, socket_id, channel, channel_data),
-            "channel_data": channel_data,
-        }
-    reply = {"auth": channel_auth(key, secret, socket_id, channel)}
-    if kind is ChannelKind.ENCRYPTED:
-        master_key = _master_key(runtime)
-        reply["shared_secret"] = base64.b64encode(shared_secret(master_key, channel)).decode()
-    return reply
-
-
-def _master_key(runtime: Runtime) -> bytes:
-    """The encryption master key of private-encrypted channels (as the Pusher SDKs take it)."""
-    configured = runtime.settings.pusher_encryption_master_key
-    if configured:
-        return base64.b64decode(configured)
-    return hmac.new(
-        runtime.settings.secret_key.encode(), b"notiflow-pusher-encryption", "sha256"
-    ).digest()
-
-
-def _uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
+    user = ChannelUser(user_id=auth.user.id, tenant_id=auth.tenant_id, name=auth.user.name)
+    require_channel(user, channel)
+    return subscription_auth(runtime.settings, user, socket_id, channel)
 
 
 # ---------------------------------------------------------------------------- front-end config

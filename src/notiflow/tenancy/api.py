@@ -23,7 +23,7 @@ async def update_global_preferences(
     auth: CurrentAuth,
     service: NotificationServiceDep,
 ) -> DataEnvelope[UserData]:
-    """Turn the email and/or push channel on or off for all types (audited). Only one's own."""
+    """Turn the email and/or push channel on or off for all types (logged). Only one's own."""
     await service.update_global_settings(
         auth.user,
         email_enabled=body.email_notifications_enabled,
