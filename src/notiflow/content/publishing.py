@@ -16,7 +16,6 @@ docs/publishing.md tells the whole story.
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 import weakref
 from collections.abc import Awaitable, Sequence
@@ -31,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.errors import InvalidInput, NotFound
 from notiflow.kit.ids import utcnow
+from notiflow.kit.retry import RetryPolicy
 from notiflow.models import Post, PostTarget, PublishAttempt, SocialAccount
 from notiflow.models.platform import AccountStatus, PostStatus, TargetStatus
 from notiflow.notifications.types import NotificationType
@@ -58,6 +58,8 @@ MAX_PER_SCAN = 20_000
 # Wake-up messages handed to the queue at once.
 ENQUEUE_CONCURRENCY = 200
 BACKOFF_CAP_SECONDS = 6 * 3600.0
+# A reset time the network gives is waited for, unless it is further away than this.
+RETRY_AFTER_CAP_SECONDS = 24 * 3600.0
 # Publisher transactions open at once per process (the pool holds 10 + 20 connections). The
 # network calls are not counted. Needed because the embedded in-memory broker starts every
 # enqueued job at once (it ignores max_async_tasks), and a job publishes its targets together.
@@ -255,11 +257,10 @@ def idempotency_key(target_id: uuid.UUID, version: int) -> str:
 
 def retry_delay(attempt: int, base: float, retry_after: float | None = None) -> float:
     """base * 2^(attempt-1) with jitter in [50%, 100%], or what the network asked if longer."""
-    ceiling = min(BACKOFF_CAP_SECONDS, base * 2.0 ** (attempt - 1))
-    delay = ceiling * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
-    if retry_after is not None and retry_after > delay:
-        return min(retry_after, 24 * 3600.0)
-    return delay
+    policy = RetryPolicy(
+        base=base, cap=BACKOFF_CAP_SECONDS, retry_after_cap=RETRY_AFTER_CAP_SECONDS
+    )
+    return policy.delay(attempt, retry_after)
 
 
 class Publisher:

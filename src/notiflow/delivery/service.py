@@ -11,7 +11,6 @@ another email, or the sweeper's probe), not at their next scheduled try.
 
 from __future__ import annotations
 
-import random
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -33,10 +32,12 @@ from notiflow.delivery.channels import (
     SendResult,
 )
 from notiflow.delivery.email import MAIL_SERVER_TROUBLE
+from notiflow.kit.after_commit import commit_and_flush_effects
+from notiflow.kit.failures import FinalFailure, give_up
 from notiflow.kit.ids import utcnow
 from notiflow.kit.metrics import record_delivery
+from notiflow.kit.retry import HorizonPolicy, Jitter, RetryPolicy
 from notiflow.models import (
-    FailedJob,
     Notification,
     NotificationDelivery,
     Tenant,
@@ -61,7 +62,7 @@ LEASE_SECONDS = 120.0
 EMAIL_RETRY_GROWTH = 5.0
 # Jitter only lengthens an email's wait (up to 20 %): the horizon stays the outage it survives,
 # and the emails an outage held back do not all come back in the same second.
-EMAIL_RETRY_JITTER = 0.2
+EMAIL_RETRY_JITTER = Jitter(1.0, 1.2)
 # The ledger status of a message the provider may or may not have taken (see Outcome.UNKNOWN).
 OUTCOME_UNKNOWN = "outcome_unknown"
 # Emails held back by a mail server outage are brought forward this many at a time, and the next
@@ -80,21 +81,13 @@ class MailServerProbe(Protocol):
     async def probe(self) -> bool: ...
 
 
-def backoff(attempt: int, base: float = BACKOFF_BASE_SECONDS) -> float:
-    """Exponential backoff with full jitter: base * 2^(attempt-1), randomized in [50%, 100%]."""
-    ceiling: float = min(BACKOFF_CAP_SECONDS, base * 2.0 ** (attempt - 1))
-    jitter: float = 0.5 + random.random() / 2  # noqa: S311 - jitter, not security
-    return ceiling * jitter
-
-
 def email_retry_delay(attempt: int, horizon: float, tries: int = MAX_ATTEMPTS["email"]) -> float:
     """The wait after the ``attempt``-th failed try of an email. The waits grow geometrically and
     add up to ``horizon`` before jitter, so the last try comes 1-1.2 horizons after the first."""
-    retries = max(tries - 1, 1)
-    step = min(max(attempt, 1), retries) - 1
-    share = (EMAIL_RETRY_GROWTH - 1) * EMAIL_RETRY_GROWTH**step / (EMAIL_RETRY_GROWTH**retries - 1)
-    jitter: float = 1.0 + EMAIL_RETRY_JITTER * random.random()  # noqa: S311 - not security
-    return horizon * share * jitter
+    policy = HorizonPolicy(
+        horizon=horizon, tries=tries, growth=EMAIL_RETRY_GROWTH, jitter=EMAIL_RETRY_JITTER
+    )
+    return policy.delay(attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +111,8 @@ class DeliveryWorker:
         self.sessionmaker = sessionmaker
         self.settings = settings
         self.senders = senders
-        self.backoff_base = backoff_base
+        # Web Push and SMS: 50-100 % of the base, doubling after each failed try, at most 1 h.
+        self.retry_policy = RetryPolicy(base=backoff_base, cap=BACKOFF_CAP_SECONDS)
         self.lease_seconds = lease_seconds
         self.alerter = alerter
         # Per process, on the monotonic clock: when a 250 may next release held-back emails,
@@ -423,7 +417,7 @@ class DeliveryWorker:
                         delivery.attempts, self.settings.email_retry_horizon_seconds
                     )
                 else:
-                    delay = backoff(delivery.attempts, self.backoff_base)
+                    delay = self.retry_policy.delay(delivery.attempts)
                 values.update(
                     status=DeliveryStatus.PENDING,
                     next_attempt_at=now + timedelta(seconds=delay),
@@ -466,26 +460,17 @@ class DeliveryWorker:
                     .values(**notification_values, updated_at=now)
                 )
             if final_failure:
-                session.add(
-                    FailedJob(
-                        job_name="delivery.send",
-                        args={"delivery_id": str(delivery.id), "channel": delivery.channel},
-                        tenant_id=delivery.tenant_id,
-                        exception=result.error if result and result.error else "failed",
-                        attempts=delivery.attempts,
-                    )
+                error = result.error if result and result.error else "failed"
+                failure = FinalFailure(
+                    job_name="delivery.send",
+                    args={"delivery_id": str(delivery.id), "channel": delivery.channel},
+                    error=error,
+                    attempts=delivery.attempts,
+                    tenant_id=delivery.tenant_id,
+                    alert_error=f"{delivery.channel} to user {delivery.user_id}: {error}",
                 )
-            await session.commit()
-        if final_failure and self.alerter is not None:
-            try:
-                await self.alerter.job_failed(
-                    "delivery.send",
-                    f"{delivery.channel} to user {delivery.user_id}: "
-                    f"{result.error if result else 'failed'}",
-                    delivery.tenant_id,
-                )
-            except Exception:  # an alert that cannot go out must not undo the record
-                log.exception("alert_failed")
+                await give_up(session, failure, alerter=self.alerter)
+            await commit_and_flush_effects(session)
         return outcome
 
     # ---------------------------------------------------------------- the sweeper

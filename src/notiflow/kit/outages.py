@@ -29,9 +29,10 @@ import time
 from typing import Any
 
 import structlog
-from redis.backoff import FullJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from notiflow.kit import retry
 
 log = structlog.get_logger(__name__)
 
@@ -40,20 +41,11 @@ BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
 
 
-class Backoff:
+class Backoff(retry.Backoff):
     """Delays between tries of one loop: full jitter, doubling from ``base`` up to ``cap``."""
 
     def __init__(self, base: float = BACKOFF_BASE_SECONDS, cap: float = BACKOFF_CAP_SECONDS):
-        self._policy = FullJitterBackoff(cap=cap, base=base)
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        delay = self._policy.compute(self.failures)
-        self.failures += 1
-        return delay
-
-    def reset(self) -> None:
-        self.failures = 0
+        super().__init__(retry.RetryPolicy(base=base, cap=cap, jitter=retry.FULL_JITTER))
 
 
 class Outage:

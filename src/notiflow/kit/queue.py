@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
+import functools
 import time
-import traceback
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,7 +24,9 @@ from sqlalchemy import delete, select, update
 from taskiq import AckableMessage, AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq_redis import RedisStreamBroker
 
+from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.db import database_unavailable
+from notiflow.kit.failures import FinalFailure, give_up
 from notiflow.kit.ids import utcnow
 from notiflow.kit.outages import (
     BACKOFF_CAP_SECONDS,
@@ -36,6 +37,7 @@ from notiflow.kit.outages import (
     Outage,
     redis_unavailable,
 )
+from notiflow.kit.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from notiflow.runtime import Runtime
@@ -55,6 +57,11 @@ class Job:
     # Runs once when the job gives up (spec 003 §8.2's failed()): e.g. mark a post failed and
     # tell its author.
     on_failure: Callable[[Runtime, dict[str, Any], BaseException], Awaitable[None]] | None = None
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """Waits of 50-100 % of ``backoff_seconds``, doubling after each failed try."""
+        return RetryPolicy(base=self.backoff_seconds)
 
 
 ATTEMPT_KEY = "_attempt_id"
@@ -115,7 +122,7 @@ async def run_job(runtime: Runtime, job: Job, payload: dict[str, Any]) -> None:
     """Run one job: one structured log line and metrics either way; a job that raises is written
     to ``failed_jobs`` and alerted (its trigger stays in the database for the next run)."""
     from notiflow.kit.metrics import record_failed_job, record_job, record_retry
-    from notiflow.models import FailedJob, JobAttempt
+    from notiflow.models import JobAttempt
 
     started = time.perf_counter()
     began = time.monotonic()
@@ -167,30 +174,15 @@ async def run_job(runtime: Runtime, job: Job, payload: dict[str, Any]) -> None:
             tenant_id=tenant_id,
             workspace_id=workspace_id,
         )
-        if job.on_failure is not None:
-            try:
-                await job.on_failure(runtime, args, error)
-            except Exception:
-                log.exception("job_failure_hook_failed", job=job.name)
+        hook = (
+            functools.partial(job.on_failure, runtime, args, error)
+            if job.on_failure is not None
+            else None
+        )
+        failure = FinalFailure.of_error(job.name, args, error, attempts=job.max_attempts)
         async with runtime.sessionmaker() as session:
-            session.add(
-                FailedJob(
-                    job_name=job.name,
-                    args=args,
-                    tenant_id=uuid.UUID(tenant_id) if tenant_id else None,
-                    workspace_id=uuid.UUID(workspace_id) if workspace_id else None,
-                    exception=f"{type(error).__name__}: {error}"[:2000],
-                    traceback=traceback.format_exc()[-10_000:],
-                    attempts=job.max_attempts,
-                )
-            )
-            await session.commit()
-        if runtime.alerter is not None:
-            await runtime.alerter.job_failed(
-                job.name,
-                f"{type(error).__name__}: {error}",
-                uuid.UUID(tenant_id) if tenant_id else None,
-            )
+            await give_up(session, failure, alerter=runtime.alerter, on_failure=hook)
+            await commit_and_flush_effects(session)
         return
     if attempt_id is not None:
         async with runtime.sessionmaker() as session:
@@ -229,8 +221,7 @@ async def _schedule_retry(
                 await session.delete(attempt)
                 await session.commit()
             return None
-        delay = job.backoff_seconds * 2.0 ** (attempts - 1)
-        delay *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not security
+        delay = job.retry_policy.delay(attempts)
         if attempt is None:
             attempt = JobAttempt(job_name=job.name, payload=args)
             session.add(attempt)

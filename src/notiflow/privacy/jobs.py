@@ -439,8 +439,9 @@ JOBS = [
         backoff_seconds=60.0,
         on_failure=export_failed,
     ),
-    # Five tries, 5 minutes apart and doubling: a mail server down for a few hours delays the
-    # deletion (the final email must go first) instead of failing it.
+    # Five tries, the first retry 2.5 to 5 minutes after the first failure, each wait then
+    # doubling: a mail server down for a few hours delays the deletion (the final email must go
+    # first) instead of failing it.
     Job(
         "privacy.delete",
         delete_data,

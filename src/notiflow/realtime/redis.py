@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import time
 from typing import Any
 
@@ -37,6 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from notiflow.kit.outages import REDIS
+from notiflow.kit.retry import HALF_JITTER, Backoff, RetryPolicy
 from notiflow.realtime.hub import Hub, MemoryPresence
 from notiflow.realtime.protocol import Member
 
@@ -53,6 +53,7 @@ MAX_IN_FLIGHT = 32
 # return within a couple of seconds of Redis's; jittered so nodes do not reconnect in lockstep.
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 2.0
+RECONNECT_RETRY = RetryPolicy(base=RECONNECT_FIRST, cap=RECONNECT_MAX, jitter=HALF_JITTER)
 # How long a join waits for its Redis round before answering the client anyway (it is then
 # reconciled with the rest of the node's state).
 JOIN_WAIT = 5.0
@@ -108,23 +109,6 @@ class Link:
 
     async def wait_up(self) -> None:
         await self._back.wait()
-
-
-class Backoff:
-    """Exponential delays with jitter, from ``RECONNECT_FIRST`` to ``RECONNECT_MAX``."""
-
-    def __init__(self, first: float = RECONNECT_FIRST, cap: float = RECONNECT_MAX) -> None:
-        self.first = first
-        self.cap = cap
-        self._next = first
-
-    def reset(self) -> None:
-        self._next = self.first
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self.cap, self._next * 2)
-        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not secrecy
 
 
 class Cluster:
@@ -414,7 +398,7 @@ class RedisBackplane:
             raise
 
     async def _read_forever(self, *, connected: bool = True) -> None:
-        backoff = Backoff()
+        backoff = Backoff(RECONNECT_RETRY)
         reconnect = not connected
         while not self._closing:
             try:
@@ -435,7 +419,7 @@ class RedisBackplane:
                 # A defect, not an outage: say so, then start over rather than go deaf.
                 log.exception("realtime_backplane_reader_failed")
                 self.link.lost(RuntimeError("backplane reader failed"))
-            await asyncio.sleep(backoff.next())
+            await asyncio.sleep(backoff.next_delay())
 
     async def _listen(self) -> None:
         """Deliver messages from other nodes until this connection fails.
