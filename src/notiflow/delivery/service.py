@@ -38,21 +38,14 @@ from notiflow.kit.ids import utcnow
 from notiflow.kit.metrics import record_delivery
 from notiflow.kit.retry import HorizonPolicy, Jitter, RetryPolicy
 from notiflow.models import (
-    Membership,
     Notification,
     NotificationDelivery,
-    NotificationPreference,
     Tenant,
     User,
 )
-from notiflow.models.tenancy import Role
-from notiflow.notifications.policy import (
-    PreferenceFlags,
-    Recipient,
-    TenantNotificationSettings,
-    resolve,
-)
-from notiflow.notifications.service import DeliveryStatus
+from notiflow.notifications.ledger import DeliveryStatus
+from notiflow.notifications.policy import TenantNotificationSettings, resolve
+from notiflow.notifications.recipients import load_recipients
 from notiflow.notifications.types import NotificationChannel, NotificationType
 
 log = structlog.get_logger(__name__)
@@ -325,39 +318,15 @@ class DeliveryWorker:
             and notification.read_at > notification.created_at
         ):
             return "already_read"
+        notification_type = NotificationType(notification.type)
         async with self.sessionmaker() as session:
             tenant = await session.get(Tenant, notification.tenant_id)
-            role = await session.scalar(
-                select(Membership.role).where(
-                    Membership.tenant_id == notification.tenant_id,
-                    Membership.user_id == user.id,
-                )
+            recipients = await load_recipients(
+                session, notification.tenant_id, notification_type, [user.id]
             )
-            preference = await session.scalar(
-                select(NotificationPreference).where(
-                    NotificationPreference.user_id == user.id,
-                    NotificationPreference.notification_type == notification.type,
-                )
-            )
-        if tenant is None or role is None:
+        if tenant is None or not recipients:
             return "not_a_member"
-        notification_type = NotificationType(notification.type)
-        recipient = Recipient(
-            user_id=user.id,
-            email_enabled=user.email_notifications_enabled,
-            push_enabled=user.push_notifications_enabled,
-            has_verified_phone=user.phone_number is not None and user.phone_verified_at is not None,
-            is_admin=Role(role).is_admin,
-            preferences=(
-                {
-                    notification_type: PreferenceFlags(
-                        preference.in_app_enabled, preference.email_enabled, preference.push_enabled
-                    )
-                }
-                if preference is not None
-                else {}
-            ),
-        )
+        [recipient] = recipients
         decision = resolve(
             notification_type,
             NotificationChannel(delivery.channel),
