@@ -32,11 +32,11 @@ from notiflow.delivery.channels import (
     SendResult,
 )
 from notiflow.delivery.email import MAIL_SERVER_TROUBLE
-from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.failures import FinalFailure, give_up
 from notiflow.kit.ids import utcnow
 from notiflow.kit.metrics import record_delivery
 from notiflow.kit.retry import HorizonPolicy, Jitter, RetryPolicy
+from notiflow.kit.uow import unit_of_work
 from notiflow.models import (
     Notification,
     NotificationDelivery,
@@ -197,7 +197,7 @@ class DeliveryWorker:
         ``pending`` any more (claimed, sent) is left alone, so the claim stays the only way to
         send. Returns their ids."""
         now = utcnow()
-        async with self.sessionmaker() as session:
+        async with unit_of_work(self.sessionmaker) as session:
             released = list(
                 (
                     await session.scalars(
@@ -217,14 +217,13 @@ class DeliveryWorker:
                     )
                 ).all()
             )
-            await session.commit()
         return released
 
     async def claim(self, delivery_ids: Sequence[uuid.UUID]) -> list[Claimed]:
         if not delivery_ids:
             return []
         now = utcnow()
-        async with self.sessionmaker() as session:
+        async with unit_of_work(self.sessionmaker) as session:
             claimed_ids = list(
                 (
                     await session.scalars(
@@ -241,7 +240,6 @@ class DeliveryWorker:
                 ).all()
             )
             if not claimed_ids:
-                await session.commit()
                 return []
             rows = (
                 await session.execute(
@@ -251,7 +249,6 @@ class DeliveryWorker:
                     .where(NotificationDelivery.id.in_(claimed_ids))
                 )
             ).all()
-            await session.commit()
         return [Claimed(delivery, notification, user) for delivery, notification, user in rows]
 
     async def _deliver(self, claimed: Claimed) -> str:
@@ -343,7 +340,7 @@ class DeliveryWorker:
         (the lease stays set until the outcome is known)."""
         delivery = claimed.delivery
         now = utcnow()
-        async with self.sessionmaker() as session:
+        async with unit_of_work(self.sessionmaker) as session:
             updated: Any = await session.execute(
                 update(NotificationDelivery)
                 .where(
@@ -362,7 +359,6 @@ class DeliveryWorker:
                     .where(Notification.id == delivery.notification_id)
                     .values(sent_at=now, failed_at=None, failure_reason=None, updated_at=now)
                 )
-            await session.commit()
 
     async def _record(
         self,
@@ -437,7 +433,7 @@ class DeliveryWorker:
                 values["sent_at"] = None
                 if delivery.channel == NotificationChannel.EMAIL:
                     notification_values.setdefault("sent_at", None)
-        async with self.sessionmaker() as session:
+        async with unit_of_work(self.sessionmaker) as session:
             updated: Any = await session.execute(
                 update(NotificationDelivery)
                 .where(
@@ -470,7 +466,6 @@ class DeliveryWorker:
                     alert_error=f"{delivery.channel} to user {delivery.user_id}: {error}",
                 )
                 await give_up(session, failure, alerter=self.alerter)
-            await commit_and_flush_effects(session)
         return outcome
 
     # ---------------------------------------------------------------- the sweeper
