@@ -122,11 +122,12 @@ from notiflow.delivery.jobs import BATCH
 from notiflow.delivery.service import DeliveryWorker
 from notiflow.jobs import ALL_JOBS
 from notiflow.kit.after_commit import commit_and_flush_effects
-from notiflow.kit.db import create_engine, create_sessionmaker
+from notiflow.kit.db import create_engine
 from notiflow.kit.ids import new_id, utcnow
 from notiflow.kit.logging import configure_logging
 from notiflow.kit.migrate import upgrade
 from notiflow.kit.queue import JOB_CONCURRENCY, JobQueue, build_broker
+from notiflow.kit.uow import create_sessionmaker
 from notiflow.models import Notification, NotificationDelivery, User
 from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.sending import NotificationPayload

@@ -66,9 +66,10 @@ from _common import (
     sqlalchemy_url,
 )
 from notiflow.config import Environment, Settings
-from notiflow.kit.db import create_engine, create_sessionmaker
+from notiflow.kit.db import create_engine
 from notiflow.kit.migrate import upgrade
 from notiflow.kit.pagination import Cursor
+from notiflow.kit.uow import create_sessionmaker
 from notiflow.models import Notification
 from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.feed import NotificationFilters

@@ -67,11 +67,12 @@ from _common import (
 )
 from notiflow.config import Environment, Settings
 from notiflow.content.publishing import CLAIM_BATCH, scan_due_posts
-from notiflow.kit.db import create_engine, create_sessionmaker
+from notiflow.kit.db import create_engine
 from notiflow.kit.ids import new_id, utcnow
 from notiflow.kit.logging import configure_logging
 from notiflow.kit.migrate import upgrade
 from notiflow.kit.queue import JobQueue
+from notiflow.kit.uow import create_sessionmaker
 from notiflow.models import Post, PostTarget, SocialAccount, Workspace
 from notiflow.models.tenancy import Role
 from notiflow.notifications.events import NotificationEvents

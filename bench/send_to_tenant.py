@@ -68,9 +68,10 @@ from _common import (
 )
 from notiflow.config import Environment, Settings
 from notiflow.kit.after_commit import commit_and_flush_effects
-from notiflow.kit.db import create_engine, create_sessionmaker
+from notiflow.kit.db import create_engine
 from notiflow.kit.ids import new_id, utcnow
 from notiflow.kit.migrate import upgrade
+from notiflow.kit.uow import create_sessionmaker
 from notiflow.models import Notification, NotificationDelivery
 from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.sending import NotificationPayload
