@@ -205,7 +205,12 @@ async def run_job(runtime: Runtime, job: Job[Any], payload: dict[str, Any]) -> N
             tenant_id=tenant_id,
             workspace_id=workspace_id,
         )
-        await _reject(runtime, job, args, attempt_id, error)
+        try:
+            await _reject(runtime, job, args, attempt_id, error)
+        except Exception as reject_error:
+            if not database_unavailable(reject_error):
+                raise
+            DATABASE.failed(reject_error, component="job", job=job.name)
         return
     try:
         await job.function(runtime, typed)
