@@ -129,7 +129,7 @@ from notiflow.kit.migrate import upgrade
 from notiflow.kit.queue import JOB_CONCURRENCY, JobQueue, build_broker
 from notiflow.models import Notification, NotificationDelivery, User
 from notiflow.notifications.events import NotificationEvents
-from notiflow.notifications.service import NotificationPayload
+from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.types import NotificationChannel, NotificationType
 from notiflow.notifications.unread import MemoryUnreadCountCache
 from notiflow.runtime import Runtime, create_runtime

@@ -71,7 +71,8 @@ from notiflow.kit.migrate import upgrade
 from notiflow.kit.pagination import Cursor
 from notiflow.models import Notification
 from notiflow.notifications.events import NotificationEvents
-from notiflow.notifications.service import NotificationFilters, NotificationService
+from notiflow.notifications.feed import NotificationFilters
+from notiflow.notifications.service import NotificationService
 from notiflow.notifications.types import TYPE_REGISTRY
 from notiflow.notifications.unread import RedisUnreadCountCache
 from notiflow.runtime import Runtime

@@ -73,7 +73,7 @@ from notiflow.kit.ids import new_id, utcnow
 from notiflow.kit.migrate import upgrade
 from notiflow.models import Notification, NotificationDelivery
 from notiflow.notifications.events import NotificationEvents
-from notiflow.notifications.service import NotificationPayload
+from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.types import NotificationType
 from notiflow.notifications.unread import (
     MemoryUnreadCountCache,

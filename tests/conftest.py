@@ -23,9 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from notiflow.app import create_app
 from notiflow.auth.service import issue_token
 from notiflow.config import Environment, Settings
-from notiflow.kit.after_commit import commit_and_flush_effects
-from notiflow.kit.db import Base, create_engine, create_sessionmaker
+from notiflow.kit import uow
+from notiflow.kit.after_commit import commit_and_flush_effects, discard_effects
+from notiflow.kit.db import Base, create_engine
 from notiflow.kit.migrate import upgrade
+from notiflow.kit.uow import create_sessionmaker
 from notiflow.models import Tenant, User
 from notiflow.models.tenancy import Role
 from notiflow.notifications.events import NotificationEvents
@@ -33,6 +35,10 @@ from notiflow.notifications.service import NotificationService
 from notiflow.notifications.unread import MemoryUnreadCountCache
 from notiflow.runtime import Runtime
 from notiflow.tenancy.service import create_user
+
+# A session that ends with after-commit effects still queued (committed outside a unit of work,
+# so its live events or jobs would never go out) fails the test that made it.
+uow.STRICT_EFFECTS = True
 
 # A database of this run's own (unless one is given), so concurrent runs never share tables.
 POSTGRES_URL = os.environ.get(
@@ -142,8 +148,10 @@ async def _empty_tables(engine: AsyncEngine) -> None:
 
 @pytest.fixture
 async def session(runtime: Runtime) -> AsyncIterator[AsyncSession]:
+    """A test's own session; what the test did not commit is rolled back, effects included."""
     async with runtime.sessionmaker() as session:
         yield session
+        discard_effects(session)
 
 
 async def commit(session: AsyncSession) -> None:

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from notiflow.audit.service import Actor
 from notiflow.kit.errors import Conflict, NotFound
 from notiflow.kit.ids import new_id, utcnow
 from notiflow.models import AuditLog, IdempotencyKey, Notification, Tenant
@@ -19,7 +20,6 @@ from notiflow.notifications.schemas import (
     SendNotificationRequest,
     SendResponseData,
 )
-from notiflow.notifications.service import Actor
 from notiflow.runtime import Runtime
 from tests.conftest import MakeMember, Member, commit
 

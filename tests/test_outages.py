@@ -37,7 +37,8 @@ from sqlalchemy import func, select
 
 from notiflow.auth.service import issue_token
 from notiflow.kit.after_commit import commit_and_flush_effects
-from notiflow.kit.db import create_engine, create_sessionmaker
+from notiflow.kit.db import create_engine
+from notiflow.kit.uow import create_sessionmaker
 from notiflow.models import Notification, NotificationDelivery
 from notiflow.models.tenancy import Role
 from notiflow.notifications.unread import UNCACHEABLE, RedisUnreadCountCache

@@ -19,7 +19,8 @@ from notiflow.kit.queue import JobQueue, build_broker
 from notiflow.models import Notification, WorkspaceSchedule
 from notiflow.models.tenancy import Role
 from notiflow.notifications.jobs import CleanupPayload, cleanup
-from notiflow.notifications.service import NotificationPayload, NotificationService
+from notiflow.notifications.sending import NotificationPayload
+from notiflow.notifications.service import NotificationService
 from notiflow.notifications.types import NotificationType
 from notiflow.runtime import Runtime
 from notiflow.schedule import (

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notiflow.audit.service import Actor
 from notiflow.delivery.webpush import generate_vapid_keys
 from notiflow.kit.errors import InvalidInput
 from notiflow.kit.ids import utcnow
@@ -22,13 +23,10 @@ from notiflow.models import (
 )
 from notiflow.models.tenancy import Role
 from notiflow.notifications.events import NotificationRecord
-from notiflow.notifications.service import (
-    Actor,
-    NotificationFilters,
-    NotificationPayload,
-    NotificationService,
-    PreferenceUpdate,
-)
+from notiflow.notifications.feed import NotificationFilters
+from notiflow.notifications.preferences import PreferenceUpdate
+from notiflow.notifications.sending import NotificationPayload
+from notiflow.notifications.service import NotificationService
 from notiflow.notifications.types import NotificationChannel, NotificationType
 from notiflow.notifications.unread import UserTenant
 from notiflow.runtime import Runtime

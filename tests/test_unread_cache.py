@@ -9,7 +9,8 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notiflow.notifications.service import NotificationPayload, NotificationService
+from notiflow.notifications.sending import NotificationPayload
+from notiflow.notifications.service import NotificationService
 from notiflow.notifications.types import NotificationType
 from notiflow.notifications.unread import (
     MemoryUnreadCountCache,

@@ -17,11 +17,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.config import Settings, get_settings
-from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.db import database_unavailable
 from notiflow.kit.errors import NotiflowError
 from notiflow.kit.logging import configure_logging
 from notiflow.kit.migrate import ensure_sqlite_directory, upgrade
+from notiflow.kit.uow import unit_of_work
 from notiflow.models import Membership, Tenant, User
 from notiflow.models.tenancy import Role
 
@@ -114,7 +114,8 @@ async def _migrated_database(
 ) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
     """An engine and sessions over a migrated database, and nothing else (no queue, Redis or
     senders): what the commands that only read and write rows need."""
-    from notiflow.kit.db import create_engine, create_sessionmaker
+    from notiflow.kit.db import create_engine
+    from notiflow.kit.uow import create_sessionmaker
 
     ensure_sqlite_directory(settings.database_url)
     engine = create_engine(settings.database_url, echo=settings.database_echo)
@@ -129,9 +130,8 @@ def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     async def run() -> T:
         engine, sessionmaker = await _migrated_database(get_settings())
         try:
-            async with sessionmaker() as session:
+            async with unit_of_work(sessionmaker) as session:
                 result = await work(session)
-                await commit_and_flush_effects(session)
                 return result
         finally:
             await engine.dispose()
@@ -252,11 +252,10 @@ def serve(
 async def _seed_demo(runtime: Runtime, api_url: str) -> None:
     from notiflow.demo import seed_demo
 
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         seed = await seed_demo(
             session, runtime.token_cipher(), runtime.notification_service(session)
         )
-        await commit_and_flush_effects(session)
     workspace = f"{api_url}/api/v1/workspaces/{seed.workspace_id}"
     typer.echo(
         json.dumps(

@@ -14,9 +14,10 @@ from notiflow.config import BroadcastDriver, Settings, parse_push_rollout
 from notiflow.delivery.channels import ChannelSender
 from notiflow.delivery.service import DeliveryWorker
 from notiflow.kit.crypto import TokenCipher
-from notiflow.kit.db import create_engine, create_sessionmaker
+from notiflow.kit.db import create_engine
 from notiflow.kit.outages import REDIS, redis_unavailable
 from notiflow.kit.queue import JobQueue, build_broker
+from notiflow.kit.uow import create_sessionmaker
 from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.service import NotificationService
 from notiflow.notifications.unread import (

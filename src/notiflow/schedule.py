@@ -39,6 +39,7 @@ from notiflow.kit.db import database_unavailable
 from notiflow.kit.ids import utcnow
 from notiflow.kit.outages import DATABASE, REDIS, Backoff, redis_unavailable, told_as_outage
 from notiflow.kit.queue import JobPayload, WorkspacePayload, payload_json
+from notiflow.kit.uow import unit_of_work
 from notiflow.models import Workspace, WorkspaceSchedule
 
 if TYPE_CHECKING:
@@ -206,7 +207,7 @@ async def due_workspace_jobs(
     now = now or utcnow()
     jobs = {job.job: job for job in workspace_jobs(runtime.settings)}
     due: list[tuple[str, WorkspacePayload]] = []
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         for job in jobs.values():
             missing = (
                 await session.execute(
@@ -261,7 +262,6 @@ async def due_workspace_jobs(
                         WorkspacePayload(workspace_id=row.workspace_id, tenant_id=tenant_id),
                     )
                 )
-        await session.commit()
     return due
 
 
@@ -274,7 +274,7 @@ async def release_workspace_claims(
     """Make runs claimed at ``claimed_at`` (by :func:`due_workspace_jobs`) due again: their job
     could not be enqueued. The next claim moves each to its next local run from then on, so
     however long the wait, a run happens once."""
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         for job, payload in runs:
             await session.execute(
                 update(WorkspaceSchedule)
@@ -286,7 +286,6 @@ async def release_workspace_claims(
                 .values(next_run_at=claimed_at, last_run_at=None)
                 .execution_options(synchronize_session=False)
             )
-        await session.commit()
 
 
 class _QueueWait:

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from notiflow.audit.service import Actor
 from notiflow.delivery import unsubscribe_service
 from notiflow.delivery.channels import DeliveryContext, Outcome
 from notiflow.delivery.email import EmailSender
@@ -22,7 +23,7 @@ from notiflow.delivery.unsubscribe import (
 )
 from notiflow.kit.errors import NotFound
 from notiflow.models import AuditLog, Notification
-from notiflow.notifications.service import Actor, PreferenceUpdate
+from notiflow.notifications.preferences import PreferenceUpdate
 from notiflow.notifications.types import NotificationType
 from notiflow.runtime import Runtime
 from tests.conftest import MakeMember, Member, commit, make_settings

@@ -17,7 +17,8 @@ from notiflow.delivery.service import DeliveryWorker
 from notiflow.kit.ids import utcnow
 from notiflow.models import FailedJob, NotificationDelivery
 from notiflow.models.tenancy import Role
-from notiflow.notifications.service import NotificationPayload, NotificationService
+from notiflow.notifications.sending import NotificationPayload
+from notiflow.notifications.service import NotificationService
 from notiflow.notifications.types import NotificationChannel, NotificationType
 from notiflow.runtime import Runtime, wire_jobs
 from tests.conftest import MakeMember, commit

@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.crypto import TokenCipher
-from notiflow.kit.db import create_engine, create_sessionmaker
+from notiflow.kit.db import create_engine
 from notiflow.kit.ids import utcnow
+from notiflow.kit.uow import create_sessionmaker
 from notiflow.models import (
     InboxItem,
     Notification,

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notiflow.kit.errors import NotFound
 from notiflow.kit.ids import utcnow
 from notiflow.models import FailedJob, NotificationDelivery
-from notiflow.notifications.service import DeliveryStatus
+from notiflow.notifications.ledger import DeliveryStatus
 
 
 def describe(job: FailedJob) -> dict[str, Any]:

@@ -21,10 +21,10 @@ import structlog
 from sqlalchemy import ColumnElement, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import new_id, utcnow
 from notiflow.kit.locks import job_lease
 from notiflow.kit.queue import WorkspacePayload
+from notiflow.kit.uow import unit_of_work
 from notiflow.models import PostMetricSnapshot, PostTarget, SocialAccount, Workspace
 from notiflow.models.platform import AccountStatus, TargetStatus
 from notiflow.social.credentials import credentials_of
@@ -152,14 +152,13 @@ async def _fetch(runtime: Runtime, workspace_id: uuid.UUID, tenant_id: uuid.UUID
         elif failure in ("retryable", "error"):
             retry[str(account.id)] = reason or failure
 
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         if rows:
             await session.execute(insert(PostMetricSnapshot), rows)
         for account_id, reason in needs_reauth.items():
             stored = await session.get(SocialAccount, account_id)
             if stored is not None:
                 await mark_needs_reauth(runtime, session, stored, reason)
-        await commit_and_flush_effects(session)
     report.snapshots = len(rows)
     log.info(
         "metrics_fetched",

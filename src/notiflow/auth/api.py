@@ -16,8 +16,8 @@ from notiflow.auth.service import (
     record_refused_login,
 )
 from notiflow.auth.throttle import LoginThrottle
-from notiflow.kit.db import session_scope
 from notiflow.kit.deps import RuntimeDep, SessionDep
+from notiflow.kit.uow import session_scope
 from notiflow.notifications.schemas import DataEnvelope
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])

@@ -27,11 +27,11 @@ import structlog
 from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.errors import InvalidInput, NotFound
 from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import IsoDatetime, JobPayload
 from notiflow.kit.retry import RetryPolicy
+from notiflow.kit.uow import unit_of_work
 from notiflow.models import Post, PostTarget, PublishAttempt, SocialAccount
 from notiflow.models.platform import AccountStatus, PostStatus, TargetStatus
 from notiflow.notifications.types import NotificationType
@@ -146,7 +146,7 @@ async def claim_due_targets(
         .cte("due_targets")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         rows = (
             await session.execute(
                 update(PostTarget)
@@ -158,7 +158,6 @@ async def claim_due_targets(
             )
         ).all()
         if not rows:
-            await session.commit()
             return []
         by_post: dict[uuid.UUID, list[uuid.UUID]] = {}
         for target_id, post_id in rows:
@@ -180,7 +179,6 @@ async def claim_due_targets(
                 .values(status=PostStatus.PUBLISHING.value, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
-        await session.commit()
     return [
         ClaimedPost(row.id, row.workspace_id, row.tenant_id, by_post[row.id], claim)
         for row in posts
@@ -319,7 +317,7 @@ class Publisher:
         out, save its idempotency key and an attempt row, and commit before any call."""
         now = utcnow()
         lease = now + timedelta(seconds=self.settings.publish_lease_seconds)
-        async with self.runtime.sessionmaker() as session:
+        async with unit_of_work(self.runtime.sessionmaker) as session:
             held = await session.scalar(
                 update(PostTarget)
                 .where(
@@ -333,7 +331,6 @@ class Publisher:
                 .execution_options(synchronize_session=False)
             )
             if held is None:  # published, retried or taken over since the scan: not ours
-                await session.commit()
                 return "skipped"
             # A call of an earlier run that never finished: its process died during it.
             unfinished = exists().where(
@@ -352,7 +349,6 @@ class Publisher:
                 # Taken back (unscheduled, sent for approval) since the scan: do not publish.
                 target.status = TargetStatus.PENDING.value
                 target.lease_until = None
-                await session.commit()
                 return "released"
             if account.status != AccountStatus.ACTIVE.value:
                 kind = (
@@ -367,7 +363,6 @@ class Publisher:
                 )
                 _close(target, TargetStatus.FAILED, kind.value, reason)
                 await self._finalize_post(session, post_id)
-                await commit_and_flush_effects(session)
                 return "failed"
             reconcile = bool(in_doubt) or target.last_error_kind == ErrorKind.UNKNOWN.value
             target.attempts += 1
@@ -375,7 +370,6 @@ class Publisher:
                 target.idempotency_key = idempotency_key(target.id, post.version)
             attempt = PublishAttempt(target_id=target_id, attempt=target.attempts, started_at=now)
             session.add(attempt)
-            await session.commit()
         return _Started(target, post, account, attempt.id, lease, reconcile)
 
     async def _call(self, started: _Started) -> _Outcome:
@@ -425,7 +419,7 @@ class Publisher:
         now = utcnow()
         target = started.target
         values, result = self._target_values(started, outcome, now)
-        async with self.runtime.sessionmaker() as session:
+        async with unit_of_work(self.runtime.sessionmaker) as session:
             condition = [PostTarget.id == target.id]
             if outcome.kind == "published":
                 # A publication is a fact: recorded even if the lease was lost meanwhile.
@@ -455,12 +449,10 @@ class Publisher:
                     outcome=outcome.kind,
                     workspace_id=str(target.workspace_id),
                 )
-                await session.commit()
                 return "lost"
             if outcome.kind == ErrorKind.NEEDS_REAUTH.value:
                 await _mark_needs_reauth(self.runtime, session, started.account, outcome.message)
             await self._finalize_post(session, started.post.id)
-            await commit_and_flush_effects(session)
         log.info(
             "publish_target",
             target_id=str(target.id),
@@ -626,7 +618,7 @@ class Publisher:
     ) -> None:
         """The job failed for good (spec 003 §8.2 failed()): close its open targets, failed, or
         unconfirmed where a call may have gone out, and tell the author."""
-        async with self.runtime.sessionmaker() as session:
+        async with unit_of_work(self.runtime.sessionmaker) as session:
             targets = (
                 await session.scalars(
                     select(PostTarget)
@@ -668,7 +660,6 @@ class Publisher:
                         f"publishing failed: {error}"[:2000],
                     )
             await self._finalize_post(session, post_id)
-            await commit_and_flush_effects(session)
 
 
 def _closed(status: TargetStatus, kind: str, reason: str) -> tuple[dict[str, Any], str]:

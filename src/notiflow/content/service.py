@@ -34,7 +34,8 @@ from notiflow.models import (
     Workspace,
 )
 from notiflow.models.platform import AccountStatus, PostStatus, TargetStatus
-from notiflow.notifications.service import NotificationPayload, NotificationService
+from notiflow.notifications.sending import NotificationPayload
+from notiflow.notifications.service import NotificationService
 from notiflow.notifications.types import NotificationType
 from notiflow.tenancy.service import admin_user_ids, is_member
 

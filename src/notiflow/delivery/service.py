@@ -32,27 +32,20 @@ from notiflow.delivery.channels import (
     SendResult,
 )
 from notiflow.delivery.email import MAIL_SERVER_TROUBLE
-from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.failures import FinalFailure, give_up
 from notiflow.kit.ids import utcnow
 from notiflow.kit.metrics import record_delivery
 from notiflow.kit.retry import HorizonPolicy, Jitter, RetryPolicy
+from notiflow.kit.uow import unit_of_work
 from notiflow.models import (
-    Membership,
     Notification,
     NotificationDelivery,
-    NotificationPreference,
     Tenant,
     User,
 )
-from notiflow.models.tenancy import Role
-from notiflow.notifications.policy import (
-    PreferenceFlags,
-    Recipient,
-    TenantNotificationSettings,
-    resolve,
-)
-from notiflow.notifications.service import DeliveryStatus
+from notiflow.notifications.ledger import DeliveryStatus
+from notiflow.notifications.policy import TenantNotificationSettings, resolve
+from notiflow.notifications.recipients import load_recipients
 from notiflow.notifications.types import NotificationChannel, NotificationType
 
 log = structlog.get_logger(__name__)
@@ -204,7 +197,7 @@ class DeliveryWorker:
         ``pending`` any more (claimed, sent) is left alone, so the claim stays the only way to
         send. Returns their ids."""
         now = utcnow()
-        async with self.sessionmaker() as session:
+        async with unit_of_work(self.sessionmaker) as session:
             released = list(
                 (
                     await session.scalars(
@@ -224,14 +217,13 @@ class DeliveryWorker:
                     )
                 ).all()
             )
-            await session.commit()
         return released
 
     async def claim(self, delivery_ids: Sequence[uuid.UUID]) -> list[Claimed]:
         if not delivery_ids:
             return []
         now = utcnow()
-        async with self.sessionmaker() as session:
+        async with unit_of_work(self.sessionmaker) as session:
             claimed_ids = list(
                 (
                     await session.scalars(
@@ -248,7 +240,6 @@ class DeliveryWorker:
                 ).all()
             )
             if not claimed_ids:
-                await session.commit()
                 return []
             rows = (
                 await session.execute(
@@ -258,7 +249,6 @@ class DeliveryWorker:
                     .where(NotificationDelivery.id.in_(claimed_ids))
                 )
             ).all()
-            await session.commit()
         return [Claimed(delivery, notification, user) for delivery, notification, user in rows]
 
     async def _deliver(self, claimed: Claimed) -> str:
@@ -325,39 +315,15 @@ class DeliveryWorker:
             and notification.read_at > notification.created_at
         ):
             return "already_read"
+        notification_type = NotificationType(notification.type)
         async with self.sessionmaker() as session:
             tenant = await session.get(Tenant, notification.tenant_id)
-            role = await session.scalar(
-                select(Membership.role).where(
-                    Membership.tenant_id == notification.tenant_id,
-                    Membership.user_id == user.id,
-                )
+            recipients = await load_recipients(
+                session, notification.tenant_id, notification_type, [user.id]
             )
-            preference = await session.scalar(
-                select(NotificationPreference).where(
-                    NotificationPreference.user_id == user.id,
-                    NotificationPreference.notification_type == notification.type,
-                )
-            )
-        if tenant is None or role is None:
+        if tenant is None or not recipients:
             return "not_a_member"
-        notification_type = NotificationType(notification.type)
-        recipient = Recipient(
-            user_id=user.id,
-            email_enabled=user.email_notifications_enabled,
-            push_enabled=user.push_notifications_enabled,
-            has_verified_phone=user.phone_number is not None and user.phone_verified_at is not None,
-            is_admin=Role(role).is_admin,
-            preferences=(
-                {
-                    notification_type: PreferenceFlags(
-                        preference.in_app_enabled, preference.email_enabled, preference.push_enabled
-                    )
-                }
-                if preference is not None
-                else {}
-            ),
-        )
+        [recipient] = recipients
         decision = resolve(
             notification_type,
             NotificationChannel(delivery.channel),
@@ -374,7 +340,7 @@ class DeliveryWorker:
         (the lease stays set until the outcome is known)."""
         delivery = claimed.delivery
         now = utcnow()
-        async with self.sessionmaker() as session:
+        async with unit_of_work(self.sessionmaker) as session:
             updated: Any = await session.execute(
                 update(NotificationDelivery)
                 .where(
@@ -393,7 +359,6 @@ class DeliveryWorker:
                     .where(Notification.id == delivery.notification_id)
                     .values(sent_at=now, failed_at=None, failure_reason=None, updated_at=now)
                 )
-            await session.commit()
 
     async def _record(
         self,
@@ -468,7 +433,7 @@ class DeliveryWorker:
                 values["sent_at"] = None
                 if delivery.channel == NotificationChannel.EMAIL:
                     notification_values.setdefault("sent_at", None)
-        async with self.sessionmaker() as session:
+        async with unit_of_work(self.sessionmaker) as session:
             updated: Any = await session.execute(
                 update(NotificationDelivery)
                 .where(
@@ -501,7 +466,6 @@ class DeliveryWorker:
                     alert_error=f"{delivery.channel} to user {delivery.user_id}: {error}",
                 )
                 await give_up(session, failure, alerter=self.alerter)
-            await commit_and_flush_effects(session)
         return outcome
 
     # ---------------------------------------------------------------- the sweeper

@@ -14,11 +14,12 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notiflow.audit.service import Actor
 from notiflow.config import Settings
 from notiflow.delivery.unsubscribe import UnsubscribeTarget, read_unsubscribe_token
 from notiflow.kit.errors import NotFound
 from notiflow.models import Membership, User
-from notiflow.notifications.service import Actor, NotificationService
+from notiflow.notifications.service import NotificationService
 
 
 async def resolve(

@@ -50,18 +50,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02, VapidException  # type: ignore[import-untyped]  # no type hints published
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow import __version__
 from notiflow.config import Settings
 from notiflow.delivery.channels import DeliveryContext, SendResult
+from notiflow.kit.bulk import dialect_insert
 from notiflow.kit.ids import new_id, utcnow
 from notiflow.models import Notification, PushSubscription
+from notiflow.notifications.ledger import NO_PUSH_SUBSCRIPTION, WEB_PUSH_NOT_CONFIGURED
 from notiflow.notifications.schemas import NotificationData
-from notiflow.notifications.service import NO_PUSH_SUBSCRIPTION, WEB_PUSH_NOT_CONFIGURED
 from notiflow.notifications.types import NotificationChannel, NotificationType
 
 __all__ = [
@@ -331,9 +330,7 @@ async def save_subscription(
     before, by this or another user, now belongs to ``user_id`` with the new keys). Inputs must
     already be validated. Beyond :data:`MAX_SUBSCRIPTIONS_PER_USER`, the least recently used of
     the user's other subscriptions are removed. Flushes, never commits."""
-    dialect = session.get_bind().dialect.name
-    dialect_insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    values = dialect_insert(PushSubscription).values(
+    values = dialect_insert(session, PushSubscription).values(
         id=new_id(),
         user_id=user_id,
         endpoint=endpoint,

@@ -14,11 +14,13 @@ from sqlalchemy import Select, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.audit import service as audit
+from notiflow.audit.service import Actor
+from notiflow.kit.bulk import dialect_insert
 from notiflow.kit.errors import InvalidInput, NotFound
 from notiflow.kit.ids import new_id
 from notiflow.kit.pagination import Cursor, Page
 from notiflow.models import InboxItem, Membership, Post, PostTarget, SocialAccount
-from notiflow.notifications.service import Actor, NotificationPayload
+from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.types import NotificationType
 from notiflow.social.providers.base import InboxEntry
 from notiflow.tenancy.service import admin_user_ids, is_member
@@ -65,17 +67,6 @@ def _clip(value: str | None, length: int) -> str | None:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _insert(session: AsyncSession) -> Any:
-    """``INSERT`` of the session's dialect, which both backends extend with ON CONFLICT."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        return postgresql_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert
 
 
 async def store_entries(
@@ -127,11 +118,10 @@ async def store_entries(
                 "archived_at": now if occurred_at < archive_before else None,
             }
         )
-    insert = _insert(session)
     inserted: set[str] = set()
     for start in range(0, len(rows), INSERT_CHUNK):
         statement = (
-            insert(InboxItem)
+            dialect_insert(session, InboxItem)
             .values(rows[start : start + INSERT_CHUNK])
             .on_conflict_do_nothing(index_elements=["social_account_id", "external_id"])
             .returning(InboxItem.external_id)

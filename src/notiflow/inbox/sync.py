@@ -22,9 +22,9 @@ import structlog
 from sqlalchemy import select
 
 from notiflow.inbox.service import NewItem, notify_new_items, store_entries
-from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
 from notiflow.kit.locks import job_lease
+from notiflow.kit.uow import unit_of_work
 from notiflow.models import SocialAccount, Workspace
 from notiflow.models.platform import AccountStatus
 from notiflow.social.credentials import credentials_of
@@ -126,7 +126,7 @@ async def _sync(runtime: Runtime, workspace_id: uuid.UUID, tenant_id: uuid.UUID)
     now = utcnow()
     archive_before = now - timedelta(days=runtime.settings.inbox_archive_days)
     new_items: list[NewItem] = []
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         for result in fetched:
             account = await session.get(SocialAccount, result.account_id)
             if account is None:  # deleted while we were fetching
@@ -144,7 +144,6 @@ async def _sync(runtime: Runtime, workspace_id: uuid.UUID, tenant_id: uuid.UUID)
         await session.flush()
         report.new_items = len(new_items)
         report.notifications = await notify_new_items(runtime, session, tenant_id, new_items)
-        await commit_and_flush_effects(session)
 
     retry: dict[str, str | None] = {}
     for result in fetched:

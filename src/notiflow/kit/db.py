@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,8 +13,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -183,26 +179,3 @@ def database_unavailable(error: BaseException) -> bool:
         cause = getattr(cause, "orig", None) or cause.__cause__
         seen += 1
     return False
-
-
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
-
-
-async def session_scope(
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncSession]:
-    """One unit of work: commit at the end, run after-commit effects, roll back on error."""
-    from notiflow.kit.after_commit import commit_and_flush_effects, discard_effects
-    from notiflow.kit.outages import DATABASE
-
-    started = time.monotonic()
-    async with sessionmaker() as session:
-        try:
-            yield session
-            await commit_and_flush_effects(session)
-            DATABASE.recovered(component="api", started=started)
-        except BaseException:
-            discard_effects(session)
-            await session.rollback()
-            raise

@@ -9,11 +9,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notiflow.audit.service import Actor
 from notiflow.auth.service import AuthContext, authenticate_token
-from notiflow.kit.db import session_scope
 from notiflow.kit.errors import Forbidden, NotFound, Unauthorized
+from notiflow.kit.uow import session_scope
 from notiflow.models import Workspace
-from notiflow.notifications.service import Actor, NotificationService
+from notiflow.notifications.service import NotificationService
 from notiflow.runtime import Runtime
 
 

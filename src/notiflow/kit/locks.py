@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notiflow.kit.ids import utcnow
+from notiflow.kit.uow import unit_of_work
 from notiflow.models import JobLock
 
 
@@ -31,30 +32,26 @@ async def acquire(
     """Take the lease if it is free or expired; True when this holder has it now."""
     now = utcnow()
     expires_at = now + timedelta(seconds=seconds)
-    async with sessionmaker() as session:
-        taken_over = await session.execute(
-            update(JobLock)
-            .where(JobLock.key == key, JobLock.expires_at < now)
-            .values(holder=holder, expires_at=expires_at)
-        )
-        if taken_over.rowcount == 1:  # type: ignore[attr-defined] # CursorResult has rowcount
-            await session.commit()
-            return True
-        try:
+    try:
+        async with unit_of_work(sessionmaker) as session:
+            taken_over = await session.execute(
+                update(JobLock)
+                .where(JobLock.key == key, JobLock.expires_at < now)
+                .values(holder=holder, expires_at=expires_at)
+            )
+            if taken_over.rowcount == 1:  # type: ignore[attr-defined] # CursorResult has rowcount
+                return True
             await session.execute(
                 insert(JobLock).values(key=key, holder=holder, expires_at=expires_at)
             )
-            await session.commit()
-        except IntegrityError:  # held by someone else, and not expired
-            await session.rollback()
-            return False
-        return True
+    except IntegrityError:  # held by someone else, and not expired
+        return False
+    return True
 
 
 async def release(sessionmaker: async_sessionmaker[AsyncSession], key: str, holder: str) -> None:
-    async with sessionmaker() as session:
+    async with unit_of_work(sessionmaker) as session:
         await session.execute(delete(JobLock).where(JobLock.key == key, JobLock.holder == holder))
-        await session.commit()
 
 
 @asynccontextmanager

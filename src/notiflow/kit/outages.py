@@ -33,6 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from notiflow.kit import retry
+from notiflow.kit.db import database_unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -122,8 +123,6 @@ def redis_unavailable(error: BaseException) -> bool:
 def outage_of(error: BaseException) -> Outage | None:
     """The outage ``error`` is a symptom of: Redis or the database unreachable; None for any
     other error (a defect, to be logged with its traceback)."""
-    from notiflow.kit.db import database_unavailable  # kit.db imports this module
-
     if database_unavailable(error):
         return DATABASE
     if redis_unavailable(error):

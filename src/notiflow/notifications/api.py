@@ -20,7 +20,9 @@ from notiflow.kit.deps import (
 from notiflow.kit.pagination import Cursor, page_meta
 from notiflow.notifications import idempotency
 from notiflow.notifications import tenant_settings as tenant_notification_settings
+from notiflow.notifications.feed import NotificationFilters
 from notiflow.notifications.policy import TenantNotificationSettings
+from notiflow.notifications.preferences import PreferenceUpdate
 from notiflow.notifications.schemas import (
     DataEnvelope,
     DeliveryData,
@@ -34,10 +36,6 @@ from notiflow.notifications.schemas import (
     UnreadCountData,
     UpdatedCountData,
     UpdatePreferencesRequest,
-)
-from notiflow.notifications.service import (
-    NotificationFilters,
-    PreferenceUpdate,
 )
 from notiflow.notifications.types import NotificationChannel, NotificationType
 

@@ -29,7 +29,8 @@ from notiflow.notifications.schemas import (
     SendResponseData,
     SentNotification,
 )
-from notiflow.notifications.service import NotificationPayload, NotificationService
+from notiflow.notifications.sending import NotificationPayload
+from notiflow.notifications.service import NotificationService
 
 MAX_KEY_LENGTH = 255
 SEND_STATUS_CODE = 202

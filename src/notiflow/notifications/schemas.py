@@ -14,7 +14,7 @@ from notiflow.kit.pagination import PageMeta
 from notiflow.models import Notification, NotificationDelivery
 from notiflow.notifications.events import NotificationRecord
 from notiflow.notifications.policy import TenantNotificationSettings
-from notiflow.notifications.service import PreferenceUpdate
+from notiflow.notifications.preferences import PreferenceUpdate
 from notiflow.notifications.types import NotificationChannel, NotificationType
 
 MAX_DATA_BYTES = 16_384

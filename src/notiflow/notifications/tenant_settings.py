@@ -7,10 +7,10 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.audit import service as audit
+from notiflow.audit.service import Actor
 from notiflow.kit.errors import NotFound
 from notiflow.models import Tenant
 from notiflow.notifications.policy import TenantNotificationSettings
-from notiflow.notifications.service import Actor
 
 
 async def get_settings(session: AsyncSession, tenant_id: uuid.UUID) -> TenantNotificationSettings:

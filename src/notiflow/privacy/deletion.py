@@ -27,6 +27,7 @@ from notiflow.delivery.channels import DeliveryContext, Outcome
 from notiflow.delivery.channels import SendResult as ChannelResult
 from notiflow.delivery.email import EmailSender
 from notiflow.kit.ids import utcnow
+from notiflow.kit.uow import unit_of_work
 from notiflow.models import (
     AuditLog,
     DataDeletionRequest,
@@ -137,7 +138,7 @@ async def _record_notice(
     request_id: uuid.UUID,
     notice: dict[str, Any] | None,
 ) -> None:
-    async with sessionmaker() as session:
+    async with unit_of_work(sessionmaker) as session:
         request = await session.get(DataDeletionRequest, request_id, with_for_update=True)
         if request is None:  # pragma: no cover - the request row is never deleted
             return
@@ -147,7 +148,6 @@ async def _record_notice(
         else:
             report[NOTICE_KEY] = notice
         request.report = report
-        await session.commit()
 
 
 # ---------------------------------------------------------------------------------- the erasure

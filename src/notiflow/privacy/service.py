@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from notiflow.audit import service as audit
+from notiflow.audit.service import Actor
 from notiflow.config import Settings
 from notiflow.kit.after_commit import after_commit
 from notiflow.kit.errors import Conflict, NotFound
@@ -25,7 +26,7 @@ from notiflow.kit.queue import JobPayload, JobQueue
 from notiflow.models import DataDeletionRequest, DataExportRequest, Membership, Tenant, User
 from notiflow.models.platform import RequestStatus
 from notiflow.models.tenancy import Role
-from notiflow.notifications.service import Actor, NotificationService
+from notiflow.notifications.service import NotificationService
 from notiflow.notifications.types import NotificationType
 from notiflow.privacy.tokens import make_download_token
 

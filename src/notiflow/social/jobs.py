@@ -18,7 +18,7 @@ from notiflow.kit.locks import job_lease
 from notiflow.kit.queue import Job, WorkspacePayload
 from notiflow.models import SocialAccount
 from notiflow.models.platform import AccountStatus
-from notiflow.notifications.service import NotificationPayload
+from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.types import NotificationType
 from notiflow.social.credentials import credentials_of, store_grant
 from notiflow.social.providers.base import (

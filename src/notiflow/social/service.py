@@ -12,19 +12,18 @@ from urllib.parse import urlsplit
 
 import structlog
 from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notiflow.audit.service import record
+from notiflow.audit.service import Actor, record
 from notiflow.config import Environment
+from notiflow.kit.bulk import dialect_insert
 from notiflow.kit.crypto import TokenCipher
 from notiflow.kit.errors import InvalidInput, NotFound, NotiflowError
 from notiflow.kit.ids import new_id, utcnow
 from notiflow.kit.pagination import Page
 from notiflow.models import SocialAccount, Workspace
 from notiflow.models.platform import AccountStatus
-from notiflow.notifications.service import Actor, NotificationPayload
+from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.types import NotificationType
 from notiflow.social.providers.base import (
     AccountProfile,
@@ -364,11 +363,9 @@ async def _insert_if_missing(
     """Insert the account row unless it exists (also when connected at this very moment by
     someone else: INSERT ... ON CONFLICT DO NOTHING, no savepoint). True if inserted."""
     table = cast(Table, SocialAccount.__table__)
-    dialect = session.get_bind().dialect.name
-    dialect_insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     now = utcnow()
     statement = (
-        dialect_insert(table)
+        dialect_insert(session, table)
         .values(
             id=new_id(),
             tenant_id=workspace.tenant_id,

@@ -8,11 +8,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.audit import service as audit
+from notiflow.audit.service import Actor
 from notiflow.config import Settings
 from notiflow.kit.errors import Conflict, InvalidInput
 from notiflow.kit.timezones import zone
 from notiflow.models import Workspace
-from notiflow.notifications.service import Actor
 
 
 def _clean_name(name: str) -> str:
