@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from notiflow.content.publishing import retry_delay
 from notiflow.delivery.service import DeliveryWorker, email_retry_delay
 from notiflow.kit import outages
-from notiflow.kit.queue import Job
+from notiflow.kit.queue import Job, NoPayload
 from notiflow.kit.retry import FULL_JITTER, HALF_JITTER, Backoff, HorizonPolicy, RetryPolicy
 from notiflow.realtime.redis import RECONNECT_RETRY
 from notiflow.runtime import Runtime
@@ -101,10 +101,11 @@ def test_the_realtime_reconnect_waits_from_a_tenth_of_a_second_to_two() -> None:
 
 
 def test_queued_jobs_double_from_their_backoff_without_a_cap() -> None:
-    async def noop(runtime: Runtime, payload: dict[str, object]) -> None:
+    async def noop(runtime: Runtime, payload: NoPayload) -> None:
         return None
 
-    policy = Job("privacy.delete", noop, max_attempts=5, backoff_seconds=300.0).retry_policy
+    job = Job("privacy.delete", noop, NoPayload, max_attempts=5, backoff_seconds=300.0)
+    policy = job.retry_policy
     spread_over(draws(policy=policy, attempt=1), 150.0, 300.0)
     spread_over(draws(policy=policy, attempt=4), 1200.0, 2400.0)
     assert policy.ceiling(30) == 300.0 * 2**29

@@ -18,7 +18,7 @@ from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import JobQueue, build_broker
 from notiflow.models import Notification, WorkspaceSchedule
 from notiflow.models.tenancy import Role
-from notiflow.notifications.jobs import cleanup
+from notiflow.notifications.jobs import CleanupPayload, cleanup
 from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.service import NotificationService
 from notiflow.notifications.types import NotificationType
@@ -89,7 +89,7 @@ async def test_the_cleanup_job_deletes_what_is_due(
         .values(created_at=utcnow() - timedelta(days=100))
     )
     await commit(session)
-    await cleanup(runtime, {})
+    await cleanup(runtime, CleanupPayload())
     remaining = await service.list_for_user(member.id, member.tenant_id)
     assert [item.id for item in remaining.items] == [fresh.id]
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import select
 
+from notiflow.kit.queue import WorkspacePayload
 from notiflow.models import AuditLog, Workspace, WorkspaceSchedule
 from notiflow.models.tenancy import Role
 from notiflow.runtime import Runtime
@@ -120,7 +121,7 @@ async def test_daily_jobs_run_at_each_workspaces_local_hour_across_dst(
 
     # Sunday 03:00 in Baku is Saturday 23:00 UTC: both the daily and the weekly job.
     at_baku = await due_workspace_jobs(runtime, datetime(2026, 10, 31, 23, 0, 5, tzinfo=UTC))
-    payload = {"workspace_id": baku["id"], "tenant_id": str(admin.tenant_id)}
+    payload = WorkspacePayload(workspace_id=baku["id"], tenant_id=admin.tenant_id)
     assert sorted(at_baku, key=lambda item: item[0]) == [
         ("inbox.archive_old", payload),
         ("social.refresh_tokens", payload),
@@ -130,7 +131,7 @@ async def test_daily_jobs_run_at_each_workspaces_local_hour_across_dst(
 
     at_new_york = await due_workspace_jobs(runtime, datetime(2026, 11, 1, 8, 0, 1, tzinfo=UTC))
     assert sorted(job for job, _ in at_new_york) == ["inbox.archive_old", "social.refresh_tokens"]
-    assert {payload["workspace_id"] for _, payload in at_new_york} == {new_york["id"]}
+    assert {str(payload.workspace_id) for _, payload in at_new_york} == {new_york["id"]}
     async with runtime.sessionmaker() as session:
         moved = await session.scalar(
             select(WorkspaceSchedule.next_run_at).where(

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import uvicorn
     from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+    from notiflow.kit.queue import WorkspacePayload
     from notiflow.runtime import Runtime
 
 T = TypeVar("T")
@@ -681,16 +682,16 @@ app.add_typer(analytics_app, name="analytics")
 
 
 def _dispatch_per_workspace(
-    job_name: str, find: Callable[[AsyncSession], Awaitable[list[dict[str, str]]]]
+    job_name: str, find: Callable[[AsyncSession], Awaitable[list[WorkspacePayload]]]
 ) -> None:
     """Dispatch ``job_name`` for every workspace ``find`` lists: enqueued for the workers with
     NOTIFLOW_REDIS_URL, otherwise run right here, one workspace after the other."""
-    from notiflow.kit.queue import run_job
+    from notiflow.kit.queue import payload_json, run_job
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
 
-    async def main() -> list[dict[str, str]]:
+    async def main() -> list[WorkspacePayload]:
         runtime = await _prepare(settings)
         try:
             async with runtime.sessionmaker() as session:
@@ -702,7 +703,7 @@ def _dispatch_per_workspace(
                     await runtime.queue.enqueue(job_name, payload)
             else:
                 for payload in payloads:
-                    await run_job(runtime, runtime.queue.jobs[job_name], payload)
+                    await run_job(runtime, runtime.queue.jobs[job_name], payload_json(payload))
             return payloads
         finally:
             await runtime.close()
@@ -715,7 +716,7 @@ def _dispatch_per_workspace(
     _print_json(
         {
             "dispatched": len(payloads),
-            "workspaces": [payload["workspace_id"] for payload in payloads],
+            "workspaces": [str(payload.workspace_id) for payload in payloads],
             "mode": "queued" if settings.redis_url else "ran",
         }
     )

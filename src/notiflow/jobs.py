@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from notiflow.analytics.jobs import JOBS as ANALYTICS_JOBS
 from notiflow.content.jobs import JOBS as CONTENT_JOBS
 from notiflow.delivery.jobs import JOBS as DELIVERY_JOBS
@@ -11,7 +13,7 @@ from notiflow.notifications.jobs import JOBS as NOTIFICATION_JOBS
 from notiflow.privacy.jobs import JOBS as PRIVACY_JOBS
 from notiflow.social.jobs import JOBS as SOCIAL_JOBS
 
-ALL_JOBS: list[Job] = [
+ALL_JOBS: list[Job[Any]] = [
     *DELIVERY_JOBS,
     *NOTIFICATION_JOBS,
     *INBOX_JOBS,

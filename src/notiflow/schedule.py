@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -39,6 +38,7 @@ from notiflow.config import Settings
 from notiflow.kit.db import database_unavailable
 from notiflow.kit.ids import utcnow
 from notiflow.kit.outages import DATABASE, REDIS, Backoff, redis_unavailable, told_as_outage
+from notiflow.kit.queue import JobPayload, WorkspacePayload, payload_json
 from notiflow.kit.uow import unit_of_work
 from notiflow.models import Workspace, WorkspaceSchedule
 
@@ -68,7 +68,8 @@ class ScheduleEntry:
     cron: str  # minute hour day-of-month month day-of-week, in ``timezone``
     timezone: str
     description: str
-    payload: dict[str, Any] | None = None
+    # None: an empty payload (the job's payload model with its defaults).
+    payload: JobPayload | None = None
 
     def next_run(self, after: datetime) -> datetime:
         return next_run(self.cron, self.timezone, after)
@@ -200,12 +201,12 @@ async def reschedule_workspace(
 
 async def due_workspace_jobs(
     runtime: Runtime, now: datetime | None = None
-) -> list[tuple[str, dict[str, str]]]:
+) -> list[tuple[str, WorkspacePayload]]:
     """Create the missing per-workspace rows, then claim the due ones (moving each to its next
     local run) and return the jobs to enqueue: ``(job name, payload)``."""
     now = now or utcnow()
     jobs = {job.job: job for job in workspace_jobs(runtime.settings)}
-    due: list[tuple[str, dict[str, str]]] = []
+    due: list[tuple[str, WorkspacePayload]] = []
     async with unit_of_work(runtime.sessionmaker) as session:
         for job in jobs.values():
             missing = (
@@ -258,7 +259,7 @@ async def due_workspace_jobs(
                 due.append(
                     (
                         entry.job,
-                        {"workspace_id": str(row.workspace_id), "tenant_id": str(tenant_id)},
+                        WorkspacePayload(workspace_id=row.workspace_id, tenant_id=tenant_id),
                     )
                 )
     return due
@@ -268,7 +269,7 @@ async def due_workspace_jobs(
 
 
 async def release_workspace_claims(
-    runtime: Runtime, runs: Sequence[tuple[str, dict[str, str]]], claimed_at: datetime
+    runtime: Runtime, runs: Sequence[tuple[str, WorkspacePayload]], claimed_at: datetime
 ) -> None:
     """Make runs claimed at ``claimed_at`` (by :func:`due_workspace_jobs`) due again: their job
     could not be enqueued. The next claim moves each to its next local run from then on, so
@@ -278,7 +279,7 @@ async def release_workspace_claims(
             await session.execute(
                 update(WorkspaceSchedule)
                 .where(
-                    WorkspaceSchedule.workspace_id == uuid.UUID(payload["workspace_id"]),
+                    WorkspaceSchedule.workspace_id == payload.workspace_id,
                     WorkspaceSchedule.job_name == job,
                     WorkspaceSchedule.last_run_at == claimed_at,
                 )
@@ -320,7 +321,8 @@ async def run_schedule(runtime: Runtime, schedule: Sequence[ScheduleEntry] | Non
         for entry in entries:
             if upcoming[entry.job] > now or not queue.ready():
                 continue
-            if await _enqueue(runtime, entry.job, entry.payload or {}, queue):
+            payload: JobPayload | dict[str, Any] = entry.payload or {}
+            if await _enqueue(runtime, entry.job, payload, queue):
                 upcoming[entry.job] = entry.next_run(now)
             # else: still due; tried again once the queue may be back
         if now >= next_workspace_check and queue.ready():
@@ -359,7 +361,9 @@ async def _run_workspace_jobs(runtime: Runtime, now: datetime, queue: _QueueWait
     return True
 
 
-async def _enqueue(runtime: Runtime, job: str, payload: dict[str, Any], queue: _QueueWait) -> bool:
+async def _enqueue(
+    runtime: Runtime, job: str, payload: JobPayload | Mapping[str, Any], queue: _QueueWait
+) -> bool:
     """Enqueue ``job``; False if the queue is unreachable (the run stays due). Any other
     failure is logged and the run counts as done: trying a defect again would only repeat it."""
     if runtime.queue is None:
@@ -376,7 +380,7 @@ async def _enqueue(runtime: Runtime, job: str, payload: dict[str, Any], queue: _
         return False
     REDIS.recovered(component="schedule")
     queue.reachable()
-    log.info("scheduled_job_enqueued", job=job, **payload)
+    log.info("scheduled_job_enqueued", job=job, **payload_json(payload))
     return True
 
 

@@ -8,7 +8,6 @@ import json
 import subprocess
 import uuid
 import warnings
-from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy import select
@@ -19,8 +18,10 @@ from notiflow.admin.alerts import Alerter
 from notiflow.kit.queue import (
     JOB_CONCURRENCY,
     Job,
+    JobPayload,
     JobQueue,
     JobStreamBroker,
+    NoPayload,
     build_broker,
     enqueue_due_retries,
 )
@@ -31,16 +32,27 @@ from tests.conftest import REDIS_URL, TEST_PUSHER_SECRET
 from tests.delivery.processes import NOTIFLOW, eventually, notiflow_env
 
 
+class PostPayload(JobPayload):
+    post_id: str
+    tenant_id: uuid.UUID | None = None
+
+
+class NamedPayload(JobPayload):
+    workspace_id: str
+
+
 async def test_a_failing_job_is_recorded_and_alerted(runtime: Runtime) -> None:
     receiver = await WebhookReceiver().start()
     runtime.alerter = Alerter(slack_webhook_url=receiver.url)
-    calls: list[dict[str, Any]] = []
+    calls: list[PostPayload] = []
 
-    async def explode(runtime: Runtime, payload: dict[str, Any]) -> None:
+    async def explode(runtime: Runtime, payload: PostPayload) -> None:
         calls.append(payload)
         raise RuntimeError("the provider is on fire")
 
-    queue = JobQueue(build_broker(None), [Job("content.publish_post", explode, max_attempts=1)])
+    queue = JobQueue(
+        build_broker(None), [Job("content.publish_post", explode, PostPayload, max_attempts=1)]
+    )
     runtime.queue = queue
     await queue.start(runtime)
     tenant = uuid.uuid4()
@@ -53,7 +65,7 @@ async def test_a_failing_job_is_recorded_and_alerted(runtime: Runtime) -> None:
     finally:
         await queue.close()
         await receiver.stop()
-    assert calls == [{"post_id": "p1", "tenant_id": str(tenant)}]
+    assert calls == [PostPayload(post_id="p1", tenant_id=tenant)]
     async with runtime.sessionmaker() as session:
         [failed] = (await session.scalars(select(FailedJob))).all()
     assert failed.job_name == "content.publish_post"
@@ -69,12 +81,12 @@ async def test_a_failing_job_is_retried_with_backoff_then_gives_up(runtime: Runt
     runs: list[float] = []
     hook_calls: list[str] = []
 
-    async def flaky(runtime: Runtime, payload: dict[str, Any]) -> None:
+    async def flaky(runtime: Runtime, payload: PostPayload) -> None:
         runs.append(asyncio.get_running_loop().time())
         raise ConnectionError("provider unreachable")
 
-    async def on_failure(runtime: Runtime, payload: dict[str, Any], error: BaseException) -> None:
-        hook_calls.append(f"{payload['post_id']}: {error}")
+    async def on_failure(runtime: Runtime, payload: PostPayload, error: BaseException) -> None:
+        hook_calls.append(f"{payload.post_id}: {error}")
 
     queue = JobQueue(
         build_broker(None),
@@ -82,6 +94,7 @@ async def test_a_failing_job_is_retried_with_backoff_then_gives_up(runtime: Runt
             Job(
                 "content.publish_post",
                 flaky,
+                PostPayload,
                 max_attempts=3,
                 backoff_seconds=0.2,
                 on_failure=on_failure,
@@ -116,13 +129,13 @@ async def test_a_failing_job_is_retried_with_backoff_then_gives_up(runtime: Runt
 async def test_a_retry_that_succeeds_leaves_nothing_behind(runtime: Runtime) -> None:
     runs: list[int] = []
 
-    async def second_time_lucky(runtime: Runtime, payload: dict[str, Any]) -> None:
+    async def second_time_lucky(runtime: Runtime, payload: NoPayload) -> None:
         runs.append(1)
         if len(runs) == 1:
             raise TimeoutError("slow provider")
 
     queue = JobQueue(
-        build_broker(None), [Job("inbox.sync", second_time_lucky, backoff_seconds=0.05)]
+        build_broker(None), [Job("inbox.sync", second_time_lucky, NoPayload, backoff_seconds=0.05)]
     )
     runtime.queue = queue
     await queue.start(runtime)
@@ -150,7 +163,7 @@ async def test_the_embedded_queue_runs_at_most_job_concurrency_jobs_at_once(
     done = 0
     release = asyncio.Event()
 
-    async def slow(runtime: Runtime, payload: dict[str, Any]) -> None:
+    async def slow(runtime: Runtime, payload: NoPayload) -> None:
         nonlocal running, most, done
         running += 1
         most = max(most, running)
@@ -158,7 +171,7 @@ async def test_the_embedded_queue_runs_at_most_job_concurrency_jobs_at_once(
         running -= 1
         done += 1
 
-    queue = JobQueue(build_broker(None), [Job("analytics.fetch_metrics", slow)])
+    queue = JobQueue(build_broker(None), [Job("analytics.fetch_metrics", slow, NoPayload)])
     await queue.start(runtime)
     try:
         for _ in range(JOB_CONCURRENCY * 3):
@@ -183,13 +196,13 @@ async def test_workers_keep_reading_after_redis_loses_the_job_stream(
     group; the worker declares it again and runs the next job instead of failing forever."""
     ran: list[str] = []
 
-    async def record(runtime: Runtime, payload: dict[str, Any]) -> None:
-        ran.append(payload["workspace_id"])
+    async def record(runtime: Runtime, payload: NamedPayload) -> None:
+        ran.append(payload.workspace_id)
 
     broker = build_broker(REDIS_URL)
     assert isinstance(broker, JobStreamBroker)
     broker.block = 100  # short blocking reads, so the test does not wait on them
-    queue = JobQueue(broker, [Job("inbox.sync", record)])
+    queue = JobQueue(broker, [Job("inbox.sync", record, NamedPayload)])
     await queue.start(runtime)
     broker.is_worker_process = True
     receiver = asyncio.create_task(run_receiver_task(broker, max_async_tasks=5))

@@ -17,6 +17,7 @@ from notiflow.analytics.service import (
     workspaces_with_published_posts,
 )
 from notiflow.kit.ids import utcnow
+from notiflow.kit.queue import JobPayload, NoPayload, WorkspacePayload, payload_json
 from notiflow.models import PostMetricSnapshot, SocialAccount
 from notiflow.models.platform import AccountStatus, TargetStatus
 from notiflow.models.tenancy import Role
@@ -214,8 +215,8 @@ class RecordingQueue:
     def __init__(self) -> None:
         self.enqueued: list[tuple[str, dict[str, Any]]] = []
 
-    async def enqueue(self, name: str, payload: dict[str, Any]) -> None:
-        self.enqueued.append((name, payload))
+    async def enqueue(self, name: str, payload: JobPayload | dict[str, Any]) -> None:
+        self.enqueued.append((name, payload_json(payload)))
 
 
 async def test_fetch_all_dispatches_workspaces_with_recent_published_posts(
@@ -241,10 +242,12 @@ async def test_fetch_all_dispatches_workspaces_with_recent_published_posts(
     runtime.queue = queue  # type: ignore[assignment] # only enqueue is used
 
     await next(job for job in JOBS if job.name == "analytics.fetch_all_metrics").function(
-        runtime, {}
+        runtime, NoPayload()
     )
 
     expected = {"workspace_id": str(published.id), "tenant_id": str(owner.tenant_id)}
     assert queue.enqueued == [("analytics.fetch_metrics", expected)]
     async with runtime.sessionmaker() as session:
-        assert await workspaces_with_published_posts(session) == [expected]
+        assert await workspaces_with_published_posts(session) == [
+            WorkspacePayload.model_validate(expected)
+        ]

@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import select
 from taskiq import InMemoryBroker
 
-from notiflow.content.jobs import publish_post
+from notiflow.content.jobs import PublishPayload, publish_post
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
-from notiflow.kit.queue import JobQueue
+from notiflow.kit.queue import JobPayload, JobQueue, payload_json
 from notiflow.models import Notification, Post, PostTarget, SocialAccount, Workspace
 from notiflow.models.platform import PostStatus
 from notiflow.runtime import Runtime
@@ -111,17 +111,22 @@ class ScriptedNetwork:
 
 
 class RecordingQueue(JobQueue):
-    """A queue that keeps what was enqueued, for the test to run by hand."""
+    """A queue that keeps what was enqueued (as the JSON the real queue carries), for the test
+    to run by hand."""
 
     def __init__(self) -> None:
         super().__init__(InMemoryBroker(), [])
         self.messages: list[tuple[str, dict[str, Any]]] = []
 
-    async def enqueue(self, name: str, payload: dict[str, Any]) -> None:
-        self.messages.append((name, payload))
+    async def enqueue(self, name: str, payload: JobPayload | dict[str, Any]) -> None:
+        self.messages.append((name, payload_json(payload)))
 
-    def take(self) -> list[dict[str, Any]]:
-        payloads = [payload for name, payload in self.messages if name == "content.publish_post"]
+    def take(self) -> list[PublishPayload]:
+        payloads = [
+            PublishPayload.model_validate(payload)
+            for name, payload in self.messages
+            if name == "content.publish_post"
+        ]
         self.messages.clear()
         return payloads
 

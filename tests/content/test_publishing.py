@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from notiflow.content.jobs import publish_post, publish_post_failed
+from notiflow.content.jobs import PublishPayload, publish_post, publish_post_failed
 from notiflow.content.publishing import claim_due_targets, idempotency_key, scan_due_posts
 from notiflow.kit.ids import utcnow
 from notiflow.kit.timezones import to_utc
@@ -133,7 +133,7 @@ async def test_due_targets_are_published_and_the_author_told_once(
     assert all(a.finished_at is not None for a in attempts)
 
     # A repeated job or scan changes nothing and tells no one again.
-    await publish_post(runtime, payload)
+    await publish_post(runtime, PublishPayload.model_validate(payload))
     assert await _scan_and_run(runtime, queue) == 0
     notifications = await notifications_of(runtime, author.id)
     assert [n.type for n in notifications] == ["post_published"]
@@ -588,7 +588,9 @@ async def test_when_the_job_gives_up_its_targets_fail_and_the_author_is_told(
     network.script(in_flight, "hang_after_send")
     in_flight_target = (await targets_of(runtime, post))[in_flight.id]
     task = asyncio.create_task(
-        publish_post(runtime, {**claim.payload(), "target_ids": [str(in_flight_target.id)]})
+        publish_post(
+            runtime, claim.payload().model_copy(update={"target_ids": (in_flight_target.id,)})
+        )
     )
     await asyncio.wait_for(network.sent.wait(), 10)
     task.cancel()

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from notiflow.inbox import jobs
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
+from notiflow.kit.queue import WorkspacePayload
 from notiflow.models import InboxItem
 from notiflow.models.tenancy import Role
 from notiflow.runtime import Runtime
@@ -56,7 +57,7 @@ async def test_only_old_items_of_the_workspace_are_archived_and_again_changes_no
             )
         )
         await commit_and_flush_effects(session)
-    payload = {"workspace_id": str(workspace.id), "tenant_id": str(owner.tenant_id)}
+    payload = WorkspacePayload(workspace_id=workspace.id, tenant_id=owner.tenant_id)
     # Small batches, so the job's loop over several transactions is exercised.
     monkeypatch.setattr(jobs, "ARCHIVE_BATCH", 1)
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from notiflow.inbox.jobs import JOBS, workspaces_to_sync
 from notiflow.inbox.sync import InboxSyncIncomplete, sync_workspace
 from notiflow.kit.ids import utcnow
-from notiflow.kit.queue import run_job
+from notiflow.kit.queue import JobPayload, NoPayload, WorkspacePayload, payload_json, run_job
 from notiflow.models import InboxItem, JobAttempt, SocialAccount
 from notiflow.models.platform import AccountStatus
 from notiflow.models.tenancy import Role
@@ -331,8 +331,8 @@ class RecordingQueue:
     def __init__(self) -> None:
         self.enqueued: list[tuple[str, dict[str, Any]]] = []
 
-    async def enqueue(self, name: str, payload: dict[str, Any]) -> None:
-        self.enqueued.append((name, payload))
+    async def enqueue(self, name: str, payload: JobPayload | dict[str, Any]) -> None:
+        self.enqueued.append((name, payload_json(payload)))
 
 
 async def test_sync_all_dispatches_one_sync_per_workspace_with_active_accounts(
@@ -352,7 +352,7 @@ async def test_sync_all_dispatches_one_sync_per_workspace_with_active_accounts(
     runtime.queue = queue  # type: ignore[assignment] # only enqueue is used
 
     job = next(job for job in JOBS if job.name == "inbox.sync_all")
-    await job.function(runtime, {})
+    await job.function(runtime, NoPayload())
 
     expected = sorted(
         [
@@ -363,4 +363,6 @@ async def test_sync_all_dispatches_one_sync_per_workspace_with_active_accounts(
     )
     assert queue.enqueued == [("inbox.sync", payload) for payload in expected]
     async with runtime.sessionmaker() as session:
-        assert await workspaces_to_sync(session) == expected
+        assert await workspaces_to_sync(session) == [
+            WorkspacePayload.model_validate(payload) for payload in expected
+        ]

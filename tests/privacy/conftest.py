@@ -15,6 +15,7 @@ from notiflow.audit import service as audit
 from notiflow.auth.service import hash_password
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
+from notiflow.kit.queue import JobPayload, payload_json
 from notiflow.models import (
     InboxItem,
     NotificationPreference,
@@ -34,13 +35,14 @@ PASSWORD = "correct horse battery staple"
 
 
 class RecordingQueue:
-    """Stands in for the job queue: remembers what was enqueued (after commit)."""
+    """Stands in for the job queue: remembers what was enqueued (after commit), as the JSON
+    the real queue carries."""
 
     def __init__(self) -> None:
         self.enqueued: list[tuple[str, dict[str, Any]]] = []
 
-    async def enqueue(self, name: str, payload: dict[str, Any]) -> None:
-        self.enqueued.append((name, payload))
+    async def enqueue(self, name: str, payload: JobPayload | dict[str, Any]) -> None:
+        self.enqueued.append((name, payload_json(payload)))
 
     def named(self, name: str) -> list[dict[str, Any]]:
         return [payload for job, payload in self.enqueued if job == name]

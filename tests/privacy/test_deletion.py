@@ -37,6 +37,7 @@ from notiflow.models.tenancy import Role
 from notiflow.privacy import jobs as privacy_jobs
 from notiflow.privacy.deletion import FinalNoticeNotSent
 from notiflow.privacy.jobs import delete_data, export_data
+from notiflow.privacy.service import RequestPayload
 from notiflow.runtime import Runtime
 from tests.conftest import MakeMember
 from tests.delivery.conftest import SmtpServer
@@ -179,7 +180,7 @@ async def test_a_cancelled_deletion_does_nothing_when_its_job_runs(
     ).status_code == 404
 
     await _make_due(privacy_runtime, request_id)
-    await delete_data(privacy_runtime, {"request_id": request_id, "tenant_id": None})
+    await delete_data(privacy_runtime, RequestPayload(request_id=request_id))
 
     assert smtp_server.received == []
     async with privacy_runtime.sessionmaker() as session:
@@ -227,7 +228,7 @@ async def test_a_due_deletion_erases_the_user_after_the_final_email_and_spares_e
     cat = await seed_person(privacy_runtime, make_member, "globex", "cat")
     # Ann has a finished export on disk, and a colleague's audit entry names her.
     exported = await client.post("/api/v1/me/data-export", headers=ann.member.headers)
-    await export_data(privacy_runtime, {"request_id": exported.json()["data"]["id"]})
+    await export_data(privacy_runtime, RequestPayload(request_id=exported.json()["data"]["id"]))
     export_dir = Path(privacy_runtime.settings.storage_dir) / "exports" / str(ann.id)
     assert any(export_dir.iterdir())
     async with privacy_runtime.sessionmaker() as session:
@@ -262,7 +263,7 @@ async def test_a_due_deletion_erases_the_user_after_the_final_email_and_spares_e
         return await real_erase(session, settings, user)
 
     monkeypatch.setattr(privacy_jobs, "erase_user", watching_erase)
-    await delete_data(privacy_runtime, {"request_id": request_id, "tenant_id": None})
+    await delete_data(privacy_runtime, RequestPayload(request_id=request_id))
 
     assert seen_at_erasure == {"mails": [[ann.email]], "user_exists": True}
     (mail,) = smtp_server.received
@@ -359,7 +360,7 @@ async def test_a_due_deletion_erases_the_user_after_the_final_email_and_spares_e
     assert not export_dir.exists()
 
     # Running the job again does nothing, and sends nothing.
-    await delete_data(privacy_runtime, {"request_id": request_id, "tenant_id": None})
+    await delete_data(privacy_runtime, RequestPayload(request_id=request_id))
     assert len(smtp_server.received) == 1
 
 
@@ -384,7 +385,7 @@ async def test_a_crash_after_the_email_does_not_send_it_twice(
 
     monkeypatch.setattr(privacy_jobs, "erase_user", crashing_erase)
     with pytest.raises(ConnectionError):
-        await delete_data(privacy_runtime, {"request_id": request_id, "tenant_id": None})
+        await delete_data(privacy_runtime, RequestPayload(request_id=request_id))
     assert len(smtp_server.received) == 1
     failed = await _request(privacy_runtime, request_id)
     assert failed.status == "failed"
@@ -395,7 +396,7 @@ async def test_a_crash_after_the_email_does_not_send_it_twice(
 
     # The retry (the queue's backoff) goes straight to the deletion.
     monkeypatch.setattr(privacy_jobs, "erase_user", real_erase)
-    await delete_data(privacy_runtime, {"request_id": request_id, "tenant_id": None})
+    await delete_data(privacy_runtime, RequestPayload(request_id=request_id))
     assert len(smtp_server.received) == 1
     done = await _request(privacy_runtime, request_id)
     assert done.status == "completed"
@@ -416,7 +417,7 @@ async def test_no_email_no_deletion_while_the_mail_server_is_down(
 
     smtp_server.stop()
     with pytest.raises(FinalNoticeNotSent):
-        await delete_data(privacy_runtime, {"request_id": request_id, "tenant_id": None})
+        await delete_data(privacy_runtime, RequestPayload(request_id=request_id))
     request = await _request(privacy_runtime, request_id)
     assert request.status == "failed"
     assert "final_notice" not in request.report
@@ -424,7 +425,7 @@ async def test_no_email_no_deletion_while_the_mail_server_is_down(
         assert await session.get(User, member.id) is not None
 
     smtp_server.start()
-    await delete_data(privacy_runtime, {"request_id": request_id, "tenant_id": None})
+    await delete_data(privacy_runtime, RequestPayload(request_id=request_id))
     assert [mail.rcpt_tos for mail in smtp_server.received] == [[member.user.email]]
     assert (await _request(privacy_runtime, request_id)).status == "completed"
 
@@ -441,7 +442,7 @@ async def test_an_address_the_server_refuses_for_good_does_not_block_the_deletio
     request_id = response.json()["data"]["id"]
     await _make_due(privacy_runtime, request_id)
 
-    await delete_data(privacy_runtime, {"request_id": request_id, "tenant_id": None})
+    await delete_data(privacy_runtime, RequestPayload(request_id=request_id))
 
     request = await _request(privacy_runtime, request_id)
     assert request.status == "completed"
@@ -458,7 +459,7 @@ async def test_a_deletion_that_is_not_due_yet_is_not_started(
     member = await make_member("acme")
     response = await client.post("/api/v1/me/data-deletion", headers=member.headers)
     request_id = response.json()["data"]["id"]
-    await delete_data(privacy_runtime, {"request_id": request_id, "tenant_id": None})
+    await delete_data(privacy_runtime, RequestPayload(request_id=request_id))
     assert smtp_server.received == []
     assert (await _request(privacy_runtime, request_id)).status == "pending"
 
@@ -472,7 +473,7 @@ async def test_the_deleted_users_token_no_longer_works(
     member = await make_member("acme")
     response = await client.post("/api/v1/me/data-deletion", headers=member.headers)
     await _make_due(privacy_runtime, response.json()["data"]["id"])
-    await delete_data(privacy_runtime, {"request_id": response.json()["data"]["id"]})
+    await delete_data(privacy_runtime, RequestPayload(request_id=response.json()["data"]["id"]))
     assert (await client.get("/api/v1/user", headers=member.headers)).status_code == 401
 
 

@@ -23,7 +23,7 @@ from notiflow.models import AuditLog, DataExportRequest, Notification, User
 from notiflow.models.platform import RequestStatus
 from notiflow.privacy.downloads import open_download
 from notiflow.privacy.jobs import export_data, export_failed
-from notiflow.privacy.service import export_file
+from notiflow.privacy.service import RequestPayload, export_file
 from notiflow.privacy.tokens import make_download_token
 from notiflow.runtime import Runtime
 from tests.conftest import MakeMember, commit
@@ -61,7 +61,9 @@ async def _completed_export(
     response = await client.post("/api/v1/me/data-export", headers=person.member.headers)
     assert response.status_code == 202, response.text
     export_id = response.json()["data"]["id"]
-    await export_data(runtime, {"request_id": export_id, "tenant_id": str(person.member.tenant_id)})
+    await export_data(
+        runtime, RequestPayload(request_id=export_id, tenant_id=str(person.member.tenant_id))
+    )
     shown = await client.get(f"/api/v1/me/data-export/{export_id}", headers=person.member.headers)
     assert shown.status_code == 200
     data: dict[str, Any] = shown.json()["data"]
@@ -214,7 +216,7 @@ async def test_the_export_ready_notification_carries_the_download_link(
     person_headers = member.headers
     response = await client.post("/api/v1/me/data-export", headers=person_headers)
     export_id = response.json()["data"]["id"]
-    await export_data(privacy_runtime, {"request_id": export_id, "tenant_id": None})
+    await export_data(privacy_runtime, RequestPayload(request_id=export_id))
 
     async with privacy_runtime.sessionmaker() as session:
         notification = await session.scalar(
@@ -240,7 +242,7 @@ async def test_the_export_ready_notification_carries_the_download_link(
     ).status_code == 200
 
     # The job is safe to run twice: the second run finds nothing to do.
-    await export_data(privacy_runtime, {"request_id": export_id, "tenant_id": None})
+    await export_data(privacy_runtime, RequestPayload(request_id=export_id))
     async with privacy_runtime.sessionmaker() as session:
         again = await session.get(DataExportRequest, uuid.UUID(export_id))
     assert again is not None
@@ -255,7 +257,7 @@ async def test_bad_links_and_other_peoples_exports_are_refused(
     stranger = await make_member("globex")
     response = await client.post("/api/v1/me/data-export", headers=owner.headers)
     export_id = response.json()["data"]["id"]
-    await export_data(privacy_runtime, {"request_id": export_id, "tenant_id": None})
+    await export_data(privacy_runtime, RequestPayload(request_id=export_id))
     shown = (await client.get(f"/api/v1/me/data-export/{export_id}", headers=owner.headers)).json()
     url = shown["data"]["download_url"].removeprefix("https://notiflow.example")
     base, _, token = url.partition("?token=")
@@ -303,7 +305,7 @@ async def test_an_expired_export_is_gone_even_with_a_valid_looking_link(
     owner = await make_member("acme")
     response = await client.post("/api/v1/me/data-export", headers=owner.headers)
     export_id = uuid.UUID(response.json()["data"]["id"])
-    await export_data(privacy_runtime, {"request_id": str(export_id), "tenant_id": None})
+    await export_data(privacy_runtime, RequestPayload(request_id=str(export_id)))
     async with privacy_runtime.sessionmaker() as session:
         export = await session.get(DataExportRequest, export_id)
         assert export is not None
@@ -334,7 +336,7 @@ async def test_a_rerun_after_a_crash_overwrites_the_half_written_file(
         export.updated_at = utcnow() - timedelta(hours=2)
         await session.commit()
 
-    await export_data(privacy_runtime, {"request_id": export_id, "tenant_id": None})
+    await export_data(privacy_runtime, RequestPayload(request_id=export_id))
 
     assert sorted(path.name for path in directory.iterdir()) == [f"{export_id}.zip"]
     with zipfile.ZipFile(directory / f"{export_id}.zip") as archive:
@@ -353,7 +355,7 @@ async def test_a_run_in_progress_elsewhere_is_left_alone(
         assert export is not None
         export.status = RequestStatus.PROCESSING.value
         await session.commit()
-    await export_data(privacy_runtime, {"request_id": str(export_id), "tenant_id": None})
+    await export_data(privacy_runtime, RequestPayload(request_id=str(export_id)))
     async with privacy_runtime.sessionmaker() as session:
         export = await session.get(DataExportRequest, export_id)
     assert export is not None
@@ -367,9 +369,7 @@ async def test_the_failure_hook_marks_the_request_failed(
     owner = await make_member("acme")
     response = await client.post("/api/v1/me/data-export", headers=owner.headers)
     export_id = response.json()["data"]["id"]
-    await export_failed(
-        privacy_runtime, {"request_id": export_id, "tenant_id": None}, OSError("disk full")
-    )
+    await export_failed(privacy_runtime, RequestPayload(request_id=export_id), OSError("disk full"))
     shown = await client.get(f"/api/v1/me/data-export/{export_id}", headers=owner.headers)
     assert shown.json()["data"]["status"] == "failed"
     # The technical error stays inside (it may name server paths); people get words.
@@ -413,7 +413,7 @@ async def test_the_export_ready_email_goes_out_through_the_outbox_with_a_working
     owner = await make_member("acme")
     response = await client.post("/api/v1/me/data-export", headers=owner.headers)
     export_id = response.json()["data"]["id"]
-    await export_data(privacy_runtime, {"request_id": export_id})
+    await export_data(privacy_runtime, RequestPayload(request_id=export_id))
 
     sender = EmailSender(privacy_runtime.settings)
     privacy_runtime.senders = {"email": sender}

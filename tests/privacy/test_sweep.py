@@ -12,6 +12,7 @@ from notiflow.kit.queue import run_job
 from notiflow.models import DataDeletionRequest, DataExportRequest, User
 from notiflow.models.platform import RequestStatus
 from notiflow.privacy.jobs import export_data, sweep_once
+from notiflow.privacy.service import RequestPayload
 from notiflow.runtime import Runtime
 from tests.conftest import MakeMember
 from tests.delivery.conftest import SmtpServer
@@ -96,7 +97,7 @@ async def test_the_sweep_expires_old_exports_and_removes_their_files(
             ids.append(request.id)
         await session.commit()
     for request_id in ids:
-        await export_data(privacy_runtime, {"request_id": str(request_id)})
+        await export_data(privacy_runtime, RequestPayload(request_id=str(request_id)))
     old_id, current_id = ids
     async with privacy_runtime.sessionmaker() as session:
         old = await session.get(DataExportRequest, old_id)

@@ -10,6 +10,7 @@ from cryptography.fernet import Fernet
 
 from notiflow.kit.crypto import TokenCipher
 from notiflow.kit.ids import utcnow
+from notiflow.kit.queue import WorkspacePayload
 from notiflow.models.platform import AccountStatus
 from notiflow.models.tenancy import Role, Workspace
 from notiflow.runtime import Runtime
@@ -30,8 +31,8 @@ async def workspace(runtime: Runtime, owner: Member) -> Workspace:
     return await make_workspace(runtime, owner.tenant_id)
 
 
-def payload(workspace: Workspace) -> dict[str, Any]:
-    return {"workspace_id": str(workspace.id), "tenant_id": str(workspace.tenant_id)}
+def payload(workspace: Workspace) -> WorkspacePayload:
+    return WorkspacePayload(workspace_id=workspace.id, tenant_id=workspace.tenant_id)
 
 
 def sandbox(**options: Any) -> dict[str, Any]:

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from notiflow.analytics.service import fetch_workspace_metrics, workspaces_with_published_posts
-from notiflow.kit.queue import Job
+from notiflow.kit.queue import Job, NoPayload, WorkspacePayload
 
 if TYPE_CHECKING:
     from notiflow.runtime import Runtime
@@ -17,7 +16,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-async def fetch_all_metrics(runtime: Runtime, payload: dict[str, Any]) -> None:
+async def fetch_all_metrics(runtime: Runtime, payload: NoPayload) -> None:
     """Every 6 hours: one ``analytics.fetch_metrics`` per workspace with recent published posts."""
     async with runtime.sessionmaker() as session:
         payloads = await workspaces_with_published_posts(session)
@@ -28,14 +27,24 @@ async def fetch_all_metrics(runtime: Runtime, payload: dict[str, Any]) -> None:
     log.info("metrics_dispatched", job="analytics.fetch_all_metrics", workspaces=len(payloads))
 
 
-async def fetch_metrics(runtime: Runtime, payload: dict[str, Any]) -> None:
+async def fetch_metrics(runtime: Runtime, payload: WorkspacePayload) -> None:
     """Snapshot the counts of one workspace's published posts."""
-    await fetch_workspace_metrics(
-        runtime, uuid.UUID(payload["workspace_id"]), uuid.UUID(payload["tenant_id"])
-    )
+    await fetch_workspace_metrics(runtime, payload.workspace_id, payload.tenant_id)
 
 
-JOBS = [
-    Job("analytics.fetch_all_metrics", fetch_all_metrics, max_attempts=3, backoff_seconds=30.0),
-    Job("analytics.fetch_metrics", fetch_metrics, max_attempts=3, backoff_seconds=120.0),
+JOBS: list[Job[Any]] = [
+    Job(
+        "analytics.fetch_all_metrics",
+        fetch_all_metrics,
+        NoPayload,
+        max_attempts=3,
+        backoff_seconds=30.0,
+    ),
+    Job(
+        "analytics.fetch_metrics",
+        fetch_metrics,
+        WorkspacePayload,
+        max_attempts=3,
+        backoff_seconds=120.0,
+    ),
 ]

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.kit.ids import new_id, utcnow
 from notiflow.kit.locks import job_lease
+from notiflow.kit.queue import WorkspacePayload
 from notiflow.kit.uow import unit_of_work
 from notiflow.models import PostMetricSnapshot, PostTarget, SocialAccount, Workspace
 from notiflow.models.platform import AccountStatus, TargetStatus
@@ -77,7 +78,7 @@ def _published_since(cutoff: datetime) -> ColumnElement[bool]:
 
 async def workspaces_with_published_posts(
     session: AsyncSession, now: datetime | None = None
-) -> list[dict[str, str]]:
+) -> list[WorkspacePayload]:
     """The ``analytics.fetch_metrics`` payload of every workspace with a post published within
     the window on an active account."""
     cutoff = (now or utcnow()) - timedelta(days=WINDOW_DAYS)
@@ -95,7 +96,7 @@ async def workspaces_with_published_posts(
         .order_by(PostTarget.workspace_id)
     )
     return [
-        {"workspace_id": str(workspace_id), "tenant_id": str(tenant_id)}
+        WorkspacePayload(workspace_id=workspace_id, tenant_id=tenant_id)
         for workspace_id, tenant_id in rows
     ]
 

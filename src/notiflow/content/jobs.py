@@ -8,38 +8,29 @@ queue message. The job itself is retried (3 tries, 60 s exponential) only when i
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from notiflow.content.publishing import PUBLISH_JOB, Publisher, scan_due_posts
-from notiflow.kit.queue import Job, repeat_forever
+from notiflow.content.publishing import PUBLISH_JOB, Publisher, PublishPayload, scan_due_posts
+from notiflow.kit.queue import Job, NoPayload, repeat_forever
 
 if TYPE_CHECKING:
     from notiflow.runtime import Runtime
 
 
-async def scan_due_posts_job(runtime: Runtime, payload: dict[str, Any]) -> None:
+async def scan_due_posts_job(runtime: Runtime, payload: NoPayload) -> None:
     await scan_due_posts(runtime)
 
 
-async def publish_post(runtime: Runtime, payload: dict[str, Any]) -> None:
-    """Publish the claimed targets of one post: ``{post_id, workspace_id, tenant_id,
-    target_ids, claim}`` as :meth:`ClaimedPost.payload` builds it."""
-    await Publisher(runtime).publish(
-        uuid.UUID(payload["post_id"]),
-        [uuid.UUID(value) for value in payload["target_ids"]],
-        datetime.fromisoformat(payload["claim"]),
-    )
+async def publish_post(runtime: Runtime, payload: PublishPayload) -> None:
+    """Publish the claimed targets of one post (as :meth:`ClaimedPost.payload` names them)."""
+    await Publisher(runtime).publish(payload.post_id, payload.target_ids, payload.claim)
 
 
 async def publish_post_failed(
-    runtime: Runtime, payload: dict[str, Any], error: BaseException
+    runtime: Runtime, payload: PublishPayload, error: BaseException
 ) -> None:
     await Publisher(runtime).give_up(
-        uuid.UUID(payload["post_id"]),
-        [uuid.UUID(value) for value in payload["target_ids"]],
-        f"{type(error).__name__}: {error}",
+        payload.post_id, payload.target_ids, f"{type(error).__name__}: {error}"
     )
 
 
@@ -50,15 +41,23 @@ async def scan_forever(runtime: Runtime, interval: float) -> None:  # pragma: no
     )
 
 
-JOBS = [
-    Job("content.scan_due_posts", scan_due_posts_job, max_attempts=1),
+JOBS: list[Job[Any]] = [
+    Job("content.scan_due_posts", scan_due_posts_job, NoPayload, max_attempts=1),
     Job(
         PUBLISH_JOB,
         publish_post,
+        PublishPayload,
         max_attempts=3,
         backoff_seconds=60.0,
         on_failure=publish_post_failed,
     ),
 ]
 
-__all__ = ["JOBS", "publish_post", "publish_post_failed", "scan_due_posts_job", "scan_forever"]
+__all__ = [
+    "JOBS",
+    "PublishPayload",
+    "publish_post",
+    "publish_post_failed",
+    "scan_due_posts_job",
+    "scan_forever",
+]

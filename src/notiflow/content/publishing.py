@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.kit.errors import InvalidInput, NotFound
 from notiflow.kit.ids import utcnow
+from notiflow.kit.queue import IsoDatetime, JobPayload
 from notiflow.kit.retry import RetryPolicy
 from notiflow.kit.uow import unit_of_work
 from notiflow.models import Post, PostTarget, PublishAttempt, SocialAccount
@@ -52,6 +53,19 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 PUBLISH_JOB = "content.publish_post"
+
+
+class PublishPayload(JobPayload):
+    """The ``content.publish_post`` payload: the targets of one post that one scan claimed."""
+
+    post_id: uuid.UUID
+    workspace_id: uuid.UUID
+    tenant_id: uuid.UUID
+    target_ids: tuple[uuid.UUID, ...]
+    # The lease stamped on the targets: the job works only on targets still holding it.
+    claim: IsoDatetime
+
+
 # Targets claimed per statement, and at most per scan (the rest waits for the next scan).
 CLAIM_BATCH = 2_000
 MAX_PER_SCAN = 20_000
@@ -88,14 +102,14 @@ class ClaimedPost:
     target_ids: list[uuid.UUID]
     claim: datetime
 
-    def payload(self) -> dict[str, Any]:
-        return {
-            "post_id": str(self.post_id),
-            "workspace_id": str(self.workspace_id),
-            "tenant_id": str(self.tenant_id),
-            "target_ids": [str(target_id) for target_id in self.target_ids],
-            "claim": self.claim.isoformat(),
-        }
+    def payload(self) -> PublishPayload:
+        return PublishPayload(
+            post_id=self.post_id,
+            workspace_id=self.workspace_id,
+            tenant_id=self.tenant_id,
+            target_ids=tuple(self.target_ids),
+            claim=self.claim,
+        )
 
 
 # ----------------------------------------------------------------------------- the scanner

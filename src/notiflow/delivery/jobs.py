@@ -11,7 +11,14 @@ import structlog
 
 from notiflow.kit.metrics import set_queue_depth
 from notiflow.kit.outages import REDIS, told_as_outage
-from notiflow.kit.queue import Job, JobQueue, enqueue_due_retries, repeat_forever
+from notiflow.kit.queue import (
+    Job,
+    JobPayload,
+    JobQueue,
+    NoPayload,
+    enqueue_due_retries,
+    repeat_forever,
+)
 from notiflow.notifications.events import NotificationRecord
 from notiflow.notifications.unread import UserTenant
 
@@ -24,12 +31,18 @@ log = structlog.get_logger(__name__)
 BATCH = 500
 
 
-async def send_deliveries(runtime: Runtime, payload: dict[str, Any]) -> None:
-    ids = [uuid.UUID(value) for value in payload.get("delivery_ids", [])]
-    await runtime.delivery_worker().process(ids)
+class SendPayload(JobPayload):
+    """A wake-up for up to :data:`BATCH` deliveries of one tenant."""
+
+    delivery_ids: tuple[uuid.UUID, ...] = ()
+    tenant_id: uuid.UUID | None = None
 
 
-async def sweep(runtime: Runtime, payload: dict[str, Any]) -> None:
+async def send_deliveries(runtime: Runtime, payload: SendPayload) -> None:
+    await runtime.delivery_worker().process(payload.delivery_ids)
+
+
+async def sweep(runtime: Runtime, payload: NoPayload) -> None:
     """Hand out again what is due: retries whose time came, rows a crash left behind, rows
     whose wake-up message was lost. Emails an SMTP outage held back become due as soon as the
     mail server answers a probe again."""
@@ -82,12 +95,15 @@ class DeliveryDispatcher:
 
 async def sweep_forever(runtime: Runtime, interval: float) -> None:
     async def sweep_and_retry() -> None:
-        await sweep(runtime, {})
+        await sweep(runtime, NoPayload())
         await enqueue_due_retries(runtime)
 
     await repeat_forever(interval, sweep_and_retry, failure_event="delivery_sweep_failed")
 
 
-JOBS = [Job("delivery.send", send_deliveries), Job("delivery.sweep", sweep)]
+JOBS: list[Job[Any]] = [
+    Job("delivery.send", send_deliveries, SendPayload),
+    Job("delivery.sweep", sweep, NoPayload),
+]
 
 __all__ = ["JOBS", "DeliveryDispatcher", "JobQueue", "enqueue_in_batches", "sweep_forever"]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,7 @@ from notiflow.inbox.service import archive_older_than
 from notiflow.inbox.sync import sync_workspace
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
-from notiflow.kit.queue import Job
+from notiflow.kit.queue import Job, NoPayload, WorkspacePayload
 from notiflow.models import SocialAccount
 from notiflow.models.platform import AccountStatus
 
@@ -27,7 +26,7 @@ log = structlog.get_logger(__name__)
 ARCHIVE_BATCH = 1_000
 
 
-async def workspaces_to_sync(session: AsyncSession) -> list[dict[str, str]]:
+async def workspaces_to_sync(session: AsyncSession) -> list[WorkspacePayload]:
     """The ``inbox.sync`` payload of every workspace with at least one active account."""
     rows = await session.execute(
         select(SocialAccount.workspace_id, SocialAccount.tenant_id)
@@ -36,12 +35,12 @@ async def workspaces_to_sync(session: AsyncSession) -> list[dict[str, str]]:
         .order_by(SocialAccount.workspace_id)
     )
     return [
-        {"workspace_id": str(workspace_id), "tenant_id": str(tenant_id)}
+        WorkspacePayload(workspace_id=workspace_id, tenant_id=tenant_id)
         for workspace_id, tenant_id in rows
     ]
 
 
-async def sync_all(runtime: Runtime, payload: dict[str, Any]) -> None:
+async def sync_all(runtime: Runtime, payload: NoPayload) -> None:
     """Every 15 minutes: one ``inbox.sync`` per workspace with connected active accounts."""
     async with runtime.sessionmaker() as session:
         payloads = await workspaces_to_sync(session)
@@ -52,17 +51,15 @@ async def sync_all(runtime: Runtime, payload: dict[str, Any]) -> None:
     log.info("inbox_sync_dispatched", job="inbox.sync_all", workspaces=len(payloads))
 
 
-async def sync(runtime: Runtime, payload: dict[str, Any]) -> None:
+async def sync(runtime: Runtime, payload: WorkspacePayload) -> None:
     """Fetch the new comments and mentions of one workspace, store them once and notify."""
-    await sync_workspace(
-        runtime, uuid.UUID(payload["workspace_id"]), uuid.UUID(payload["tenant_id"])
-    )
+    await sync_workspace(runtime, payload.workspace_id, payload.tenant_id)
 
 
-async def archive_old(runtime: Runtime, payload: dict[str, Any]) -> None:
+async def archive_old(runtime: Runtime, payload: WorkspacePayload) -> None:
     """Weekly: archive the workspace's items that occurred more than ``inbox_archive_days``
     ago, a batch per transaction. Running it again archives nothing more."""
-    workspace_id = uuid.UUID(payload["workspace_id"])
+    workspace_id = payload.workspace_id
     now = utcnow()
     cutoff = now - timedelta(days=runtime.settings.inbox_archive_days)
     archived = 0
@@ -79,14 +76,14 @@ async def archive_old(runtime: Runtime, payload: dict[str, Any]) -> None:
         "inbox_archived",
         job="inbox.archive_old",
         workspace_id=str(workspace_id),
-        tenant_id=payload.get("tenant_id"),
+        tenant_id=str(payload.tenant_id),
         archived=archived,
     )
 
 
-JOBS = [
-    Job("inbox.sync_all", sync_all, max_attempts=3, backoff_seconds=30.0),
+JOBS: list[Job[Any]] = [
+    Job("inbox.sync_all", sync_all, NoPayload, max_attempts=3, backoff_seconds=30.0),
     # Retried when an account failed transiently (the others were saved); a 401 is not retried.
-    Job("inbox.sync", sync, max_attempts=3, backoff_seconds=60.0),
-    Job("inbox.archive_old", archive_old, max_attempts=3, backoff_seconds=300.0),
+    Job("inbox.sync", sync, WorkspacePayload, max_attempts=3, backoff_seconds=60.0),
+    Job("inbox.archive_old", archive_old, WorkspacePayload, max_attempts=3, backoff_seconds=300.0),
 ]

@@ -67,15 +67,13 @@ class FinalFailure:
     ) -> FinalFailure:
         """The failure of a queued job that raised ``error`` (with the tenant and workspace
         its payload names)."""
-        tenant_id = args.get("tenant_id")
-        workspace_id = args.get("workspace_id")
         return cls(
             job_name=job_name,
             args=args,
             error=f"{type(error).__name__}: {error}"[:ERROR_CHARS],
             attempts=attempts,
-            tenant_id=uuid.UUID(tenant_id) if tenant_id else None,
-            workspace_id=uuid.UUID(workspace_id) if workspace_id else None,
+            tenant_id=_uuid_or_none(args.get("tenant_id")),
+            workspace_id=_uuid_or_none(args.get("workspace_id")),
             traceback="".join(traceback.format_exception(error))[-TRACEBACK_CHARS:],
             alert_error=f"{type(error).__name__}: {error}",
         )
@@ -90,6 +88,17 @@ class FinalFailure:
             traceback=self.traceback,
             attempts=self.attempts,
         )
+
+
+def _uuid_or_none(value: object) -> uuid.UUID | None:
+    """The id a payload names, or None when it names none (or one that is not an id: a payload
+    that failed validation is recorded all the same)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
 
 
 async def give_up(

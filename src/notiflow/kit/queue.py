@@ -3,7 +3,19 @@
 The queue is only a wake-up call (DESIGN §8): every job's trigger can be found again in the
 database (a pending delivery, a due post), so a lost message delays work and never loses it.
 Jobs are plain ``async def job(runtime, payload) -> None`` functions registered under a
-``domain.verb`` name; :class:`JobQueue` turns them into Taskiq tasks and hands them the runtime.
+``domain.verb`` name with the :class:`JobPayload` model of their payload; :class:`JobQueue`
+turns them into Taskiq tasks and hands them the runtime. A payload travels and is stored
+(``job_attempts``, ``failed_jobs``) as a JSON object and is validated into its model when the
+job starts::
+
+    class WorkspacePayload(JobPayload):
+        workspace_id: uuid.UUID
+        tenant_id: uuid.UUID
+
+    async def sync(runtime: Runtime, payload: WorkspacePayload) -> None: ...
+
+    Job("inbox.sync", sync, WorkspacePayload, max_attempts=3)
+    await queue.enqueue("inbox.sync", WorkspacePayload(workspace_id=..., tenant_id=...))
 """
 
 from __future__ import annotations
@@ -13,12 +25,13 @@ import contextlib
 import functools
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 import structlog
+from pydantic import AwareDatetime, BaseModel, ConfigDict, PlainSerializer, ValidationError
 from redis.exceptions import ResponseError
 from sqlalchemy import delete, select, update
 from taskiq import AckableMessage, AsyncBroker, Context, InMemoryBroker, TaskiqDepends
@@ -44,19 +57,56 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-JobFunction = Callable[["Runtime", dict[str, Any]], Awaitable[None]]
+
+class JobPayload(BaseModel):
+    """The payload of a job, validated from its stored JSON object when the job starts.
+
+    Frozen; keys a model does not name are ignored, so payloads stored by an older version
+    (in ``job_attempts`` and ``failed_jobs``) still run.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class NoPayload(JobPayload):
+    """The payload of a job that needs none (the periodic sweeps and fan-outs)."""
+
+
+class WorkspacePayload(JobPayload):
+    """The payload of a job that works on one workspace."""
+
+    workspace_id: uuid.UUID
+    tenant_id: uuid.UUID
+
+
+# An aware timestamp stored as ``datetime.isoformat()`` gives it (``+00:00``, not Pydantic's
+# ``Z``): the JSON of payloads stays what it was before they had models.
+IsoDatetime = Annotated[
+    AwareDatetime, PlainSerializer(datetime.isoformat, return_type=str, when_used="json")
+]
+
+P = TypeVar("P", bound=JobPayload)
+
+
+def payload_json(payload: JobPayload | Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON object a payload travels and is stored as."""
+    if isinstance(payload, JobPayload):
+        return payload.model_dump(mode="json")
+    return dict(payload)
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
+class Job(Generic[P]):
     name: str
-    function: JobFunction
+    function: Callable[[Runtime, P], Awaitable[None]]
+    # The model the stored payload is validated into before ``function`` runs.
+    payload: type[P]
     # Tries in all, and the first retry delay (doubling after each failure, with jitter).
     max_attempts: int = 3
     backoff_seconds: float = 60.0
     # Runs once when the job gives up (spec 003 §8.2's failed()): e.g. mark a post failed and
     # tell its author.
-    on_failure: Callable[[Runtime, dict[str, Any], BaseException], Awaitable[None]] | None = None
+    on_failure: Callable[[Runtime, P, BaseException], Awaitable[None]] | None = None
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -71,7 +121,7 @@ RETRY_LEASE_SECONDS = 300.0
 
 
 class JobQueue:
-    def __init__(self, broker: AsyncBroker, jobs: list[Job]) -> None:
+    def __init__(self, broker: AsyncBroker, jobs: list[Job[Any]]) -> None:
         self.broker = broker
         self.jobs = {job.name: job for job in jobs}
         # Taskiq's in-memory broker starts every message's task at once (its max_async_tasks is
@@ -95,14 +145,20 @@ class JobQueue:
     async def close(self) -> None:
         await self.broker.shutdown()
 
-    async def enqueue(self, name: str, payload: dict[str, Any]) -> None:
+    async def enqueue(self, name: str, payload: JobPayload | Mapping[str, Any]) -> None:
+        """Hand ``name`` its payload: its model, or a JSON object as stored (a retry)."""
         task = self.broker.find_task(name)
         if task is None:
             raise KeyError(f"unknown job {name}")
-        await task.kiq(payload)
+        job = self.jobs.get(name)
+        if isinstance(payload, JobPayload) and job and not isinstance(payload, job.payload):
+            raise TypeError(
+                f"{name} takes a {job.payload.__name__}, not a {type(payload).__name__}"
+            )
+        await task.kiq(payload_json(payload))
 
 
-def _taskiq_adapter(job: Job, queue: JobQueue) -> Callable[..., Awaitable[None]]:
+def _taskiq_adapter(job: Job[Any], queue: JobQueue) -> Callable[..., Awaitable[None]]:
     async def run(
         payload: dict[str, Any],
         context: Context = TaskiqDepends(),  # noqa: B008 - Taskiq's injection idiom
@@ -118,9 +174,12 @@ def _taskiq_adapter(job: Job, queue: JobQueue) -> Callable[..., Awaitable[None]]
     return run
 
 
-async def run_job(runtime: Runtime, job: Job, payload: dict[str, Any]) -> None:
+async def run_job(runtime: Runtime, job: Job[Any], payload: dict[str, Any]) -> None:
     """Run one job: one structured log line and metrics either way; a job that raises is written
-    to ``failed_jobs`` and alerted (its trigger stays in the database for the next run)."""
+    to ``failed_jobs`` and alerted (its trigger stays in the database for the next run).
+
+    A payload that does not validate into the job's model fails at once, without retries (it
+    would fail again) and without the failure hook (there is no payload to hand it)."""
     from notiflow.kit.metrics import record_failed_job, record_job, record_retry
     from notiflow.models import JobAttempt
 
@@ -131,7 +190,30 @@ async def run_job(runtime: Runtime, job: Job, payload: dict[str, Any]) -> None:
     tenant_id = args.get("tenant_id")
     workspace_id = args.get("workspace_id")
     try:
-        await job.function(runtime, args)
+        typed = job.payload.model_validate(args)
+    except ValidationError as error:
+        seconds = time.perf_counter() - started
+        record_job(job.name, "failed", seconds)
+        record_failed_job()
+        log.error(
+            "job",
+            job=job.name,
+            outcome="failed",
+            reason="invalid_payload",
+            error=str(error),
+            seconds=round(seconds, 4),
+            tenant_id=tenant_id,
+            workspace_id=workspace_id,
+        )
+        try:
+            await _reject(runtime, job, args, attempt_id, error)
+        except Exception as reject_error:
+            if not database_unavailable(reject_error):
+                raise
+            DATABASE.failed(reject_error, component="job", job=job.name)
+        return
+    try:
+        await job.function(runtime, typed)
     except Exception as error:
         seconds = time.perf_counter() - started
         if database_unavailable(error):
@@ -175,7 +257,7 @@ async def run_job(runtime: Runtime, job: Job, payload: dict[str, Any]) -> None:
             workspace_id=workspace_id,
         )
         hook = (
-            functools.partial(job.on_failure, runtime, args, error)
+            functools.partial(job.on_failure, runtime, typed, error)
             if job.on_failure is not None
             else None
         )
@@ -201,9 +283,30 @@ async def run_job(runtime: Runtime, job: Job, payload: dict[str, Any]) -> None:
     )
 
 
+async def _reject(
+    runtime: Runtime,
+    job: Job[Any],
+    args: dict[str, Any],
+    attempt_id: str | None,
+    error: ValidationError,
+) -> None:
+    """Give up on a run whose payload does not validate: its ``failed_jobs`` row and alert, and
+    no further try (a retry row it came from is deleted)."""
+    from notiflow.models import JobAttempt
+
+    async with runtime.sessionmaker() as session:
+        attempt = await session.get(JobAttempt, uuid.UUID(attempt_id)) if attempt_id else None
+        attempts = (attempt.attempts if attempt is not None else 0) + 1
+        if attempt is not None:
+            await session.delete(attempt)
+        failure = FinalFailure.of_error(job.name, args, error, attempts=attempts)
+        await give_up(session, failure, alerter=runtime.alerter)
+        await commit_and_flush_effects(session)
+
+
 async def _schedule_retry(
     runtime: Runtime,
-    job: Job,
+    job: Job[Any],
     args: dict[str, Any],
     attempt_id: str | None,
     error: BaseException,

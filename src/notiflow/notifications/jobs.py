@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from notiflow.kit.after_commit import commit_and_flush_effects
-from notiflow.kit.queue import Job
+from notiflow.kit.queue import Job, JobPayload
 
 if TYPE_CHECKING:
     from notiflow.runtime import Runtime
@@ -15,13 +15,19 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-async def cleanup(runtime: Runtime, payload: dict[str, Any]) -> None:
+class CleanupPayload(JobPayload):
+    """Days after which a notification is deleted, read or not."""
+
+    days_old: int = 90
+
+
+async def cleanup(runtime: Runtime, payload: CleanupPayload) -> None:
     """Delete notifications older than 90 days and read ones read more than 30 days ago."""
-    days = int(payload.get("days_old", 90))
+    days = payload.days_old
     async with runtime.sessionmaker() as session:
         deleted = await runtime.notification_service(session).delete_old(days)
         await commit_and_flush_effects(session)
     log.info("notifications_cleanup", job="notifications.cleanup", deleted=deleted)
 
 
-JOBS = [Job("notifications.cleanup", cleanup)]
+JOBS: list[Job[Any]] = [Job("notifications.cleanup", cleanup, CleanupPayload)]

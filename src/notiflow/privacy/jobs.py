@@ -23,13 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.kit.after_commit import after_commit, commit_and_flush_effects
 from notiflow.kit.ids import utcnow
-from notiflow.kit.queue import Job
+from notiflow.kit.queue import Job, NoPayload
 from notiflow.models import DataDeletionRequest, DataExportRequest, Membership, User
 from notiflow.models.platform import RequestStatus
 from notiflow.notifications.types import NotificationType
 from notiflow.privacy import service
 from notiflow.privacy.deletion import NOTICE_KEY, erase_user, record_deletion, send_final_notice
 from notiflow.privacy.export import ExportArchive, finish_file, write_export
+from notiflow.privacy.service import RequestPayload
 
 if TYPE_CHECKING:
     from notiflow.runtime import Runtime
@@ -97,9 +98,9 @@ async def _mark_failed(
 # ---------------------------------------------------------------------------------- export
 
 
-async def export_data(runtime: Runtime, payload: dict[str, Any]) -> None:
+async def export_data(runtime: Runtime, payload: RequestPayload) -> None:
     """Write the user's zip, record its size/hash/expiry and tell them it is ready."""
-    request_id = uuid.UUID(payload["request_id"])
+    request_id = payload.request_id
     if not await _claim(runtime, DataExportRequest, request_id):
         log.info("privacy_export_skipped", request_id=str(request_id), reason="not_claimable")
         return
@@ -182,9 +183,9 @@ async def _notify_export_ready(
     )
 
 
-async def export_failed(runtime: Runtime, payload: dict[str, Any], error: BaseException) -> None:
+async def export_failed(runtime: Runtime, payload: RequestPayload, error: BaseException) -> None:
     """The last try failed: the request stays ``failed`` with the error; no half file stays."""
-    request_id = uuid.UUID(payload["request_id"])
+    request_id = payload.request_id
     async with runtime.sessionmaker() as session:
         request = await session.get(DataExportRequest, request_id)
         if request is None:
@@ -203,9 +204,9 @@ async def export_failed(runtime: Runtime, payload: dict[str, Any], error: BaseEx
 # ---------------------------------------------------------------------------------- deletion
 
 
-async def delete_data(runtime: Runtime, payload: dict[str, Any]) -> None:
+async def delete_data(runtime: Runtime, payload: RequestPayload) -> None:
     """Carry out a deletion whose grace period ended; nothing when it was cancelled."""
-    request_id = uuid.UUID(payload["request_id"])
+    request_id = payload.request_id
     due = DataDeletionRequest.scheduled_for <= utcnow()
     if not await _claim(runtime, DataDeletionRequest, request_id, due):
         log.info("privacy_delete_skipped", request_id=str(request_id), reason="not_claimable")
@@ -271,10 +272,10 @@ async def _erase(runtime: Runtime, request_id: uuid.UUID) -> None:
     )
 
 
-async def deletion_failed(runtime: Runtime, payload: dict[str, Any], error: BaseException) -> None:
+async def deletion_failed(runtime: Runtime, payload: RequestPayload, error: BaseException) -> None:
     """The last try failed: the request stays ``failed`` (admins are alerted by the queue);
     ``notiflow jobs retry`` runs it again."""
-    request_id = uuid.UUID(payload["request_id"])
+    request_id = payload.request_id
     async with runtime.sessionmaker() as session:
         request = await session.get(DataDeletionRequest, request_id)
         if request is not None and request.status != RequestStatus.COMPLETED.value:
@@ -286,7 +287,7 @@ async def deletion_failed(runtime: Runtime, payload: dict[str, Any], error: Base
 # ---------------------------------------------------------------------------------- sweep
 
 
-async def sweep(runtime: Runtime, payload: dict[str, Any]) -> None:
+async def sweep(runtime: Runtime, payload: NoPayload) -> None:
     """Wake exports whose wake-up was lost and deletions that are due (or whose run died),
     expire old exports and remove their files, and remove files of users who are gone."""
     summary = await sweep_once(runtime)
@@ -367,11 +368,9 @@ async def sweep_once(runtime: Runtime, *, now: datetime | None = None) -> dict[s
     if runtime.queue is not None:
         for job, rows in ((service.EXPORT_JOB, exports), (service.DELETE_JOB, deletions)):
             for request_id, tenant_id in rows:
-                payload = {
-                    "request_id": str(request_id),
-                    "tenant_id": str(tenant_id) if tenant_id else None,
-                }
-                await runtime.queue.enqueue(job, payload)
+                await runtime.queue.enqueue(
+                    job, RequestPayload(request_id=request_id, tenant_id=tenant_id)
+                )
     orphans = await _remove_orphan_directories(runtime)
     return {
         "exports_woken": len(exports),
@@ -431,10 +430,11 @@ def _human_size(size: int) -> str:
     return f"{size} bytes"  # pragma: no cover - the loop always returns
 
 
-JOBS = [
+JOBS: list[Job[Any]] = [
     Job(
-        "privacy.export",
+        service.EXPORT_JOB,
         export_data,
+        RequestPayload,
         max_attempts=3,
         backoff_seconds=60.0,
         on_failure=export_failed,
@@ -443,12 +443,13 @@ JOBS = [
     # doubling: a mail server down for a few hours delays the deletion (the final email must go
     # first) instead of failing it.
     Job(
-        "privacy.delete",
+        service.DELETE_JOB,
         delete_data,
+        RequestPayload,
         max_attempts=5,
         backoff_seconds=300.0,
         on_failure=deletion_failed,
     ),
     # Runs every minute anyway: a failed run is reported at once, not retried.
-    Job("privacy.sweep", sweep, max_attempts=1),
+    Job("privacy.sweep", sweep, NoPayload, max_attempts=1),
 ]

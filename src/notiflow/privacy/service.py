@@ -22,7 +22,7 @@ from notiflow.config import Settings
 from notiflow.kit.after_commit import after_commit
 from notiflow.kit.errors import Conflict, NotFound
 from notiflow.kit.ids import utcnow
-from notiflow.kit.queue import JobQueue
+from notiflow.kit.queue import JobPayload, JobQueue
 from notiflow.models import DataDeletionRequest, DataExportRequest, Membership, Tenant, User
 from notiflow.models.platform import RequestStatus
 from notiflow.models.tenancy import Role
@@ -32,6 +32,16 @@ from notiflow.privacy.tokens import make_download_token
 
 EXPORT_JOB = "privacy.export"
 DELETE_JOB = "privacy.delete"
+
+
+class RequestPayload(JobPayload):
+    """The payload of :data:`EXPORT_JOB` and :data:`DELETE_JOB`: the request to carry out, and
+    the tenant it was made in (none for a request made outside any tenant)."""
+
+    request_id: uuid.UUID
+    tenant_id: uuid.UUID | None = None
+
+
 SWEEP_JOB = "privacy.sweep"
 
 ACTIVE = (RequestStatus.PENDING.value, RequestStatus.PROCESSING.value)
@@ -346,7 +356,7 @@ def _enqueue_after_commit(
 ) -> None:
     if queue is None:
         return
-    payload = {"request_id": str(request_id), "tenant_id": str(tenant_id) if tenant_id else None}
+    payload = RequestPayload(request_id=request_id, tenant_id=tenant_id)
 
     async def wake() -> None:
         await queue.enqueue(job, payload)

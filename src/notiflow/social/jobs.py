@@ -15,7 +15,7 @@ from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.crypto import InvalidToken
 from notiflow.kit.ids import utcnow
 from notiflow.kit.locks import job_lease
-from notiflow.kit.queue import Job
+from notiflow.kit.queue import Job, WorkspacePayload
 from notiflow.models import SocialAccount
 from notiflow.models.platform import AccountStatus
 from notiflow.notifications.sending import NotificationPayload
@@ -52,7 +52,7 @@ class TokenRefreshIncomplete(Exception):
     """Some accounts could not be refreshed now: the queue retries the run (with backoff)."""
 
 
-async def refresh_tokens(runtime: Runtime, payload: dict[str, Any]) -> None:
+async def refresh_tokens(runtime: Runtime, payload: WorkspacePayload) -> None:
     """Refresh the workspace's active tokens that expire within the refresh window.
 
     Each account is refreshed in its own transaction and one account's failure never stops the
@@ -61,7 +61,7 @@ async def refresh_tokens(runtime: Runtime, payload: dict[str, Any]) -> None:
     keeps it active, records why, tells the owners once that it is expiring
     (``account_token_expiring``, via ``expiry_notified_at``) and makes the run retry later.
     """
-    workspace_id = uuid.UUID(str(payload["workspace_id"]))
+    workspace_id = payload.workspace_id
     async with job_lease(
         runtime.sessionmaker, f"{JOB_NAME}:{workspace_id}", seconds=LEASE_SECONDS
     ) as held:
@@ -99,7 +99,7 @@ async def refresh_tokens(runtime: Runtime, payload: dict[str, Any]) -> None:
             "token_refresh",
             job=JOB_NAME,
             workspace_id=str(workspace_id),
-            tenant_id=payload.get("tenant_id"),
+            tenant_id=str(payload.tenant_id),
             due=len(account_ids),
             crashed=crashed,
             **outcomes,
@@ -235,4 +235,6 @@ async def _tell_expiring_once(
     )
 
 
-JOBS = [Job(JOB_NAME, refresh_tokens, max_attempts=3, backoff_seconds=300.0)]
+JOBS: list[Job[Any]] = [
+    Job(JOB_NAME, refresh_tokens, WorkspacePayload, max_attempts=3, backoff_seconds=300.0)
+]
