@@ -233,3 +233,24 @@ def test_the_known_exceptions_are_still_needed() -> None:
         module for module, targets in KNOWN_EDGE_IMPORTS.items() if not targets <= graph[module]
     )
     assert stale == [], f"no longer need their exception, remove them from the lists: {stale}"
+
+
+def test_only_the_unit_of_work_commits() -> None:
+    """Services flush and the edges open a unit of work: a hand-written commit elsewhere would
+    skip (or drop) the after-commit effects."""
+    commits: list[str] = []
+    for path in sorted((SRC / "notiflow").rglob("*.py")):
+        relative = path.relative_to(SRC).as_posix()
+        if relative in ("notiflow/kit/uow.py", "notiflow/kit/after_commit.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            function = node.func
+            name = function.attr if isinstance(function, ast.Attribute) else None
+            if isinstance(function, ast.Name):
+                name = function.id
+            if name in ("commit", "commit_and_flush_effects"):
+                commits.append(f"{relative}:{node.lineno}")
+    # Alembic's migration runner commits its own connection.
+    assert [place for place in commits if not place.startswith("notiflow/migrations/")] == []

@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.inbox.service import archive_older_than
 from notiflow.inbox.sync import sync_workspace
-from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import Job, NoPayload, WorkspacePayload
+from notiflow.kit.uow import unit_of_work
 from notiflow.models import SocialAccount
 from notiflow.models.platform import AccountStatus
 
@@ -64,11 +64,10 @@ async def archive_old(runtime: Runtime, payload: WorkspacePayload) -> None:
     cutoff = now - timedelta(days=runtime.settings.inbox_archive_days)
     archived = 0
     while True:
-        async with runtime.sessionmaker() as session:
+        async with unit_of_work(runtime.sessionmaker) as session:
             count = await archive_older_than(
                 session, workspace_id, cutoff, now=now, batch_size=ARCHIVE_BATCH
             )
-            await commit_and_flush_effects(session)
         archived += count
         if count < ARCHIVE_BATCH:
             break

@@ -6,9 +6,9 @@ retry`` runs it again), and once that transaction has committed the admins are a
 alerter holds back repeats of one job within its window)::
 
     failure = FinalFailure.of_error("privacy.export", args, error, attempts=3)
-    async with sessionmaker() as session:
+    async with unit_of_work(sessionmaker) as session:
         await give_up(session, failure, alerter=alerter, on_failure=hook)
-        await commit_and_flush_effects(session)   # the row, then the alert
+    # committed: the row is there, then the alert went out
 
 A rolled-back transaction records nothing and alerts no one.
 """
@@ -109,7 +109,7 @@ async def give_up(
     on_failure: FailureHook | None = None,
 ) -> None:
     """Run the failure hook, add the ``failed_jobs`` row to ``session`` and alert once it has
-    committed through :func:`~notiflow.kit.after_commit.commit_and_flush_effects`.
+    committed (the caller's :func:`~notiflow.kit.uow.unit_of_work` runs the alert after it).
 
     The hook runs first, in its own transactions (it must not wait on locks ``session`` may
     hold, so callers whose transaction already locked rows pass none); a hook that fails is

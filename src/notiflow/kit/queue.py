@@ -37,7 +37,6 @@ from sqlalchemy import delete, select, update
 from taskiq import AckableMessage, AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq_redis import RedisStreamBroker
 
-from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.db import database_unavailable
 from notiflow.kit.failures import FinalFailure, give_up
 from notiflow.kit.ids import utcnow
@@ -51,6 +50,7 @@ from notiflow.kit.outages import (
     redis_unavailable,
 )
 from notiflow.kit.retry import RetryPolicy
+from notiflow.kit.uow import unit_of_work
 
 if TYPE_CHECKING:
     from notiflow.runtime import Runtime
@@ -262,14 +262,12 @@ async def run_job(runtime: Runtime, job: Job[Any], payload: dict[str, Any]) -> N
             else None
         )
         failure = FinalFailure.of_error(job.name, args, error, attempts=job.max_attempts)
-        async with runtime.sessionmaker() as session:
+        async with unit_of_work(runtime.sessionmaker) as session:
             await give_up(session, failure, alerter=runtime.alerter, on_failure=hook)
-            await commit_and_flush_effects(session)
         return
     if attempt_id is not None:
-        async with runtime.sessionmaker() as session:
+        async with unit_of_work(runtime.sessionmaker) as session:
             await session.execute(delete(JobAttempt).where(JobAttempt.id == uuid.UUID(attempt_id)))
-            await session.commit()
     seconds = time.perf_counter() - started
     DATABASE.recovered(component="job", started=began)
     record_job(job.name, "ok", seconds)
@@ -294,14 +292,13 @@ async def _reject(
     no further try (a retry row it came from is deleted)."""
     from notiflow.models import JobAttempt
 
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         attempt = await session.get(JobAttempt, uuid.UUID(attempt_id)) if attempt_id else None
         attempts = (attempt.attempts if attempt is not None else 0) + 1
         if attempt is not None:
             await session.delete(attempt)
         failure = FinalFailure.of_error(job.name, args, error, attempts=attempts)
         await give_up(session, failure, alerter=runtime.alerter)
-        await commit_and_flush_effects(session)
 
 
 async def _schedule_retry(
@@ -316,13 +313,12 @@ async def _schedule_retry(
 
     now = utcnow()
     message = f"{type(error).__name__}: {error}"[:2000]
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         attempt = await session.get(JobAttempt, uuid.UUID(attempt_id)) if attempt_id else None
         attempts = (attempt.attempts if attempt is not None else 0) + 1
         if attempts >= job.max_attempts:
             if attempt is not None:
                 await session.delete(attempt)
-                await session.commit()
             return None
         delay = job.retry_policy.delay(attempts)
         if attempt is None:
@@ -331,7 +327,6 @@ async def _schedule_retry(
         attempt.attempts = attempts
         attempt.next_attempt_at = now + timedelta(seconds=delay)
         attempt.last_error = message
-        await session.commit()
         return attempts
 
 
@@ -342,7 +337,7 @@ async def enqueue_due_retries(runtime: Runtime, limit: int = 1_000) -> int:
     if runtime.queue is None:
         return 0
     now = utcnow()
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         due = (
             await session.execute(
                 update(JobAttempt)
@@ -358,7 +353,6 @@ async def enqueue_due_retries(runtime: Runtime, limit: int = 1_000) -> int:
                 .returning(JobAttempt.id, JobAttempt.job_name, JobAttempt.payload)
             )
         ).all()
-        await session.commit()
     for attempt_id, job_name, payload in due:
         await runtime.queue.enqueue(job_name, {**payload, ATTEMPT_KEY: str(attempt_id)})
     return len(due)

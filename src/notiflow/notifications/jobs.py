@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.queue import Job, JobPayload
+from notiflow.kit.uow import unit_of_work
 
 if TYPE_CHECKING:
     from notiflow.runtime import Runtime
@@ -24,9 +24,8 @@ class CleanupPayload(JobPayload):
 async def cleanup(runtime: Runtime, payload: CleanupPayload) -> None:
     """Delete notifications older than 90 days and read ones read more than 30 days ago."""
     days = payload.days_old
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         deleted = await runtime.notification_service(session).delete_old(days)
-        await commit_and_flush_effects(session)
     log.info("notifications_cleanup", job="notifications.cleanup", deleted=deleted)
 
 

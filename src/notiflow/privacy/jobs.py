@@ -21,9 +21,10 @@ import structlog
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notiflow.kit.after_commit import after_commit, commit_and_flush_effects
+from notiflow.kit.after_commit import after_commit
 from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import Job, NoPayload
+from notiflow.kit.uow import unit_of_work
 from notiflow.models import DataDeletionRequest, DataExportRequest, Membership, User
 from notiflow.models.platform import RequestStatus
 from notiflow.notifications.types import NotificationType
@@ -64,14 +65,13 @@ async def _claim(
     *conditions: Any,
 ) -> bool:
     now = utcnow()
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         claimed = await session.execute(
             update(model)
             .where(model.id == request_id, _claimable(model, now), *conditions)
             .values(status=RequestStatus.PROCESSING.value, updated_at=now)
             .execution_options(synchronize_session=False)
         )
-        await session.commit()
     return getattr(claimed, "rowcount", 0) == 1
 
 
@@ -81,7 +81,7 @@ async def _mark_failed(
     request_id: uuid.UUID,
     error: BaseException,
 ) -> None:
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         await session.execute(
             update(model)
             .where(model.id == request_id, model.status == RequestStatus.PROCESSING.value)
@@ -92,7 +92,6 @@ async def _mark_failed(
             )
             .execution_options(synchronize_session=False)
         )
-        await session.commit()
 
 
 # ---------------------------------------------------------------------------------- export
@@ -126,7 +125,7 @@ async def _build_export(runtime: Runtime, request_id: uuid.UUID) -> None:
             contents = await write_export(session, archive, user, request)
     size, sha256 = await asyncio.to_thread(finish_file, partial, final)
 
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         request = await session.get(DataExportRequest, request_id, with_for_update=True)
         if request is None:  # deleted with its user while the file was written
             await asyncio.to_thread(_remove_files, [final])
@@ -141,7 +140,6 @@ async def _build_export(runtime: Runtime, request_id: uuid.UUID) -> None:
         request.error = None
         await session.flush()
         await _notify_export_ready(runtime, session, request)
-        await commit_and_flush_effects(session)
     log.info(
         "privacy_export_completed",
         request_id=str(request_id),
@@ -186,7 +184,7 @@ async def _notify_export_ready(
 async def export_failed(runtime: Runtime, payload: RequestPayload, error: BaseException) -> None:
     """The last try failed: the request stays ``failed`` with the error; no half file stays."""
     request_id = payload.request_id
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         request = await session.get(DataExportRequest, request_id)
         if request is None:
             return
@@ -194,7 +192,6 @@ async def export_failed(runtime: Runtime, payload: RequestPayload, error: BaseEx
             request.status = RequestStatus.FAILED.value
             request.error = f"{type(error).__name__}: {error}"[:2000]
         user_id = request.user_id
-        await session.commit()
     final = service.storage_root(runtime.settings) / service.export_relative_path(
         user_id, request_id
     )
@@ -231,7 +228,7 @@ async def _erase(runtime: Runtime, request_id: uuid.UUID) -> None:
         # notiflow.privacy.deletion).
         await send_final_notice(settings, runtime.sessionmaker, user, request)
 
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         request = await session.get(DataDeletionRequest, request_id, with_for_update=True)
         if request is None:  # pragma: no cover - see above
             return
@@ -263,7 +260,6 @@ async def _erase(runtime: Runtime, request_id: uuid.UUID) -> None:
             await asyncio.to_thread(shutil.rmtree, directory, True)
 
         after_commit(session, remove_files)
-        await commit_and_flush_effects(session)
     log.info(
         "privacy_delete_completed",
         request_id=str(request_id),
@@ -276,12 +272,11 @@ async def deletion_failed(runtime: Runtime, payload: RequestPayload, error: Base
     """The last try failed: the request stays ``failed`` (admins are alerted by the queue);
     ``notiflow jobs retry`` runs it again."""
     request_id = payload.request_id
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         request = await session.get(DataDeletionRequest, request_id)
         if request is not None and request.status != RequestStatus.COMPLETED.value:
             request.status = RequestStatus.FAILED.value
             request.error = f"{type(error).__name__}: {error}"[:2000]
-            await session.commit()
 
 
 # ---------------------------------------------------------------------------------- sweep
@@ -298,7 +293,7 @@ async def sweep(runtime: Runtime, payload: NoPayload) -> None:
 async def sweep_once(runtime: Runtime, *, now: datetime | None = None) -> dict[str, int]:
     now = now or utcnow()
     settings = runtime.settings
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         exports = (
             await session.execute(
                 select(DataExportRequest.id, DataExportRequest.tenant_id)
@@ -364,7 +359,6 @@ async def sweep_once(runtime: Runtime, *, now: datetime | None = None) -> dict[s
             await asyncio.to_thread(_remove_files, files)
 
         after_commit(session, remove_expired_files)
-        await commit_and_flush_effects(session)
     if runtime.queue is not None:
         for job, rows in ((service.EXPORT_JOB, exports), (service.DELETE_JOB, deletions)):
             for request_id, tenant_id in rows:

@@ -11,11 +11,11 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.crypto import InvalidToken
 from notiflow.kit.ids import utcnow
 from notiflow.kit.locks import job_lease
 from notiflow.kit.queue import Job, WorkspacePayload
+from notiflow.kit.uow import unit_of_work
 from notiflow.models import SocialAccount
 from notiflow.models.platform import AccountStatus
 from notiflow.notifications.sending import NotificationPayload
@@ -115,7 +115,7 @@ async def refresh_account(runtime: Runtime, account_id: uuid.UUID) -> Outcome:
     """Refresh one account's token (re-checked here: the job may run late or twice)."""
     cipher = runtime.token_cipher()
     window = timedelta(days=runtime.settings.token_refresh_window_days)
-    async with runtime.sessionmaker() as session:
+    async with unit_of_work(runtime.sessionmaker) as session:
         now = utcnow()
         account = await session.get(SocialAccount, account_id)
         if (
@@ -130,7 +130,6 @@ async def refresh_account(runtime: Runtime, account_id: uuid.UUID) -> Outcome:
             await mark_needs_reauth(
                 runtime, session, account, f"the access token expired at {expired}"
             )
-            await commit_and_flush_effects(session)
             return Outcome.NEEDS_REAUTH
         provider = runtime.providers.get(account.provider)
         if provider is None:
@@ -142,56 +141,54 @@ async def refresh_account(runtime: Runtime, account_id: uuid.UUID) -> Outcome:
             await mark_needs_reauth(
                 runtime, session, account, "the stored token cannot be decrypted with our keys"
             )
-            await commit_and_flush_effects(session)
             return Outcome.NEEDS_REAUTH
         stored_token = account.access_token_encrypted
-        # No transaction stays open while the network answers.
-        await session.rollback()
 
-        grant: TokenGrant | None = None
-        failure: ProviderError | None = None
-        try:
-            grant = await provider.refresh_token(credentials)
-        except ProviderError as error:
-            failure = error
+    # No transaction stays open while the network answers.
+    grant: TokenGrant | None = None
+    failure: ProviderError | None = None
+    try:
+        grant = await provider.refresh_token(credentials)
+    except ProviderError as error:
+        failure = error
 
+    async with unit_of_work(runtime.sessionmaker) as session:
         now = utcnow()
-        account = await session.get(SocialAccount, account_id, populate_existing=True)
+        refreshed = await session.get(SocialAccount, account_id)
         if (
-            account is None
-            or account.status != AccountStatus.ACTIVE.value
-            or account.access_token_encrypted != stored_token
+            refreshed is None
+            or refreshed.status != AccountStatus.ACTIVE.value
+            or refreshed.access_token_encrypted != stored_token
         ):
             return Outcome.SKIPPED  # disconnected or reconnected meanwhile: theirs wins
         if isinstance(failure, NeedsReauthError | PermanentError):
             await mark_needs_reauth(
-                runtime, session, account, f"token refresh refused: {failure.message}"
+                runtime, session, refreshed, f"token refresh refused: {failure.message}"
             )
             outcome = Outcome.NEEDS_REAUTH
         elif failure is not None:
-            account.status_reason = f"token refresh failed, will retry: {failure.message}"
-            await _tell_expiring_once(runtime, session, account, now, failure.message)
+            refreshed.status_reason = f"token refresh failed, will retry: {failure.message}"
+            await _tell_expiring_once(runtime, session, refreshed, now, failure.message)
             outcome = Outcome.RETRY
         elif grant is None:
-            await _tell_expiring_once(runtime, session, account, now, None)
+            await _tell_expiring_once(runtime, session, refreshed, now, None)
             outcome = Outcome.CANNOT_REFRESH
         else:
-            store_grant(account, cipher, grant)
-            account.last_refresh_at = now
-            account.status_reason = None
-            account.expiry_notified_at = None
+            store_grant(refreshed, cipher, grant)
+            refreshed.last_refresh_at = now
+            refreshed.status_reason = None
+            refreshed.expiry_notified_at = None
             outcome = Outcome.REFRESHED
         await session.flush()
-        await commit_and_flush_effects(session)
-        log.info(
-            "token_refresh_account",
-            job=JOB_NAME,
-            account_id=str(account_id),
-            provider=account.provider,
-            outcome=outcome.value,
-            error=failure.message if failure is not None else None,
-        )
-        return outcome
+    log.info(
+        "token_refresh_account",
+        job=JOB_NAME,
+        account_id=str(account_id),
+        provider=refreshed.provider,
+        outcome=outcome.value,
+        error=failure.message if failure is not None else None,
+    )
+    return outcome
 
 
 async def _tell_expiring_once(
