@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, func, select, tuple_, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.audit import service as audit
@@ -18,7 +18,7 @@ from notiflow.audit.service import Actor
 from notiflow.kit.bulk import dialect_insert
 from notiflow.kit.errors import InvalidInput, NotFound
 from notiflow.kit.ids import new_id
-from notiflow.kit.pagination import Cursor, Page
+from notiflow.kit.pagination import Cursor, Page, paginate
 from notiflow.models import InboxItem, Membership, Post, PostTarget, SocialAccount
 from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.types import NotificationType
@@ -363,30 +363,14 @@ async def list_items(
 ) -> Page[InboxItem]:
     """The workspace's inbox, newest first (by when it happened on the network). Pages by
     number with totals, or by the opaque cursor of ``meta.next_cursor`` (no totals)."""
-    query = _list_query(workspace_id, filters)
-    total: int | None = None
-    if cursor is not None:
-        query = query.where(
-            tuple_(InboxItem.occurred_at, InboxItem.id) < tuple_(cursor.created_at, cursor.id)
-        )
-    else:
-        total = await session.scalar(
-            select(func.count()).select_from(query.order_by(None).subquery())
-        )
-        query = query.offset((page - 1) * per_page)
-    rows = list((await session.scalars(query.limit(per_page + 1))).all())
-    items = rows[:per_page]
-    next_cursor = (
-        Cursor(created_at=items[-1].occurred_at, id=items[-1].id).encode()
-        if len(rows) > per_page and items
-        else None
-    )
-    return Page(
-        items=items,
+    return await paginate(
+        session,
+        _list_query(workspace_id, filters),
+        key=(InboxItem.occurred_at, InboxItem.id),
+        position=lambda item: (item.occurred_at, item.id),
+        page=page,
         per_page=per_page,
-        next_cursor=next_cursor,
-        page=None if cursor is not None else page,
-        total=total,
+        cursor=cursor,
     )
 
 

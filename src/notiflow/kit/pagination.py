@@ -6,11 +6,14 @@ import base64
 import binascii
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.kit.errors import InvalidInput
 
@@ -54,6 +57,43 @@ class Page(Generic[ItemT]):
     # Offset mode only (cursor pages do not count the whole set):
     page: int | None = None
     total: int | None = None
+
+
+async def paginate(
+    session: AsyncSession,
+    query: Select[ItemT],
+    *,
+    key: tuple[Any, Any],
+    position: Callable[[ItemT], tuple[datetime, uuid.UUID]],
+    page: int,
+    per_page: int,
+    cursor: Cursor | None,
+) -> Page[ItemT]:
+    """One page of ``query`` (ordered by ``key``, a (timestamp, id) column pair, descending).
+    With ``cursor`` it pages by key, a row comparison that is an index bound, so a page deep in
+    the history costs as little as the first (no totals); otherwise by page number with the
+    total. ``position`` gives an item's (timestamp, id) for the next cursor."""
+    total: int | None = None
+    if cursor is not None:
+        query = query.where(tuple_(*key) < tuple_(cursor.created_at, cursor.id))
+    else:
+        total = await session.scalar(
+            select(func.count()).select_from(query.order_by(None).subquery())
+        )
+        query = query.offset((page - 1) * per_page)
+    rows = list((await session.scalars(query.limit(per_page + 1))).all())
+    items = rows[:per_page]
+    next_cursor = None
+    if len(rows) > per_page and items:
+        created_at, last_id = position(items[-1])
+        next_cursor = Cursor(created_at=created_at, id=last_id).encode()
+    return Page(
+        items=items,
+        per_page=per_page,
+        next_cursor=next_cursor,
+        page=None if cursor is not None else page,
+        total=total,
+    )
 
 
 class PageMeta(BaseModel):

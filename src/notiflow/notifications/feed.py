@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select, tuple_, update
+from sqlalchemy import Select, func, select, update
 
 from notiflow.kit.bulk import chunks
 from notiflow.kit.errors import NotFound
 from notiflow.kit.ids import utcnow
-from notiflow.kit.pagination import Cursor, Page
+from notiflow.kit.pagination import Cursor, Page, paginate
 from notiflow.models import Notification, NotificationDelivery
 from notiflow.notifications.context import NotificationContext
 from notiflow.notifications.types import NotificationChannel, NotificationType
@@ -102,34 +102,14 @@ class NotificationFeed(NotificationContext):
     ) -> Page[Notification]:
         """The user's feed, newest first. With ``cursor`` it pages by key (no totals);
         otherwise by page number with Laravel's totals. Both return ``next_cursor``."""
-        query = self._feed_query(user_id, tenant_id, filters or NotificationFilters())
-        total: int | None = None
-        if cursor is not None:
-            # A row comparison is an index bound on (created_at, id): a page deep in the history
-            # costs as little as the first one.
-            query = query.where(
-                tuple_(Notification.created_at, Notification.id)
-                < tuple_(cursor.created_at, cursor.id)
-            )
-        else:
-            total = await self.session.scalar(
-                select(func.count()).select_from(query.order_by(None).subquery())
-            )
-            query = query.offset((page - 1) * per_page)
-        rows = list((await self.session.scalars(query.limit(per_page + 1))).all())
-        has_more = len(rows) > per_page
-        items = rows[:per_page]
-        next_cursor = (
-            Cursor(created_at=items[-1].created_at, id=items[-1].id).encode()
-            if has_more and items
-            else None
-        )
-        return Page(
-            items=items,
+        return await paginate(
+            self.session,
+            self._feed_query(user_id, tenant_id, filters or NotificationFilters()),
+            key=(Notification.created_at, Notification.id),
+            position=lambda item: (item.created_at, item.id),
+            page=page,
             per_page=per_page,
-            next_cursor=next_cursor,
-            page=None if cursor is not None else page,
-            total=total,
+            cursor=cursor,
         )
 
     def _feed_query(
