@@ -54,26 +54,12 @@ KNOWN_RUNTIME_USERS = frozenset(
 KNOWN_EDGE_IMPORTS = {
     "notiflow.tenancy.workspaces": {"notiflow.schedule"},  # a timezone change moves the runs
 }
-KNOWN_CYCLE = frozenset(
-    {
-        "notiflow.analytics.jobs",
-        "notiflow.analytics.service",
-        "notiflow.content.jobs",
-        "notiflow.content.publishing",
-        "notiflow.delivery.jobs",
-        "notiflow.inbox.jobs",
-        "notiflow.inbox.service",
-        "notiflow.inbox.sync",
-        "notiflow.jobs",
-        "notiflow.kit.queue",
-        "notiflow.notifications.jobs",
-        "notiflow.privacy.jobs",
-        "notiflow.privacy.service",
-        "notiflow.runtime",
-        "notiflow.social.jobs",
-        "notiflow.social.service",
-    }
-)
+# The runtime's users, less the one route, close a loop through the runtime and the job registry.
+KNOWN_CYCLE = (KNOWN_RUNTIME_USERS - {"notiflow.realtime.api"}) | {
+    "notiflow.jobs",
+    "notiflow.runtime",
+    "notiflow.privacy.service",
+}
 
 
 def _modules() -> dict[str, Path]:
