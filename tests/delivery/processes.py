@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -88,20 +89,39 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0)
 
 
 class NotiflowProcess:
-    """``notiflow <args>`` as a child process; ``ready_url`` (if any) must answer 200."""
+    """``notiflow <args>`` as a child process; ``ready_url`` (if any) must answer 200.
+
+    Its log (stderr) goes to a file, never to a pipe nobody reads: a process that logs more
+    than a pipe holds would block on its next log line. ``logs()`` gives the tail, for the
+    message of a failed assertion."""
 
     def __init__(self, args: list[str], env: dict[str, str], ready_url: str | None = None) -> None:
         self.args = args
         self.env = env
         self.ready_url = ready_url
         self.process: subprocess.Popen[bytes] | None = None
+        log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept open across restarts
+            prefix="notiflow-", suffix=".log", delete=False
+        )
+        self.log_file = log
+        self.log_path = Path(log.name)
+
+    def logs(self, limit: int = 4000) -> str:
+        """The last ``limit`` characters this process (every start of it) wrote to stderr."""
+        if self.log_file.closed:
+            return f"--- notiflow {' '.join(self.args)}: log removed ---"
+        self.log_file.flush()
+        text = self.log_path.read_bytes().decode(errors="replace")
+        return f"--- notiflow {' '.join(self.args)} ---\n{text[-limit:]}"
 
     async def start(self, settle: float = 0.0) -> NotiflowProcess:
+        self.log_file.write(f"=== start: notiflow {' '.join(self.args)}\n".encode())
+        self.log_file.flush()
         self.process = subprocess.Popen(  # noqa: S603 - our own console script
             [NOTIFLOW, *self.args],
             env=self.env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.log_file,
         )
         if self.ready_url is not None:
             async with httpx.AsyncClient() as client:
@@ -121,15 +141,14 @@ class NotiflowProcess:
     def _check_alive(self) -> None:
         assert self.process is not None
         if self.process.poll() is not None:
-            error = self.process.stderr.read().decode()[-3000:] if self.process.stderr else ""
-            raise AssertionError(f"notiflow {' '.join(self.args)} exited: {error}")
+            raise AssertionError(f"notiflow {' '.join(self.args)} exited: {self.logs(3000)}")
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye — a crash."""
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
-        self._close_pipes()
+        self.log_file.write(b"=== killed (SIGKILL)\n")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -139,11 +158,8 @@ class NotiflowProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._close_pipes()
-
-    def _close_pipes(self) -> None:
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
+        self.log_file.close()
+        self.log_path.unlink(missing_ok=True)
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A one-off command with the same environment."""

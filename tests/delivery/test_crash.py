@@ -103,8 +103,16 @@ async def test_killed_worker_loses_nothing_and_sends_nothing_twice(
         assert arrived_at_crash < RECIPIENTS, "the crash must come in the middle of the batch"
 
         await victim.start(settle=0.5) if victim is not api else await api.start()
-        await eventually(lambda: _at_least(smtp_server, RECIPIENTS), timeout=40)
-        await eventually(lambda: _all_sent(runtime), timeout=20)
+        try:
+            await eventually(lambda: _at_least(smtp_server, RECIPIENTS), timeout=40)
+            await eventually(lambda: _all_sent(runtime), timeout=20)
+        except AssertionError as missing:
+            states = await _delivery_states(runtime)
+            logs = "\n".join(process.logs() for process in processes)
+            raise AssertionError(
+                f"{missing}; {len(smtp_server.received)} emails arrived "
+                f"({arrived_at_crash} before the crash); deliveries: {states}\n{logs}"
+            ) from None
         await asyncio.sleep(1.0)  # time for a duplicate to show up, if there were one
     finally:
         for process in processes:
@@ -116,6 +124,16 @@ async def test_killed_worker_loses_nothing_and_sends_nothing_twice(
     assert duplicates == {}, f"sent twice: {duplicates}"
     message_ids = Counter(mail.message["Message-ID"] for mail in smtp_server.received)
     assert max(message_ids.values()) == 1
+
+
+async def _delivery_states(runtime: Runtime) -> dict[str, int]:
+    async with runtime.sessionmaker() as session:
+        rows = await session.execute(
+            select(NotificationDelivery.status, func.count())
+            .where(NotificationDelivery.channel == "email")
+            .group_by(NotificationDelivery.status)
+        )
+    return {str(status): int(count) for status, count in rows.all()}
 
 
 async def _at_least(smtp: SmtpServer, count: int) -> bool:
