@@ -120,7 +120,6 @@ from notiflow.delivery import service as service_module
 from notiflow.delivery.email import EmailSender, build_email
 from notiflow.delivery.jobs import BATCH
 from notiflow.delivery.service import DeliveryWorker
-from notiflow.jobs import ALL_JOBS
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.db import create_engine
 from notiflow.kit.ids import new_id, utcnow
@@ -128,12 +127,13 @@ from notiflow.kit.logging import configure_logging
 from notiflow.kit.migrate import upgrade
 from notiflow.kit.queue import JOB_CONCURRENCY, JobQueue, build_broker
 from notiflow.kit.uow import create_sessionmaker
+from notiflow.main.jobs import ALL_JOBS
+from notiflow.main.runtime import Runtime, create_runtime
 from notiflow.models import Notification, NotificationDelivery, User
 from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.types import NotificationChannel, NotificationType
 from notiflow.notifications.unread import MemoryUnreadCountCache
-from notiflow.runtime import Runtime, create_runtime
 from ws_fanout import CoreSample, cpu_seconds, wait_for_quiet
 
 HOST = "127.0.0.1"

@@ -70,13 +70,13 @@ from notiflow.kit.db import create_engine
 from notiflow.kit.migrate import upgrade
 from notiflow.kit.pagination import Cursor
 from notiflow.kit.uow import create_sessionmaker
+from notiflow.main.runtime import Runtime
 from notiflow.models import Notification
 from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.feed import NotificationFilters
 from notiflow.notifications.service import NotificationService
 from notiflow.notifications.types import TYPE_REGISTRY
 from notiflow.notifications.unread import RedisUnreadCountCache
-from notiflow.runtime import Runtime
 
 UNREAD_CACHE_P99_MS = 2.0
 FEED_PAGE_P99_MS = 10.0

@@ -73,11 +73,11 @@ from notiflow.kit.logging import configure_logging
 from notiflow.kit.migrate import upgrade
 from notiflow.kit.queue import JobQueue
 from notiflow.kit.uow import create_sessionmaker
+from notiflow.main.runtime import Runtime, create_runtime
 from notiflow.models import Post, PostTarget, SocialAccount, Workspace
 from notiflow.models.tenancy import Role
 from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.unread import MemoryUnreadCountCache
-from notiflow.runtime import Runtime, create_runtime
 from notiflow.tenancy.service import create_user
 
 DATABASE = "notiflow_bench_publish"
@@ -247,7 +247,7 @@ async def part1(targets: int, background: int, runs: int) -> dict[str, Any]:
     connection = await asyncpg.connect(pg_dsn(DATABASE))
     redis = Redis.from_url(REDIS_URL)
     stream_broker = RedisStreamBroker(REDIS_URL, queue_name=STREAM, maxlen=1_000_000)
-    from notiflow.jobs import ALL_JOBS
+    from notiflow.main.jobs import ALL_JOBS
 
     redis_queue = JobQueue(stream_broker, ALL_JOBS)
     await stream_broker.startup()

@@ -72,6 +72,7 @@ from notiflow.kit.db import create_engine
 from notiflow.kit.ids import new_id, utcnow
 from notiflow.kit.migrate import upgrade
 from notiflow.kit.uow import create_sessionmaker
+from notiflow.main.runtime import Runtime
 from notiflow.models import Notification, NotificationDelivery
 from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.sending import NotificationPayload
@@ -82,7 +83,6 @@ from notiflow.notifications.unread import (
     UnreadCountCache,
     UserTenant,
 )
-from notiflow.runtime import Runtime
 
 NOTIFICATION_TYPE = NotificationType.SYSTEM_ANNOUNCEMENT  # in_app + email + push by default
 TARGET_SECONDS = 1.0

@@ -20,7 +20,6 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from notiflow.app import create_app
 from notiflow.auth.service import issue_token
 from notiflow.config import Environment, Settings
 from notiflow.kit import uow
@@ -28,12 +27,13 @@ from notiflow.kit.after_commit import commit_and_flush_effects, discard_effects
 from notiflow.kit.db import Base, create_engine
 from notiflow.kit.migrate import upgrade
 from notiflow.kit.uow import create_sessionmaker
+from notiflow.main.app import create_app
+from notiflow.main.runtime import Runtime
 from notiflow.models import Tenant, User
 from notiflow.models.tenancy import Role
 from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.service import NotificationService
 from notiflow.notifications.unread import MemoryUnreadCountCache
-from notiflow.runtime import Runtime
 from notiflow.tenancy.service import create_user
 
 # A session that ends with after-commit effects still queued (committed outside a unit of work,

@@ -1,9 +1,9 @@
 """Which way imports go in src/notiflow (docs/architecture.md), checked on the import graph.
 
-Every import counts: at module level, under ``TYPE_CHECKING`` and inside functions. The lists of
-known exceptions below are what is left of the jobs' dependency on the whole ``Runtime``; they
-may only shrink: a module that no longer needs its exception must leave the list (the tests say
-so), and no new module may join it.
+Every import counts: at module level, under ``TYPE_CHECKING`` and inside functions. There is no
+cycle; nothing imports the composition root (``notiflow.main``) but itself; the foundation
+(``kit``, ``models``, ``config``) imports no domain. Domains and ``kit`` say what they need from
+a process as Protocols, which the root's runtime satisfies.
 """
 
 from __future__ import annotations
@@ -15,57 +15,16 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-# The edges: they build processes and may import everything.
-EDGES = frozenset(
-    {
-        "notiflow.app",
-        "notiflow.cli",
-        "notiflow.demo",
-        "notiflow.jobs",
-        "notiflow.loadtest",
-        "notiflow.runtime",
-        "notiflow.schedule",
-        "notiflow.kit.deps",  # FastAPI dependencies of the routes: the HTTP edge's
-    }
-)
+# The composition root: it builds processes and is the only code that may import everything.
+ROOT = "notiflow.main"
 # Below the domains: they import nothing above them.
 FOUNDATION = ("notiflow.kit", "notiflow.models", "notiflow.config")
 
-# Jobs and services typed against the whole Runtime (under TYPE_CHECKING, or to reach its parts),
-# and the one cycle this makes through the job registry.
-KNOWN_RUNTIME_USERS = frozenset(
-    {
-        "notiflow.analytics.jobs",
-        "notiflow.analytics.service",
-        "notiflow.content.jobs",
-        "notiflow.content.publishing",
-        "notiflow.delivery.jobs",
-        "notiflow.inbox.jobs",
-        "notiflow.inbox.service",
-        "notiflow.inbox.sync",
-        "notiflow.kit.queue",
-        "notiflow.notifications.jobs",
-        "notiflow.privacy.jobs",
-        "notiflow.realtime.api",
-        "notiflow.social.jobs",
-        "notiflow.social.service",
-    }
-)
-KNOWN_EDGE_IMPORTS = {
-    "notiflow.tenancy.workspaces": {"notiflow.schedule"},  # a timezone change moves the runs
-}
-# The runtime's users, less the one route, close a loop through the runtime and the job registry.
-KNOWN_CYCLE = (KNOWN_RUNTIME_USERS - {"notiflow.realtime.api"}) | {
-    "notiflow.jobs",
-    "notiflow.runtime",
-    "notiflow.privacy.service",
-}
 
-
-def _modules() -> dict[str, Path]:
+def _modules(src: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
-    for path in (SRC / "notiflow").rglob("*.py"):
-        parts = list(path.relative_to(SRC).with_suffix("").parts)
+    for path in (src / "notiflow").rglob("*.py"):
+        parts = list(path.relative_to(src).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
         found[".".join(parts)] = path
@@ -88,10 +47,10 @@ def _imported_names(tree: ast.AST, module: str, is_package: bool) -> Iterator[st
 
 
 @cache
-def import_graph() -> dict[str, frozenset[str]]:
+def import_graph(src: Path = SRC) -> dict[str, frozenset[str]]:
     """Module -> the notiflow modules it imports (a name imported from a package counts as its
     submodule when there is one)."""
-    modules = _modules()
+    modules = _modules(src)
 
     def resolve(name: str) -> str | None:
         while name and name not in modules:
@@ -161,64 +120,59 @@ def strongly_connected(graph: dict[str, frozenset[str]]) -> list[set[str]]:
     return found
 
 
-def test_the_graph_sees_every_kind_of_import() -> None:
-    graph = import_graph()
-    # At module level, under TYPE_CHECKING and inside a function.
-    assert "notiflow.kit.after_commit" in graph["notiflow.kit.uow"]
-    assert "notiflow.runtime" in graph["notiflow.kit.queue"]  # TYPE_CHECKING
-    assert "notiflow.runtime" in graph["notiflow.cli"]  # inside _prepare()
-    assert strongly_connected({"a": frozenset({"b"}), "b": frozenset({"a"}), "c": frozenset()}) == [
-        {"a", "b"}
-    ]
+def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
+    package = tmp_path / "notiflow"
+    (package / "kit").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "kit" / "__init__.py").write_text("")
+    (package / "kit" / "a.py").write_text("from notiflow.kit import b\n")
+    (package / "kit" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from notiflow.kit.c import C\n"
+    )
+    (package / "kit" / "c.py").write_text("def f():\n    from . import a\n")
+    graph = import_graph(tmp_path)
+    assert "notiflow.kit.b" in graph["notiflow.kit.a"]  # a submodule imported from its package
+    assert "notiflow.kit.c" in graph["notiflow.kit.b"]  # under TYPE_CHECKING
+    assert "notiflow.kit.a" in graph["notiflow.kit.c"]  # relative, inside a function
+    assert strongly_connected(graph) == [{"notiflow.kit.a", "notiflow.kit.b", "notiflow.kit.c"}]
 
 
-def test_no_import_cycle_but_the_known_one_and_it_only_shrinks() -> None:
-    cycles = strongly_connected(import_graph())
-    outside = [sorted(cycle - KNOWN_CYCLE) for cycle in cycles if not cycle <= KNOWN_CYCLE]
-    assert outside == [], f"a new import cycle: {outside}"
-    in_cycle: set[str] = set().union(*cycles)
-    left = KNOWN_CYCLE - in_cycle
-    assert left == set(), f"no longer in a cycle, remove from KNOWN_CYCLE: {sorted(left)}"
+def test_there_is_no_import_cycle() -> None:
+    cycles = [sorted(cycle) for cycle in strongly_connected(import_graph())]
+    assert cycles == [], f"import cycles: {cycles}"
 
 
-def test_the_foundation_imports_no_domain_and_no_edge() -> None:
+def test_nothing_imports_the_composition_root() -> None:
     graph = import_graph()
     wrong = {
-        module: sorted(
-            target
-            for target in targets
-            if not target.startswith(FOUNDATION)
-            and not (module in KNOWN_RUNTIME_USERS and target == "notiflow.runtime")
-        )
+        module: sorted(target for target in targets if target.startswith(ROOT))
         for module, targets in graph.items()
-        if module.startswith(FOUNDATION) and module not in EDGES
+        if not module.startswith(ROOT)
     }
     assert {module: targets for module, targets in wrong.items() if targets} == {}
 
 
-def test_domains_import_no_edge_but_the_known_ones() -> None:
+def test_the_foundation_imports_no_domain() -> None:
     graph = import_graph()
-    wrong: dict[str, list[str]] = {}
-    for module, targets in graph.items():
-        if module in EDGES or module.startswith(FOUNDATION):
+    wrong = {
+        module: sorted(target for target in targets if not target.startswith(FOUNDATION))
+        for module, targets in graph.items()
+        if module.startswith(FOUNDATION)
+    }
+    assert {module: targets for module, targets in wrong.items() if targets} == {}
+
+
+def test_the_runtime_is_handed_out_as_protocols() -> None:
+    """Jobs, services and routes are typed against the Protocols their domain declares, never
+    against the runtime: no module outside the root names it."""
+    named: list[str] = []
+    for module, path in _modules(SRC).items():
+        if module.startswith(ROOT):
             continue
-        # Routes take their session and caller from the HTTP edge's dependencies.
-        allowed = set(KNOWN_EDGE_IMPORTS.get(module, set())) | {"notiflow.kit.deps"}
-        if module in KNOWN_RUNTIME_USERS:
-            allowed.add("notiflow.runtime")
-        if edges := {target for target in targets if target in EDGES} - allowed:
-            wrong[module] = sorted(edges)
-    assert wrong == {}, f"domain modules importing an edge: {wrong}"
-
-
-def test_the_known_exceptions_are_still_needed() -> None:
-    graph = import_graph()
-    stale = sorted(
-        module for module in KNOWN_RUNTIME_USERS if "notiflow.runtime" not in graph[module]
-    ) + sorted(
-        module for module, targets in KNOWN_EDGE_IMPORTS.items() if not targets <= graph[module]
-    )
-    assert stale == [], f"no longer need their exception, remove them from the lists: {stale}"
+        tree = ast.parse(path.read_text(), str(path))
+        if any(isinstance(node, ast.Name) and node.id == "Runtime" for node in ast.walk(tree)):
+            named.append(module)
+    assert named == []
 
 
 def test_only_the_unit_of_work_commits() -> None:

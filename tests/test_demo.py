@@ -13,11 +13,11 @@ import httpx
 from sqlalchemy import select
 
 from notiflow.content.publishing import Publisher, claim_due_targets
-from notiflow.demo import DEMO_TIMEZONE, seed_demo
 from notiflow.kit.after_commit import commit_and_flush_effects
+from notiflow.main.demo import DEMO_TIMEZONE, seed_demo
+from notiflow.main.runtime import Runtime
 from notiflow.models import Notification, Post, PostTarget
 from notiflow.notifications.types import NotificationType
-from notiflow.runtime import Runtime
 from notiflow.social.providers import build_providers
 from tests.conftest import TEST_PUSHER_SECRET
 from tests.delivery.processes import NOTIFLOW, free_port, notiflow_env

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from notiflow.admin.alerts import Alerter
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.failures import FinalFailure, give_up
+from notiflow.main.runtime import Runtime
 from notiflow.models import FailedJob
-from notiflow.runtime import Runtime
 from tests.admin.webhook_receiver import WebhookReceiver
 
 

@@ -14,7 +14,6 @@ from sqlalchemy import select
 from notiflow.admin.alerts import Alerter
 from notiflow.content.jobs import PublishPayload
 from notiflow.content.publishing import ClaimedPost
-from notiflow.jobs import ALL_JOBS
 from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import (
     ATTEMPT_KEY,
@@ -27,9 +26,10 @@ from notiflow.kit.queue import (
     payload_json,
     run_job,
 )
+from notiflow.main.jobs import ALL_JOBS
+from notiflow.main.runtime import Runtime
 from notiflow.models import FailedJob, JobAttempt
 from notiflow.privacy.service import RequestPayload
-from notiflow.runtime import Runtime
 from tests.admin.webhook_receiver import WebhookReceiver
 
 

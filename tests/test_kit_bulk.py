@@ -9,11 +9,11 @@ from sqlalchemy import Table, select
 
 from notiflow.kit.bulk import ID_CHUNK, bulk_insert, chunks, insert_new_rows
 from notiflow.kit.ids import new_id, utcnow
+from notiflow.main.runtime import Runtime
 from notiflow.models import AuditLog, Notification, NotificationPreference
 from notiflow.models.tenancy import Role
 from notiflow.notifications.recipients import load_recipients
 from notiflow.notifications.types import NotificationType
-from notiflow.runtime import Runtime
 from tests.conftest import MakeMember
 
 

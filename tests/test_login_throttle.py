@@ -19,11 +19,11 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notiflow.app import create_app
 from notiflow.auth.service import LoginGuard, PasswordChecker
 from notiflow.auth.throttle import LoginThrottle, account_key, address_key
+from notiflow.main.app import create_app
+from notiflow.main.runtime import Runtime
 from notiflow.models import AuditLog
-from notiflow.runtime import Runtime
 from tests.conftest import REDIS_URL, TEST_PUSHER_SECRET, MakeMember, make_settings
 from tests.delivery.processes import NotiflowProcess, free_port, notiflow_env
 from tests.fault_servers import OwnRedis

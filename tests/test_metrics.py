@@ -6,9 +6,9 @@ import httpx
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from notiflow.app import create_app
 from notiflow.kit import metrics
-from notiflow.runtime import Runtime
+from notiflow.main.app import create_app
+from notiflow.main.runtime import Runtime
 
 METRIC_FAMILIES = {
     # family name (as the text format declares it in # TYPE) -> type

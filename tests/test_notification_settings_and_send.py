@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from notiflow.audit.service import Actor
 from notiflow.kit.errors import Conflict, NotFound
 from notiflow.kit.ids import new_id, utcnow
+from notiflow.main.runtime import Runtime
 from notiflow.models import AuditLog, IdempotencyKey, Notification, Tenant
 from notiflow.models.tenancy import Role
 from notiflow.notifications import tenant_settings
@@ -20,7 +21,6 @@ from notiflow.notifications.schemas import (
     SendNotificationRequest,
     SendResponseData,
 )
-from notiflow.runtime import Runtime
 from tests.conftest import MakeMember, Member, commit
 
 TTL = timedelta(hours=24)

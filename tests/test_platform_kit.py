@@ -14,8 +14,8 @@ from notiflow.kit.errors import InvalidInput
 from notiflow.kit.ids import utcnow
 from notiflow.kit.locks import acquire, job_lease
 from notiflow.kit.timezones import to_utc, zone
+from notiflow.main.runtime import Runtime
 from notiflow.models import JobLock
-from notiflow.runtime import Runtime
 from tests.conftest import make_settings
 
 

@@ -13,8 +13,8 @@ from notiflow.delivery.service import DeliveryWorker, email_retry_delay
 from notiflow.kit import outages
 from notiflow.kit.queue import Job, NoPayload
 from notiflow.kit.retry import FULL_JITTER, HALF_JITTER, Backoff, HorizonPolicy, RetryPolicy
+from notiflow.main.runtime import Runtime
 from notiflow.realtime.redis import RECONNECT_RETRY
-from notiflow.runtime import Runtime
 from tests.conftest import make_settings
 
 # Enough draws that a jitter not spread over its whole range shows: a check that the draws reach

@@ -13,16 +13,16 @@ from redis.asyncio import Redis
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notiflow.jobs import ALL_JOBS
 from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import JobQueue, build_broker
+from notiflow.main.jobs import ALL_JOBS
+from notiflow.main.runtime import Runtime
 from notiflow.models import Notification, WorkspaceSchedule
 from notiflow.models.tenancy import Role
 from notiflow.notifications.jobs import CleanupPayload, cleanup
 from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.service import NotificationService
 from notiflow.notifications.types import NotificationType
-from notiflow.runtime import Runtime
 from notiflow.schedule import (
     ScheduleEntry,
     build_schedule,

@@ -14,6 +14,7 @@ from notiflow.delivery.webpush import generate_vapid_keys
 from notiflow.kit.errors import InvalidInput
 from notiflow.kit.ids import utcnow
 from notiflow.kit.pagination import Cursor
+from notiflow.main.runtime import Runtime
 from notiflow.models import (
     AuditLog,
     Notification,
@@ -29,7 +30,6 @@ from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.service import NotificationService
 from notiflow.notifications.types import NotificationChannel, NotificationType
 from notiflow.notifications.unread import UserTenant
-from notiflow.runtime import Runtime
 from tests.conftest import MakeMember, commit
 
 PUBLISHED = NotificationType.POST_PUBLISHED

@@ -9,9 +9,9 @@ import httpx
 from sqlalchemy import select
 
 from notiflow.kit.queue import WorkspacePayload
+from notiflow.main.runtime import Runtime
 from notiflow.models import AuditLog, Workspace, WorkspaceSchedule
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from notiflow.schedule import due_workspace_jobs
 from tests.conftest import MakeMember
 

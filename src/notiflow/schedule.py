@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -38,12 +38,9 @@ from notiflow.config import Settings
 from notiflow.kit.db import database_unavailable
 from notiflow.kit.ids import utcnow
 from notiflow.kit.outages import DATABASE, REDIS, Backoff, redis_unavailable, told_as_outage
-from notiflow.kit.queue import JobPayload, WorkspacePayload, payload_json
+from notiflow.kit.queue import JobContext, JobPayload, WorkspacePayload, payload_json
 from notiflow.kit.uow import unit_of_work
 from notiflow.models import Workspace, WorkspaceSchedule
-
-if TYPE_CHECKING:
-    from notiflow.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
@@ -200,14 +197,14 @@ async def reschedule_workspace(
 
 
 async def due_workspace_jobs(
-    runtime: Runtime, now: datetime | None = None
+    context: JobContext, now: datetime | None = None
 ) -> list[tuple[str, WorkspacePayload]]:
     """Create the missing per-workspace rows, then claim the due ones (moving each to its next
     local run) and return the jobs to enqueue: ``(job name, payload)``."""
     now = now or utcnow()
-    jobs = {job.job: job for job in workspace_jobs(runtime.settings)}
+    jobs = {job.job: job for job in workspace_jobs(context.settings)}
     due: list[tuple[str, WorkspacePayload]] = []
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         for job in jobs.values():
             missing = (
                 await session.execute(
@@ -269,12 +266,12 @@ async def due_workspace_jobs(
 
 
 async def release_workspace_claims(
-    runtime: Runtime, runs: Sequence[tuple[str, WorkspacePayload]], claimed_at: datetime
+    context: JobContext, runs: Sequence[tuple[str, WorkspacePayload]], claimed_at: datetime
 ) -> None:
     """Make runs claimed at ``claimed_at`` (by :func:`due_workspace_jobs`) due again: their job
     could not be enqueued. The next claim moves each to its next local run from then on, so
     however long the wait, a run happens once."""
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         for job, payload in runs:
             await session.execute(
                 update(WorkspaceSchedule)
@@ -310,9 +307,11 @@ class _QueueWait:
         return 0.0 if self.retry_at is None else max(0.0, self.retry_at - time.monotonic())
 
 
-async def run_schedule(runtime: Runtime, schedule: Sequence[ScheduleEntry] | None = None) -> None:
+async def run_schedule(
+    context: JobContext, schedule: Sequence[ScheduleEntry] | None = None
+) -> None:
     """Enqueue global entries when due and per-workspace jobs when theirs come (forever)."""
-    entries = list(schedule if schedule is not None else build_schedule(runtime.settings))
+    entries = list(schedule if schedule is not None else build_schedule(context.settings))
     upcoming = {entry.job: entry.next_run(utcnow()) for entry in entries}
     next_workspace_check = utcnow()
     queue = _QueueWait()
@@ -322,12 +321,12 @@ async def run_schedule(runtime: Runtime, schedule: Sequence[ScheduleEntry] | Non
             if upcoming[entry.job] > now or not queue.ready():
                 continue
             payload: JobPayload | dict[str, Any] = entry.payload or {}
-            if await _enqueue(runtime, entry.job, payload, queue):
+            if await _enqueue(context, entry.job, payload, queue):
                 upcoming[entry.job] = entry.next_run(now)
             # else: still due; tried again once the queue may be back
         if now >= next_workspace_check and queue.ready():
             # Runs handed back (queue unreachable) are checked again once it may be back.
-            all_enqueued = await _run_workspace_jobs(runtime, now, queue)
+            all_enqueued = await _run_workspace_jobs(context, now, queue)
             if all_enqueued:
                 next_workspace_check = now + timedelta(seconds=WORKSPACE_CHECK_SECONDS)
         wake = (min([*upcoming.values(), next_workspace_check]) - utcnow()).total_seconds()
@@ -336,10 +335,10 @@ async def run_schedule(runtime: Runtime, schedule: Sequence[ScheduleEntry] | Non
         await asyncio.sleep(max(0.05, min(wake, 30.0)))
 
 
-async def _run_workspace_jobs(runtime: Runtime, now: datetime, queue: _QueueWait) -> bool:
+async def _run_workspace_jobs(context: JobContext, now: datetime, queue: _QueueWait) -> bool:
     """Claim and enqueue the due per-workspace runs; False if some could not be enqueued."""
     try:
-        runs = await due_workspace_jobs(runtime, now)
+        runs = await due_workspace_jobs(context, now)
     except Exception as error:
         if database_unavailable(error):
             # Told once; the claims were not made, the next check finds them again.
@@ -349,10 +348,10 @@ async def _run_workspace_jobs(runtime: Runtime, now: datetime, queue: _QueueWait
         return True
     DATABASE.recovered(component="workspace_schedule")
     for index, (job, payload) in enumerate(runs):
-        if await _enqueue(runtime, job, payload, queue):
+        if await _enqueue(context, job, payload, queue):
             continue
         try:
-            await release_workspace_claims(runtime, runs[index:], now)
+            await release_workspace_claims(context, runs[index:], now)
         except Exception as error:
             # The database went down too: these runs wait for their next local time.
             if not told_as_outage(error, component="workspace_schedule"):
@@ -362,14 +361,14 @@ async def _run_workspace_jobs(runtime: Runtime, now: datetime, queue: _QueueWait
 
 
 async def _enqueue(
-    runtime: Runtime, job: str, payload: JobPayload | Mapping[str, Any], queue: _QueueWait
+    context: JobContext, job: str, payload: JobPayload | Mapping[str, Any], queue: _QueueWait
 ) -> bool:
     """Enqueue ``job``; False if the queue is unreachable (the run stays due). Any other
     failure is logged and the run counts as done: trying a defect again would only repeat it."""
-    if runtime.queue is None:
+    if context.queue is None:
         return True
     try:
-        await runtime.queue.enqueue(job, payload)
+        await context.queue.enqueue(job, payload)
     except Exception as error:
         if not redis_unavailable(error):
             log.exception("scheduled_job_enqueue_failed", job=job)
@@ -382,16 +381,3 @@ async def _enqueue(
     queue.reachable()
     log.info("scheduled_job_enqueued", job=job, **payload_json(payload))
     return True
-
-
-def start_background(runtime: Runtime) -> list[asyncio.Task[None]]:
-    """The scheduler's loops: the outbox sweeper, the due-post scanner and the schedule."""
-    from notiflow.content.jobs import scan_forever
-    from notiflow.delivery.jobs import sweep_forever
-
-    settings = runtime.settings
-    return [
-        asyncio.create_task(sweep_forever(runtime, settings.sweep_interval_seconds)),
-        asyncio.create_task(run_schedule(runtime)),
-        asyncio.create_task(scan_forever(runtime, settings.publish_scan_interval_seconds)),
-    ]

@@ -10,8 +10,8 @@ import pytest
 from redis.asyncio import Redis
 
 from notiflow.admin.alerts import Alerter, email_tenant_admins
+from notiflow.main.runtime import Runtime
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from tests.admin.webhook_receiver import WebhookReceiver
 from tests.conftest import MakeMember
 from tests.delivery.conftest import SmtpServer

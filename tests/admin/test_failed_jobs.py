@@ -25,8 +25,8 @@ from notiflow.kit.queue import (
     build_broker,
     enqueue_due_retries,
 )
+from notiflow.main.runtime import Runtime
 from notiflow.models import FailedJob, JobAttempt
-from notiflow.runtime import Runtime
 from tests.admin.webhook_receiver import WebhookReceiver
 from tests.conftest import REDIS_URL, TEST_PUSHER_SECRET
 from tests.delivery.processes import NOTIFLOW, eventually, notiflow_env

@@ -18,10 +18,10 @@ from notiflow.analytics.service import (
 )
 from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import JobPayload, NoPayload, WorkspacePayload, payload_json
+from notiflow.main.runtime import Runtime
 from notiflow.models import PostMetricSnapshot, SocialAccount
 from notiflow.models.platform import AccountStatus, TargetStatus
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from notiflow.social.providers.base import NeedsReauthError, PostMetrics, RetryableError
 from tests.conftest import MakeMember
 from tests.inbox.factories import (

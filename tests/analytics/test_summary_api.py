@@ -8,9 +8,9 @@ import httpx
 
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
+from notiflow.main.runtime import Runtime
 from notiflow.models import PostMetricSnapshot, PostTarget
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from tests.conftest import MakeMember
 from tests.inbox.factories import make_account, make_published_target, make_workspace
 

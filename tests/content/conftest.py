@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from notiflow.kit.after_commit import commit_and_flush_effects
+from notiflow.main.runtime import Runtime
 from notiflow.models import SocialAccount, Workspace
 from notiflow.models.platform import AccountStatus
-from notiflow.runtime import Runtime
 
 MakeWorkspace = Callable[..., Awaitable[Workspace]]
 MakeAccount = Callable[..., Awaitable[SocialAccount]]

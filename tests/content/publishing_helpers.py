@@ -16,9 +16,9 @@ from notiflow.content.jobs import PublishPayload, publish_post
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import JobPayload, JobQueue, payload_json
+from notiflow.main.runtime import Runtime
 from notiflow.models import Notification, Post, PostTarget, SocialAccount, Workspace
 from notiflow.models.platform import PostStatus
-from notiflow.runtime import Runtime
 from notiflow.social.providers.base import (
     AccountProfile,
     Credentials,

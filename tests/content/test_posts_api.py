@@ -12,10 +12,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.kit.after_commit import commit_and_flush_effects
+from notiflow.main.runtime import Runtime
 from notiflow.models import AuditLog, Membership, Post, PostMetricSnapshot, PostTarget, Workspace
 from notiflow.models.platform import AccountStatus, PostStatus, TargetStatus
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from tests.conftest import MakeMember, Member
 from tests.content.conftest import MakeAccount, MakeWorkspace
 

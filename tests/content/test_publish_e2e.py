@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
+from notiflow.main.runtime import Runtime
 from notiflow.models import Notification, Post, PostTarget, PublishAttempt, SocialAccount, Workspace
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from tests.conftest import REDIS_URL, TEST_PUSHER_SECRET, MakeMember, Member
 from tests.delivery.processes import NotiflowProcess, eventually, free_port, notiflow_env
 from tests.social.fake_mastodon import FakeMastodon, running_fake_mastodon

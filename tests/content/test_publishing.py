@@ -14,10 +14,10 @@ from notiflow.content.jobs import PublishPayload, publish_post, publish_post_fai
 from notiflow.content.publishing import claim_due_targets, idempotency_key, scan_due_posts
 from notiflow.kit.ids import utcnow
 from notiflow.kit.timezones import to_utc
+from notiflow.main.runtime import Runtime
 from notiflow.models import Post, PublishAttempt, SocialAccount, Workspace
 from notiflow.models.platform import AccountStatus, PostStatus, TargetStatus
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from notiflow.social.providers.base import (
     NeedsReauthError,
     OutcomeUnknownError,

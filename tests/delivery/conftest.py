@@ -2,13 +2,15 @@
 
 ``smtp_server``: a real SMTP server (aiosmtpd, in a thread) on 127.0.0.1 and a free port, which
 records what it receives, counts SMTP sessions, can be told to refuse recipients (``550``,
-``451``, ...) or messages, and can be stopped and started again on the same port.
+``451``, ...) or messages, can hold its replies (so that every client waits for it), and can be
+stopped and started again on the same port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.policy
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -56,6 +58,34 @@ class RecordingHandler:
         # A pause before answering RCPT: makes a batch take time without widening the moment
         # between the server accepting a message and the client hearing it.
         self.rcpt_delay = 0.0
+        # While set, replies to RCPT and to the end of DATA wait (see SmtpServer.hold_replies).
+        self.holding = threading.Event()
+        self._lock = threading.Lock()
+        self._in_transaction: set[int] = set()  # id() of sessions past RCPT, before DATA's reply
+        self._waiting: set[int] = set()  # id() of sessions whose reply is held
+
+    def every_transaction_waits(self) -> bool:
+        """Some transaction is open and each open one waits for a held reply: no client is
+        between two replies of the server (e.g. recording a delivery before the final dot)."""
+        with self._lock:
+            return bool(self._in_transaction) and self._in_transaction <= self._waiting
+
+    async def _hold(self, session: Session) -> None:
+        if not self.holding.is_set():
+            return
+        with self._lock:
+            self._waiting.add(id(session))
+        try:
+            # Set and cleared from the test's thread: a threading.Event, polled.
+            while self.holding.is_set():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        finally:
+            with self._lock:
+                self._waiting.discard(id(session))
+
+    def _end_transaction(self, session: Session) -> None:
+        with self._lock:
+            self._in_transaction.discard(id(session))
 
     def _session_number(self, session: Session) -> int:
         for number, known in enumerate(self.sessions, start=1):
@@ -84,16 +114,21 @@ class RecordingHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        with self._lock:
+            self._in_transaction.add(id(session))
+        await self._hold(session)
         if self.rcpt_delay:
             await asyncio.sleep(self.rcpt_delay)
         reply = self.recipient_replies.get(address.lower())
         if reply is not None:
+            self._end_transaction(session)
             return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.data_reply is not None:
+            self._end_transaction(session)
             return self.data_reply
         content = envelope.original_content or envelope.content
         assert isinstance(content, bytes)
@@ -106,6 +141,9 @@ class RecordingHandler:
                 session_number=self._session_number(session),
             )
         )
+        # Received (the final dot came): a client killed while this reply is held has sent it.
+        await self._hold(session)
+        self._end_transaction(session)
         return "250 2.0.0 OK: queued"
 
 
@@ -139,6 +177,21 @@ class SmtpServer:
     @property
     def session_count(self) -> int:
         return len(self.handler.sessions)
+
+    async def hold_replies(self, within: float = 30.0) -> None:
+        """Hold the replies to RCPT and to the end of DATA, and return once every open SMTP
+        transaction waits for one: no client is then between two replies of the server, such
+        as in the instant between recording an email as sent and writing its final dot (the one
+        gap a crash can fall into, docs/delivery.md)."""
+        self.handler.holding.set()
+        deadline = asyncio.get_running_loop().time() + within
+        while not self.handler.every_transaction_waits():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"SMTP clients still busy after {within}s")
+            await asyncio.sleep(0.01)
+
+    def release_replies(self) -> None:
+        self.handler.holding.clear()
 
     def refuse(self, address: str, reply: str) -> None:
         """Answer ``reply`` to ``RCPT TO:<address>``."""

@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from notiflow.main.runtime import Runtime
 from notiflow.models import FailedJob, NotificationDelivery
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from tests.admin.webhook_receiver import WebhookReceiver
 from tests.conftest import TEST_PUSHER_SECRET, MakeMember
 from tests.delivery.conftest import SmtpServer

@@ -20,9 +20,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notiflow.delivery.service import email_retry_delay
+from notiflow.main.runtime import Runtime
 from notiflow.models import NotificationDelivery
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from tests.conftest import TEST_PUSHER_SECRET, MakeMember, Member
 from tests.delivery.conftest import SmtpServer
 from tests.delivery.processes import NotiflowProcess, eventually, free_port, notiflow_env

@@ -22,10 +22,10 @@ from notiflow.delivery.unsubscribe import (
     read_unsubscribe_token,
 )
 from notiflow.kit.errors import NotFound
+from notiflow.main.runtime import Runtime
 from notiflow.models import AuditLog, Notification
 from notiflow.notifications.preferences import PreferenceUpdate
 from notiflow.notifications.types import NotificationType
-from notiflow.runtime import Runtime
 from tests.conftest import MakeMember, Member, commit, make_settings
 from tests.delivery.conftest import SmtpServer
 

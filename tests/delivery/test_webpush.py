@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid02, b64urlencode
 from sqlalchemy import select
 
-from notiflow.app import create_app
 from notiflow.config import Environment, Settings
 from notiflow.delivery.channels import DeliveryContext, Outcome, SendResult
 from notiflow.delivery.webpush import (
@@ -36,8 +35,9 @@ from notiflow.delivery.webpush import (
     save_subscription,
 )
 from notiflow.kit.ids import new_id, utcnow
+from notiflow.main.app import create_app
+from notiflow.main.runtime import Runtime
 from notiflow.models import Notification, PushSubscription
-from notiflow.runtime import Runtime
 from tests.conftest import MakeMember, Member, make_settings
 from tests.delivery.fake_push_service import BrowserSubscription, FakePushService
 

@@ -15,12 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notiflow.delivery.channels import DeliveryContext, SendResult
 from notiflow.delivery.service import DeliveryWorker
 from notiflow.kit.ids import utcnow
+from notiflow.main.runtime import Runtime, wire_jobs
 from notiflow.models import FailedJob, NotificationDelivery
 from notiflow.models.tenancy import Role
 from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.service import NotificationService
 from notiflow.notifications.types import NotificationChannel, NotificationType
-from notiflow.runtime import Runtime, wire_jobs
 from tests.conftest import MakeMember, commit
 
 

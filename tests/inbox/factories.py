@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
+from notiflow.main.runtime import Runtime
 from notiflow.models import Notification, Post, PostTarget, SocialAccount, Workspace
 from notiflow.models.platform import AccountStatus, PostStatus, TargetStatus
-from notiflow.runtime import Runtime
 from notiflow.social.providers.base import (
     AccountProfile,
     Credentials,

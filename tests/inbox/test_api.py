@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
+from notiflow.main.runtime import Runtime
 from notiflow.models import AuditLog, InboxItem, SocialAccount, Workspace
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from tests.conftest import MakeMember, Member
 from tests.inbox.factories import make_account, make_workspace, notifications_of
 

@@ -11,9 +11,9 @@ from notiflow.inbox import jobs
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import WorkspacePayload
+from notiflow.main.runtime import Runtime
 from notiflow.models import InboxItem
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from tests.conftest import MakeMember
 from tests.inbox.factories import make_account, make_workspace
 

@@ -9,10 +9,10 @@ from sqlalchemy import select
 
 from notiflow.analytics.service import fetch_workspace_metrics
 from notiflow.inbox.sync import sync_workspace
+from notiflow.main.runtime import Runtime
 from notiflow.models import InboxItem, PostMetricSnapshot, SocialAccount
 from notiflow.models.platform import AccountStatus
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from notiflow.social.providers.base import Credentials, PublishRequest
 from notiflow.social.providers.mastodon import MastodonProvider
 from tests.conftest import MakeMember

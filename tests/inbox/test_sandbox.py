@@ -8,9 +8,9 @@ from sqlalchemy import func, select
 
 from notiflow.analytics.service import fetch_workspace_metrics
 from notiflow.inbox.sync import sync_workspace
+from notiflow.main.runtime import Runtime
 from notiflow.models import InboxItem, PostMetricSnapshot
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from notiflow.social.providers.sandbox import SandboxProvider
 from tests.conftest import MakeMember
 from tests.inbox.factories import (

@@ -14,10 +14,10 @@ from notiflow.inbox.jobs import JOBS, workspaces_to_sync
 from notiflow.inbox.sync import InboxSyncIncomplete, sync_workspace
 from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import JobPayload, NoPayload, WorkspacePayload, payload_json, run_job
+from notiflow.main.runtime import Runtime
 from notiflow.models import InboxItem, JobAttempt, SocialAccount
 from notiflow.models.platform import AccountStatus
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from notiflow.social.providers.base import NeedsReauthError, PermanentError, RetryableError
 from tests.conftest import MakeMember
 from tests.inbox.factories import (

@@ -16,6 +16,7 @@ from notiflow.auth.service import hash_password
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import JobPayload, payload_json
+from notiflow.main.runtime import Runtime
 from notiflow.models import (
     InboxItem,
     NotificationPreference,
@@ -27,7 +28,6 @@ from notiflow.models import (
     Workspace,
 )
 from notiflow.notifications.types import NotificationType
-from notiflow.runtime import Runtime
 from tests.conftest import MakeMember, Member
 from tests.delivery.conftest import SMTP_MAIL_FROM, SMTP_PUBLIC_URL, SmtpServer
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.config import Settings
 from notiflow.kit.ids import utcnow
+from notiflow.main.runtime import Runtime
 from notiflow.models import (
     AuditLog,
     DataDeletionRequest,
@@ -38,7 +39,6 @@ from notiflow.privacy import jobs as privacy_jobs
 from notiflow.privacy.deletion import FinalNoticeNotSent
 from notiflow.privacy.jobs import delete_data, export_data
 from notiflow.privacy.service import RequestPayload
-from notiflow.runtime import Runtime
 from tests.conftest import MakeMember
 from tests.delivery.conftest import SmtpServer
 from tests.privacy.conftest import RecordingQueue, seed_person

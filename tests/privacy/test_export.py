@@ -19,13 +19,13 @@ from sqlalchemy import select
 from notiflow.delivery.email import EmailSender
 from notiflow.kit.errors import Conflict, Forbidden
 from notiflow.kit.ids import utcnow
+from notiflow.main.runtime import Runtime
 from notiflow.models import AuditLog, DataExportRequest, Notification, User
 from notiflow.models.platform import RequestStatus
 from notiflow.privacy.downloads import open_download
 from notiflow.privacy.jobs import export_data, export_failed
 from notiflow.privacy.service import RequestPayload, export_file
 from notiflow.privacy.tokens import make_download_token
-from notiflow.runtime import Runtime
 from tests.conftest import MakeMember, commit
 from tests.delivery.conftest import SmtpServer
 from tests.privacy.conftest import Person, RecordingQueue, seed_person

@@ -6,14 +6,14 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from notiflow.jobs import ALL_JOBS
 from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import run_job
+from notiflow.main.jobs import ALL_JOBS
+from notiflow.main.runtime import Runtime
 from notiflow.models import DataDeletionRequest, DataExportRequest, User
 from notiflow.models.platform import RequestStatus
 from notiflow.privacy.jobs import export_data, sweep_once
 from notiflow.privacy.service import RequestPayload
-from notiflow.runtime import Runtime
 from tests.conftest import MakeMember
 from tests.delivery.conftest import SmtpServer
 from tests.privacy.conftest import RecordingQueue

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import pytest
 import uvicorn
 
-from notiflow.app import create_app
+from notiflow.main.app import create_app
+from notiflow.main.runtime import Runtime, wire_realtime
 from notiflow.realtime.hub import Hub
 from notiflow.realtime.server import RealtimeServer, build_realtime_server
-from notiflow.runtime import Runtime, wire_realtime
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notiflow.loadtest import run_ws_load
+from notiflow.main.loadtest import run_ws_load
 from notiflow.models.tenancy import Role
 from tests.conftest import MakeMember
 from tests.realtime.conftest import LiveStack

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from notiflow.kit.after_commit import commit_and_flush_effects
+from notiflow.main.runtime import Runtime
 from notiflow.models import SocialAccount, Workspace
 from notiflow.models.platform import AccountStatus
-from notiflow.runtime import Runtime
 from notiflow.social.providers.mastodon import MastodonProvider
 from notiflow.social.providers.sandbox import SandboxProvider
 from tests.social.fake_mastodon import FakeMastodon, running_fake_mastodon

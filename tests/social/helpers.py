@@ -6,8 +6,8 @@ import uuid
 
 from sqlalchemy import func, select
 
+from notiflow.main.runtime import Runtime
 from notiflow.models import Notification, SocialAccount
-from notiflow.runtime import Runtime
 
 
 async def notified(runtime: Runtime, user_id: uuid.UUID, type_: str) -> int:

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from notiflow.config import Environment
+from notiflow.main.runtime import Runtime
 from notiflow.models import AuditLog, SocialAccount
 from notiflow.models.platform import AccountStatus
 from notiflow.models.tenancy import Role, Workspace
-from notiflow.runtime import Runtime
 from tests.conftest import MakeMember, Member
 from tests.social.conftest import MakeAccount, make_workspace
 from tests.social.fake_mastodon import FakeMastodon

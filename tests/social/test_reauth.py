@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from notiflow.kit.after_commit import commit_and_flush_effects
+from notiflow.main.runtime import Runtime
 from notiflow.models import SocialAccount
 from notiflow.models.platform import AccountStatus
 from notiflow.models.tenancy import Role
-from notiflow.runtime import Runtime
 from notiflow.social.service import mark_needs_reauth
 from tests.conftest import MakeMember
 from tests.social.conftest import MakeAccount, make_workspace

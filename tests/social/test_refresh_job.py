@@ -11,9 +11,9 @@ from cryptography.fernet import Fernet
 from notiflow.kit.crypto import TokenCipher
 from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import WorkspacePayload
+from notiflow.main.runtime import Runtime
 from notiflow.models.platform import AccountStatus
 from notiflow.models.tenancy import Role, Workspace
-from notiflow.runtime import Runtime
 from notiflow.social.jobs import JOBS, TokenRefreshIncomplete, refresh_tokens
 from tests.conftest import MakeMember, Member
 from tests.social.conftest import MakeAccount, make_workspace
@@ -189,7 +189,7 @@ async def test_accounts_of_other_workspaces_and_inactive_ones_are_left_alone(
 
 
 def test_the_job_is_registered_under_its_agreed_name() -> None:
-    from notiflow.jobs import ALL_JOBS
+    from notiflow.main.jobs import ALL_JOBS
 
     assert [job.name for job in JOBS] == ["social.refresh_tokens"]
     assert "social.refresh_tokens" in {job.name for job in ALL_JOBS}

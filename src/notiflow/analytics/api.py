@@ -10,8 +10,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from notiflow.analytics.service import TargetMetrics, workspace_summary
-from notiflow.kit.deps import CurrentWorkspace, SessionDep
+from notiflow.kit.deps import SessionDep
 from notiflow.notifications.schemas import DataEnvelope
+from notiflow.tenancy.deps import CurrentWorkspace
 
 router = APIRouter(prefix="/api/v1/workspaces/{workspace_id}/analytics", tags=["analytics"])
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from sqlalchemy import ColumnElement, func, insert, select
@@ -28,6 +28,7 @@ from notiflow.kit.uow import unit_of_work
 from notiflow.models import PostMetricSnapshot, PostTarget, SocialAccount, Workspace
 from notiflow.models.platform import AccountStatus, TargetStatus
 from notiflow.social.credentials import credentials_of
+from notiflow.social.ports import PlatformContext
 from notiflow.social.providers.base import (
     NeedsReauthError,
     OutcomeUnknownError,
@@ -36,9 +37,6 @@ from notiflow.social.providers.base import (
     RetryableError,
 )
 from notiflow.social.service import mark_needs_reauth
-
-if TYPE_CHECKING:
-    from notiflow.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
@@ -102,12 +100,12 @@ async def workspaces_with_published_posts(
 
 
 async def fetch_workspace_metrics(
-    runtime: Runtime, workspace_id: uuid.UUID, tenant_id: uuid.UUID
+    context: PlatformContext, workspace_id: uuid.UUID, tenant_id: uuid.UUID
 ) -> MetricsReport:
     """Snapshot the counts of the workspace's recent published posts (skipped while another run
     for the workspace holds its lease)."""
     async with job_lease(
-        runtime.sessionmaker, f"analytics.metrics:{workspace_id}", seconds=LEASE_SECONDS
+        context.sessionmaker, f"analytics.metrics:{workspace_id}", seconds=LEASE_SECONDS
     ) as held:
         if not held:
             log.info(
@@ -117,13 +115,15 @@ async def fetch_workspace_metrics(
                 tenant_id=str(tenant_id),
             )
             return MetricsReport(workspace_id=workspace_id, skipped=True)
-        return await _fetch(runtime, workspace_id, tenant_id)
+        return await _fetch(context, workspace_id, tenant_id)
 
 
-async def _fetch(runtime: Runtime, workspace_id: uuid.UUID, tenant_id: uuid.UUID) -> MetricsReport:
+async def _fetch(
+    context: PlatformContext, workspace_id: uuid.UUID, tenant_id: uuid.UUID
+) -> MetricsReport:
     report = MetricsReport(workspace_id=workspace_id)
     now = utcnow()
-    async with runtime.sessionmaker() as session:
+    async with context.sessionmaker() as session:
         workspace = await session.get(Workspace, workspace_id)
         if workspace is None or workspace.tenant_id != tenant_id:
             log.warning(
@@ -141,7 +141,7 @@ async def _fetch(runtime: Runtime, workspace_id: uuid.UUID, tenant_id: uuid.UUID
     needs_reauth: dict[uuid.UUID, str] = {}
     retry: dict[str, str] = {}
     for account in accounts:
-        failure, reason, measured = await _measure(runtime, account, targets[account.id])
+        failure, reason, measured = await _measure(context, account, targets[account.id])
         report.missing += len(targets[account.id]) - len(measured)
         for target, metrics in measured:
             rows.append(_snapshot_row(target, workspace_id, metrics, now))
@@ -152,13 +152,13 @@ async def _fetch(runtime: Runtime, workspace_id: uuid.UUID, tenant_id: uuid.UUID
         elif failure in ("retryable", "error"):
             retry[str(account.id)] = reason or failure
 
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         if rows:
             await session.execute(insert(PostMetricSnapshot), rows)
         for account_id, reason in needs_reauth.items():
             stored = await session.get(SocialAccount, account_id)
             if stored is not None:
-                await mark_needs_reauth(runtime, session, stored, reason)
+                await mark_needs_reauth(context, session, stored, reason)
     report.snapshots = len(rows)
     log.info(
         "metrics_fetched",
@@ -217,23 +217,23 @@ async def _due_targets(
 
 
 async def _measure(
-    runtime: Runtime, account: SocialAccount, targets: Sequence[_Target]
+    context: PlatformContext, account: SocialAccount, targets: Sequence[_Target]
 ) -> tuple[str | None, str | None, list[tuple[_Target, PostMetrics]]]:
     """Ask the account's network for its targets' counts, a batch at a time: (failure, reason,
     the targets it measured). A refused batch is skipped; an account-wide failure stops."""
-    context = {
+    fields = {
         "workspace_id": str(account.workspace_id),
         "social_account_id": str(account.id),
         "provider": account.provider,
     }
-    provider = runtime.providers.get(account.provider)
+    provider = context.providers.get(account.provider)
     if provider is None:
         reason = f"unknown provider {account.provider!r}"
-        log.warning("metrics_fetch_failed", failure="permanent", reason=reason, **context)
+        log.warning("metrics_fetch_failed", failure="permanent", reason=reason, **fields)
         return "permanent", reason, []
     measured: list[tuple[_Target, PostMetrics]] = []
     try:
-        credentials = credentials_of(account, runtime.token_cipher())
+        credentials = credentials_of(account, context.token_cipher())
         for start in range(0, len(targets), BATCH_SIZE):
             batch = targets[start : start + BATCH_SIZE]
             try:
@@ -242,7 +242,7 @@ async def _measure(
                 )
             except PermanentError as error:
                 log.warning(
-                    "metrics_batch_refused", reason=error.message, targets=len(batch), **context
+                    "metrics_batch_refused", reason=error.message, targets=len(batch), **fields
                 )
                 continue
             measured += [(t, metrics[t.external_id]) for t in batch if t.external_id in metrics]
@@ -251,11 +251,11 @@ async def _measure(
     except (RetryableError, OutcomeUnknownError) as error:
         failure, reason = "retryable", error.message
     except Exception as error:  # one broken account must not stop the workspace's others
-        log.exception("metrics_fetch_crashed", **context)
+        log.exception("metrics_fetch_crashed", **fields)
         failure, reason = "error", f"{type(error).__name__}: {error}"
     else:
         return None, None, measured
-    log.warning("metrics_fetch_failed", failure=failure, reason=reason, **context)
+    log.warning("metrics_fetch_failed", failure=failure, reason=reason, **fields)
     return failure, reason, measured
 
 

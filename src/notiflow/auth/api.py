@@ -16,7 +16,7 @@ from notiflow.auth.service import (
     record_refused_login,
 )
 from notiflow.auth.throttle import LoginThrottle
-from notiflow.kit.deps import RuntimeDep, SessionDep
+from notiflow.kit.deps import AppContextDep, SessionDep
 from notiflow.kit.uow import session_scope
 from notiflow.notifications.schemas import DataEnvelope
 
@@ -38,13 +38,13 @@ class LoginData(BaseModel):
     tenant_id: uuid.UUID
 
 
-async def get_login_guard(request: Request, runtime: RuntimeDep) -> LoginGuard:
+async def get_login_guard(request: Request, context: AppContextDep) -> LoginGuard:
     """One guard per application: its memory counters and thread limiter span all requests."""
     guard: LoginGuard | None = getattr(request.app.state, "login_guard", None)
     if guard is None:
-        settings = runtime.settings
+        settings = context.settings
         guard = LoginGuard(
-            throttle=LoginThrottle.from_settings(settings, runtime.redis),
+            throttle=LoginThrottle.from_settings(settings, context.redis),
             checker=PasswordChecker(settings.password_hash_concurrency),
         )
         request.app.state.login_guard = guard
@@ -66,7 +66,7 @@ async def login_route(
     body: LoginRequest,
     request: Request,
     session: SessionDep,
-    runtime: RuntimeDep,
+    context: AppContextDep,
     guard: LoginGuardDep,
 ) -> DataEnvelope[LoginData]:
     address = request.client.host if request.client else None
@@ -77,7 +77,7 @@ async def login_route(
     except LoginRefused as refused:
         if refused.entry is not None:
             # Committed on its own: the request's transaction rolls back with the refusal.
-            async for own_session in session_scope(runtime.sessionmaker):
+            async for own_session in session_scope(context.sessionmaker):
                 await record_refused_login(own_session, refused.entry)
         raise refused.error from None
     return DataEnvelope(data=LoginData(token=token, user_id=user.id, tenant_id=tenant_id))

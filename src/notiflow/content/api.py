@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from notiflow.auth.deps import CurrentAuth
 from notiflow.content.schemas import (
     CreatePostRequest,
     PostData,
@@ -16,10 +17,12 @@ from notiflow.content.schemas import (
     UpdatePostRequest,
 )
 from notiflow.content.service import Caller, NewPost, PostChanges, PostService
-from notiflow.kit.deps import CurrentAuth, CurrentWorkspace, NotificationServiceDep, SessionDep
+from notiflow.kit.deps import SessionDep
 from notiflow.kit.pagination import page_meta
 from notiflow.models.platform import PostStatus
+from notiflow.notifications.deps import NotificationServiceDep
 from notiflow.notifications.schemas import DataEnvelope
+from notiflow.tenancy.deps import CurrentWorkspace
 
 router = APIRouter(prefix="/api/v1/workspaces/{workspace_id}/posts", tags=["posts"])
 

@@ -8,40 +8,40 @@ queue message. The job itself is retried (3 tries, 60 s exponential) only when i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from notiflow.content.publishing import PUBLISH_JOB, Publisher, PublishPayload, scan_due_posts
 from notiflow.kit.queue import Job, NoPayload, repeat_forever
-
-if TYPE_CHECKING:
-    from notiflow.runtime import Runtime
+from notiflow.social.ports import PlatformContext
 
 
-async def scan_due_posts_job(runtime: Runtime, payload: NoPayload) -> None:
-    await scan_due_posts(runtime)
+async def scan_due_posts_job(context: PlatformContext, payload: NoPayload) -> None:
+    await scan_due_posts(context)
 
 
-async def publish_post(runtime: Runtime, payload: PublishPayload) -> None:
+async def publish_post(context: PlatformContext, payload: PublishPayload) -> None:
     """Publish the claimed targets of one post (as :meth:`ClaimedPost.payload` names them)."""
-    await Publisher(runtime).publish(payload.post_id, payload.target_ids, payload.claim)
+    await Publisher(context).publish(payload.post_id, payload.target_ids, payload.claim)
 
 
 async def publish_post_failed(
-    runtime: Runtime, payload: PublishPayload, error: BaseException
+    context: PlatformContext, payload: PublishPayload, error: BaseException
 ) -> None:
-    await Publisher(runtime).give_up(
+    await Publisher(context).give_up(
         payload.post_id, payload.target_ids, f"{type(error).__name__}: {error}"
     )
 
 
-async def scan_forever(runtime: Runtime, interval: float) -> None:  # pragma: no cover - a loop
+async def scan_forever(
+    context: PlatformContext, interval: float
+) -> None:  # pragma: no cover - a loop
     """Claim and dispatch due posts every ``interval`` seconds (the scheduler runs this)."""
     await repeat_forever(
-        interval, lambda: scan_due_posts(runtime), failure_event="publish_scan_failed"
+        interval, lambda: scan_due_posts(context), failure_event="publish_scan_failed"
     )
 
 
-JOBS: list[Job[Any]] = [
+JOBS: list[Job[PlatformContext, Any]] = [
     Job("content.scan_due_posts", scan_due_posts_job, NoPayload, max_attempts=1),
     Job(
         PUBLISH_JOB,

@@ -1,7 +1,7 @@
 """Scheduled publishing: claim due post targets, publish each one once, record what happened.
 
-    claimed = await scan_due_posts(runtime)          # every few seconds, by the scheduler
-    await Publisher(runtime).publish(post_id, target_ids, claim)   # the content.publish_post job
+    claimed = await scan_due_posts(context)          # every few seconds, by the scheduler
+    await Publisher(context).publish(post_id, target_ids, claim)   # the content.publish_post job
 
 The database is the source of truth (DESIGN §8). A target is claimed by one conditional UPDATE
 (``pending`` and due, or ``publishing`` with an expired lease) that stamps ``lease_until``; that
@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import exists, select, update
@@ -36,6 +36,7 @@ from notiflow.models import Post, PostTarget, PublishAttempt, SocialAccount
 from notiflow.models.platform import AccountStatus, PostStatus, TargetStatus
 from notiflow.notifications.types import NotificationType
 from notiflow.social.credentials import credentials_of
+from notiflow.social.ports import PlatformContext
 from notiflow.social.providers.base import (
     ErrorKind,
     NeedsReauthError,
@@ -44,9 +45,6 @@ from notiflow.social.providers.base import (
     PublishedPost,
     PublishRequest,
 )
-
-if TYPE_CHECKING:
-    from notiflow.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
@@ -122,7 +120,7 @@ def _due(now: datetime) -> Any:
 
 
 async def claim_due_targets(
-    runtime: Runtime, *, now: datetime | None = None, limit: int = CLAIM_BATCH
+    context: PlatformContext, *, now: datetime | None = None, limit: int = CLAIM_BATCH
 ) -> list[ClaimedPost]:
     """Claim up to ``limit`` due targets in one transaction, grouped by post (committed).
 
@@ -132,7 +130,7 @@ async def claim_due_targets(
     waiting on each other; SQLite runs one writer at a time. Claimed posts become ``publishing``.
     """
     now = now or utcnow()
-    claim = now + timedelta(seconds=runtime.settings.publish_lease_seconds)
+    claim = now + timedelta(seconds=context.settings.publish_lease_seconds)
     # A CTE is evaluated once. As an IN (subquery) PostgreSQL may plan a nested loop that runs
     # the subquery again per row, locking rows on each pass that the UPDATE then never claims
     # (seen here: concurrent scans left due targets behind).
@@ -146,7 +144,7 @@ async def claim_due_targets(
         .cte("due_targets")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         rows = (
             await session.execute(
                 update(PostTarget)
@@ -186,7 +184,7 @@ async def claim_due_targets(
 
 
 async def scan_due_posts(
-    runtime: Runtime,
+    context: PlatformContext,
     *,
     now: datetime | None = None,
     limit: int = MAX_PER_SCAN,
@@ -198,16 +196,16 @@ async def scan_due_posts(
     A wake-up that is lost costs a delay, not a post: its targets stay ``publishing`` until
     their lease expires, and the next scan claims them again.
     """
-    queue = runtime.queue
+    queue = context.queue
     if queue is None:  # nothing would run the jobs: leave the targets for a process that can
         return 0
     claimed_total = 0
     while claimed_total < limit:
         size = min(batch, limit - claimed_total)
-        claimed = await claim_due_targets(runtime, now=now, limit=size)
+        claimed = await claim_due_targets(context, now=now, limit=size)
         count = sum(len(post.target_ids) for post in claimed)
         claimed_total += count
-        await _dispatch(runtime, claimed)
+        await _dispatch(context, claimed)
         if count < size:
             break
     if claimed_total:
@@ -215,8 +213,8 @@ async def scan_due_posts(
     return claimed_total
 
 
-async def _dispatch(runtime: Runtime, claimed: Sequence[ClaimedPost]) -> None:
-    queue = runtime.queue
+async def _dispatch(context: PlatformContext, claimed: Sequence[ClaimedPost]) -> None:
+    queue = context.queue
     if queue is None:
         return
 
@@ -278,9 +276,9 @@ def retry_delay(attempt: int, base: float, retry_after: float | None = None) -> 
 class Publisher:
     """Publishes claimed targets and records each outcome (the body of content.publish_post)."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.settings = runtime.settings
+    def __init__(self, context: PlatformContext) -> None:
+        self.context = context
+        self.settings = context.settings
 
     async def publish(
         self, post_id: uuid.UUID, target_ids: Sequence[uuid.UUID], claim: datetime
@@ -317,7 +315,7 @@ class Publisher:
         out, save its idempotency key and an attempt row, and commit before any call."""
         now = utcnow()
         lease = now + timedelta(seconds=self.settings.publish_lease_seconds)
-        async with unit_of_work(self.runtime.sessionmaker) as session:
+        async with unit_of_work(self.context.sessionmaker) as session:
             held = await session.scalar(
                 update(PostTarget)
                 .where(
@@ -376,12 +374,12 @@ class Publisher:
         """Ask the network (first whether it already has the post, when the last call's outcome
         is unknown), each call under the provider timeout."""
         target, account = started.target, started.account
-        provider = self.runtime.providers.get(account.provider)
+        provider = self.context.providers.get(account.provider)
         if provider is None:
             return _Outcome(
                 ErrorKind.PERMANENT.value, f"no adapter for provider {account.provider!r}"
             )
-        credentials = credentials_of(account, self.runtime.token_cipher())
+        credentials = credentials_of(account, self.context.token_cipher())
         assert target.idempotency_key is not None  # noqa: S101 - set by _start
         request = PublishRequest(started.post.content, target.idempotency_key, target.attempts)
         if started.reconcile:
@@ -419,7 +417,7 @@ class Publisher:
         now = utcnow()
         target = started.target
         values, result = self._target_values(started, outcome, now)
-        async with unit_of_work(self.runtime.sessionmaker) as session:
+        async with unit_of_work(self.context.sessionmaker) as session:
             condition = [PostTarget.id == target.id]
             if outcome.kind == "published":
                 # A publication is a fact: recorded even if the lease was lost meanwhile.
@@ -451,7 +449,7 @@ class Publisher:
                 )
                 return "lost"
             if outcome.kind == ErrorKind.NEEDS_REAUTH.value:
-                await _mark_needs_reauth(self.runtime, session, started.account, outcome.message)
+                await _mark_needs_reauth(self.context, session, started.account, outcome.message)
             await self._finalize_post(session, started.post.id)
         log.info(
             "publish_target",
@@ -595,7 +593,7 @@ class Publisher:
             if done:
                 message += ". Published to " + ", ".join(str(item["handle"]) for item in done)
         try:
-            await self.runtime.notification_service(session).send(
+            await self.context.notification_service(session).send(
                 post.author_id,
                 kind,
                 title,
@@ -618,7 +616,7 @@ class Publisher:
     ) -> None:
         """The job failed for good (spec 003 §8.2 failed()): close its open targets, failed, or
         unconfirmed where a call may have gone out, and tell the author."""
-        async with unit_of_work(self.runtime.sessionmaker) as session:
+        async with unit_of_work(self.context.sessionmaker) as session:
             targets = (
                 await session.scalars(
                     select(PostTarget)
@@ -686,12 +684,12 @@ def _unexpected(error: Exception, target: PostTarget) -> _Outcome:
 
 
 async def _mark_needs_reauth(
-    runtime: Runtime, session: AsyncSession, account: SocialAccount, reason: str | None
+    context: PlatformContext, session: AsyncSession, account: SocialAccount, reason: str | None
 ) -> None:
     from notiflow.social.service import mark_needs_reauth
 
     stored = await session.get_one(SocialAccount, account.id)
-    await mark_needs_reauth(runtime, session, stored, reason or NEEDS_REAUTH_REASON)
+    await mark_needs_reauth(context, session, stored, reason or NEEDS_REAUTH_REASON)
 
 
 __all__ = [

@@ -22,6 +22,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from notiflow.auth.deps import CurrentAuth
 from notiflow.config import Environment
 from notiflow.delivery.webpush import (
     MAX_ENDPOINT_LENGTH,
@@ -34,7 +35,7 @@ from notiflow.delivery.webpush import (
     save_subscription,
     validate_endpoint,
 )
-from notiflow.kit.deps import CurrentAuth, RuntimeDep, SessionDep
+from notiflow.kit.deps import AppContextDep, SessionDep
 from notiflow.kit.errors import InvalidInput, NotFound, NotiflowError
 from notiflow.kit.ids import utcnow
 from notiflow.models import PushSubscription
@@ -135,13 +136,13 @@ async def register(
     body: PushSubscriptionRequest,
     auth: CurrentAuth,
     session: SessionDep,
-    runtime: RuntimeDep,
+    context: AppContextDep,
     user_agent: Annotated[str | None, Header()] = None,
 ) -> DataEnvelope[PushSubscriptionData]:
     """Register the browser's push subscription for the caller. Registering an endpoint again
     updates its keys; an endpoint another user registered before moves to the caller (the
     browser now belongs to whoever signed in last)."""
-    if runtime.settings.env is Environment.PRODUCTION:
+    if context.settings.env is Environment.PRODUCTION:
         try:
             validate_endpoint(body.endpoint, allow_insecure_localhost=False)
         except ValueError as error:
@@ -180,13 +181,13 @@ async def index(auth: CurrentAuth, session: SessionDep) -> DataEnvelope[list[Pus
 
 @router.get("/vapid-public-key", response_model=DataEnvelope[VapidPublicKeyData])
 async def vapid_public_key(
-    _auth: CurrentAuth, runtime: RuntimeDep
+    _auth: CurrentAuth, context: AppContextDep
 ) -> DataEnvelope[VapidPublicKeyData]:
     """The server's VAPID public key, for ``pushManager.subscribe({applicationServerKey})``.
     The key is not secret, but like every /api/v1 route this one takes a token (a page asks for
     it once signed in, right before subscribing). 404 when Web Push is not configured."""
     try:
-        keys = load_vapid_keys(runtime.settings)
+        keys = load_vapid_keys(context.settings)
     except VapidConfigError as error:
         raise WebPushMisconfigured(str(error)) from None
     if keys is None:

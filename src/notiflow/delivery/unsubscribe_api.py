@@ -22,8 +22,9 @@ from notiflow.delivery.email import (
     type_label,
 )
 from notiflow.delivery.unsubscribe import UnsubscribeTarget
-from notiflow.kit.deps import NotificationServiceDep, RuntimeDep, SessionDep
+from notiflow.kit.deps import AppContextDep, SessionDep
 from notiflow.models import User
+from notiflow.notifications.deps import NotificationServiceDep
 
 router = APIRouter(tags=["unsubscribe"])
 
@@ -36,9 +37,11 @@ _PAGE_HEADERS = {
 
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
-async def confirm_unsubscribe(token: str, runtime: RuntimeDep, session: SessionDep) -> HTMLResponse:
+async def confirm_unsubscribe(
+    token: str, context: AppContextDep, session: SessionDep
+) -> HTMLResponse:
     """A page asking to confirm; it changes nothing by itself."""
-    target, user = await unsubscribe_service.resolve(runtime.settings, session, token)
+    target, user = await unsubscribe_service.resolve(context.settings, session, token)
     return _page(user, target, token, done=False)
 
 
@@ -46,7 +49,7 @@ async def confirm_unsubscribe(token: str, runtime: RuntimeDep, session: SessionD
 async def unsubscribe(
     token: str,
     request: Request,
-    runtime: RuntimeDep,
+    context: AppContextDep,
     session: SessionDep,
     service: NotificationServiceDep,
 ) -> HTMLResponse:
@@ -57,7 +60,7 @@ async def unsubscribe(
     permission. Repeating it is harmless (an unchanged preference is not logged again).
     """
     target, user = await unsubscribe_service.unsubscribe(
-        runtime.settings,
+        context.settings,
         session,
         service,
         token,

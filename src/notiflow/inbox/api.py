@@ -7,14 +7,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from notiflow.auth.deps import CurrentAuth, actor_of
 from notiflow.inbox import service
 from notiflow.inbox.schemas import AssignRequest, InboxItemData, InboxPage
 from notiflow.inbox.service import InboxFilters, InboxKind
-from notiflow.kit.deps import CurrentAuth, CurrentWorkspace, RuntimeDep, SessionDep, actor_of
+from notiflow.kit.deps import SessionDep
 from notiflow.kit.errors import InvalidInput
 from notiflow.kit.ids import utcnow
 from notiflow.kit.pagination import Cursor, page_meta
+from notiflow.notifications.deps import NotifyingContextDep
 from notiflow.notifications.schemas import DataEnvelope
+from notiflow.tenancy.deps import CurrentWorkspace
 
 router = APIRouter(prefix="/api/v1/workspaces/{workspace_id}/inbox", tags=["inbox"])
 
@@ -88,13 +91,13 @@ async def assign(
     request: Request,
     auth: CurrentAuth,
     session: SessionDep,
-    runtime: RuntimeDep,
+    context: NotifyingContextDep,
 ) -> DataEnvelope[InboxItemData]:
     """Assign the item to a member of the tenant (any member may; 422 if the assignee is not
     one). The assignee is notified (``inbox_assigned``) unless they assigned themselves."""
     item = await service.get_item(session, workspace.id, item_id, for_update=True)
     await service.assign(
-        runtime, session, item, body.user_id, actor=actor_of(auth, request), now=utcnow()
+        context, session, item, body.user_id, actor=actor_of(auth, request), now=utcnow()
     )
     return DataEnvelope(data=InboxItemData.from_model(item))
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from sqlalchemy import select
@@ -17,9 +17,7 @@ from notiflow.kit.queue import Job, NoPayload, WorkspacePayload
 from notiflow.kit.uow import unit_of_work
 from notiflow.models import SocialAccount
 from notiflow.models.platform import AccountStatus
-
-if TYPE_CHECKING:
-    from notiflow.runtime import Runtime
+from notiflow.social.ports import PlatformContext
 
 log = structlog.get_logger(__name__)
 
@@ -40,31 +38,31 @@ async def workspaces_to_sync(session: AsyncSession) -> list[WorkspacePayload]:
     ]
 
 
-async def sync_all(runtime: Runtime, payload: NoPayload) -> None:
+async def sync_all(context: PlatformContext, payload: NoPayload) -> None:
     """Every 15 minutes: one ``inbox.sync`` per workspace with connected active accounts."""
-    async with runtime.sessionmaker() as session:
+    async with context.sessionmaker() as session:
         payloads = await workspaces_to_sync(session)
-    if runtime.queue is None:  # pragma: no cover - every process wires a queue
+    if context.queue is None:  # pragma: no cover - every process wires a queue
         raise RuntimeError("inbox.sync_all needs a job queue")
     for workspace in payloads:
-        await runtime.queue.enqueue("inbox.sync", workspace)
+        await context.queue.enqueue("inbox.sync", workspace)
     log.info("inbox_sync_dispatched", job="inbox.sync_all", workspaces=len(payloads))
 
 
-async def sync(runtime: Runtime, payload: WorkspacePayload) -> None:
+async def sync(context: PlatformContext, payload: WorkspacePayload) -> None:
     """Fetch the new comments and mentions of one workspace, store them once and notify."""
-    await sync_workspace(runtime, payload.workspace_id, payload.tenant_id)
+    await sync_workspace(context, payload.workspace_id, payload.tenant_id)
 
 
-async def archive_old(runtime: Runtime, payload: WorkspacePayload) -> None:
+async def archive_old(context: PlatformContext, payload: WorkspacePayload) -> None:
     """Weekly: archive the workspace's items that occurred more than ``inbox_archive_days``
     ago, a batch per transaction. Running it again archives nothing more."""
     workspace_id = payload.workspace_id
     now = utcnow()
-    cutoff = now - timedelta(days=runtime.settings.inbox_archive_days)
+    cutoff = now - timedelta(days=context.settings.inbox_archive_days)
     archived = 0
     while True:
-        async with unit_of_work(runtime.sessionmaker) as session:
+        async with unit_of_work(context.sessionmaker) as session:
             count = await archive_older_than(
                 session, workspace_id, cutoff, now=now, batch_size=ARCHIVE_BATCH
             )
@@ -80,7 +78,7 @@ async def archive_old(runtime: Runtime, payload: WorkspacePayload) -> None:
     )
 
 
-JOBS: list[Job[Any]] = [
+JOBS: list[Job[PlatformContext, Any]] = [
     Job("inbox.sync_all", sync_all, NoPayload, max_attempts=3, backoff_seconds=30.0),
     # Retried when an account failed transiently (the others were saved); a 401 is not retried.
     Job("inbox.sync", sync, WorkspacePayload, max_attempts=3, backoff_seconds=60.0),

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,13 +20,11 @@ from notiflow.kit.errors import InvalidInput, NotFound
 from notiflow.kit.ids import new_id
 from notiflow.kit.pagination import Cursor, Page, paginate
 from notiflow.models import InboxItem, Membership, Post, PostTarget, SocialAccount
+from notiflow.notifications.ports import NotifyingContext
 from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.types import NotificationType
 from notiflow.social.providers.base import InboxEntry
 from notiflow.tenancy.service import admin_user_ids, is_member
-
-if TYPE_CHECKING:
-    from notiflow.runtime import Runtime
 
 
 class InboxKind(StrEnum):
@@ -166,7 +164,7 @@ def inbox_path(workspace_id: uuid.UUID, item_id: uuid.UUID | None = None) -> str
 
 
 async def notify_new_items(
-    runtime: Runtime, session: AsyncSession, tenant_id: uuid.UUID, items: Sequence[NewItem]
+    context: NotifyingContext, session: AsyncSession, tenant_id: uuid.UUID, items: Sequence[NewItem]
 ) -> int:
     """Tell the workspace's people about new comments and mentions; returns the sends made.
 
@@ -202,7 +200,7 @@ async def notify_new_items(
         by_id = {item.id: item for item in of_kind}
         for item_ids, user_ids in groups.items():
             payload = _payload(kind, [by_id[item_id] for item_id in item_ids])
-            await runtime.notification_service(session).send_to_users(
+            await context.notification_service(session).send_to_users(
                 sorted(user_ids), payload, tenant_id=tenant_id
             )
             sends += 1
@@ -391,7 +389,7 @@ def _assignment(item: InboxItem) -> dict[str, Any]:
 
 
 async def assign(
-    runtime: Runtime,
+    context: NotifyingContext,
     session: AsyncSession,
     item: InboxItem,
     assignee_id: uuid.UUID,
@@ -425,7 +423,7 @@ async def assign(
         ip_address=actor.ip_address,
     )
     if assignee_id != actor.user_id:
-        await runtime.notification_service(session).send_to_users(
+        await context.notification_service(session).send_to_users(
             [assignee_id],
             NotificationPayload(
                 type=NotificationType.INBOX_ASSIGNED,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy import select
@@ -28,6 +27,7 @@ from notiflow.kit.uow import unit_of_work
 from notiflow.models import SocialAccount, Workspace
 from notiflow.models.platform import AccountStatus
 from notiflow.social.credentials import credentials_of
+from notiflow.social.ports import PlatformContext
 from notiflow.social.providers.base import (
     InboxEntry,
     NeedsReauthError,
@@ -36,9 +36,6 @@ from notiflow.social.providers.base import (
     RetryableError,
 )
 from notiflow.social.service import mark_needs_reauth
-
-if TYPE_CHECKING:
-    from notiflow.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
@@ -76,13 +73,13 @@ class SyncReport:
 
 
 async def sync_workspace(
-    runtime: Runtime, workspace_id: uuid.UUID, tenant_id: uuid.UUID
+    context: PlatformContext, workspace_id: uuid.UUID, tenant_id: uuid.UUID
 ) -> SyncReport:
     """Sync the inbox of one workspace, unless a sync of it is already running (then skip: the
     running one covers it). Raises :class:`InboxSyncIncomplete` after saving what it could when
     an account failed transiently."""
     async with job_lease(
-        runtime.sessionmaker, f"inbox.sync:{workspace_id}", seconds=LEASE_SECONDS
+        context.sessionmaker, f"inbox.sync:{workspace_id}", seconds=LEASE_SECONDS
     ) as held:
         if not held:
             log.info(
@@ -92,12 +89,14 @@ async def sync_workspace(
                 tenant_id=str(tenant_id),
             )
             return SyncReport(workspace_id=workspace_id, skipped=True)
-        return await _sync(runtime, workspace_id, tenant_id)
+        return await _sync(context, workspace_id, tenant_id)
 
 
-async def _sync(runtime: Runtime, workspace_id: uuid.UUID, tenant_id: uuid.UUID) -> SyncReport:
+async def _sync(
+    context: PlatformContext, workspace_id: uuid.UUID, tenant_id: uuid.UUID
+) -> SyncReport:
     report = SyncReport(workspace_id=workspace_id)
-    async with runtime.sessionmaker() as session:
+    async with context.sessionmaker() as session:
         workspace = await session.get(Workspace, workspace_id)
         if workspace is None or workspace.tenant_id != tenant_id:
             log.warning(
@@ -121,12 +120,12 @@ async def _sync(runtime: Runtime, workspace_id: uuid.UUID, tenant_id: uuid.UUID)
             ).all()
         )
     report.accounts = len(accounts)
-    fetched = [await _fetch(runtime, account) for account in accounts]
+    fetched = [await _fetch(context, account) for account in accounts]
 
     now = utcnow()
-    archive_before = now - timedelta(days=runtime.settings.inbox_archive_days)
+    archive_before = now - timedelta(days=context.settings.inbox_archive_days)
     new_items: list[NewItem] = []
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         for result in fetched:
             account = await session.get(SocialAccount, result.account_id)
             if account is None:  # deleted while we were fetching
@@ -140,10 +139,10 @@ async def _sync(runtime: Runtime, workspace_id: uuid.UUID, tenant_id: uuid.UUID)
             if result.complete:
                 account.last_inbox_sync_at = now
             if result.failure == "needs_reauth":
-                await mark_needs_reauth(runtime, session, account, result.reason or "unauthorized")
+                await mark_needs_reauth(context, session, account, result.reason or "unauthorized")
         await session.flush()
         report.new_items = len(new_items)
-        report.notifications = await notify_new_items(runtime, session, tenant_id, new_items)
+        report.notifications = await notify_new_items(context, session, tenant_id, new_items)
 
     retry: dict[str, str | None] = {}
     for result in fetched:
@@ -168,7 +167,7 @@ async def _sync(runtime: Runtime, workspace_id: uuid.UUID, tenant_id: uuid.UUID)
     return report
 
 
-async def _fetch(runtime: Runtime, account: SocialAccount) -> AccountFetch:
+async def _fetch(context: PlatformContext, account: SocialAccount) -> AccountFetch:
     """Everything new for one account, page after page from its cursor (bounded)."""
     result = AccountFetch(account_id=account.id, cursor=account.inbox_cursor)
     log_context = {
@@ -176,7 +175,7 @@ async def _fetch(runtime: Runtime, account: SocialAccount) -> AccountFetch:
         "social_account_id": str(account.id),
         "provider": account.provider,
     }
-    provider = runtime.providers.get(account.provider)
+    provider = context.providers.get(account.provider)
     if provider is None:
         result.failure, result.reason = "permanent", f"unknown provider {account.provider!r}"
         log.warning(
@@ -185,7 +184,7 @@ async def _fetch(runtime: Runtime, account: SocialAccount) -> AccountFetch:
         return result
     cursor = account.inbox_cursor
     try:
-        credentials = credentials_of(account, runtime.token_cipher())
+        credentials = credentials_of(account, context.token_cipher())
         for _ in range(MAX_PAGES_PER_ACCOUNT):
             page = await provider.fetch_inbox(credentials, cursor)
             result.entries.extend(page.entries)

@@ -2,17 +2,20 @@
 
 The queue is only a wake-up call (DESIGN §8): every job's trigger can be found again in the
 database (a pending delivery, a due post), so a lost message delays work and never loses it.
-Jobs are plain ``async def job(runtime, payload) -> None`` functions registered under a
+Jobs are plain ``async def job(context, payload) -> None`` functions registered under a
 ``domain.verb`` name with the :class:`JobPayload` model of their payload; :class:`JobQueue`
-turns them into Taskiq tasks and hands them the runtime. A payload travels and is stored
-(``job_attempts``, ``failed_jobs``) as a JSON object and is validated into its model when the
-job starts::
+turns them into Taskiq tasks and hands them the process's context. A job is typed against the
+narrowest context it needs: :class:`JobContext` here, or a domain's extension of it (a
+Protocol declared in the domain); the composition root's runtime satisfies them all.
+
+A payload travels and is stored (``job_attempts``, ``failed_jobs``) as a JSON object and is
+validated into its model when the job starts::
 
     class WorkspacePayload(JobPayload):
         workspace_id: uuid.UUID
         tenant_id: uuid.UUID
 
-    async def sync(runtime: Runtime, payload: WorkspacePayload) -> None: ...
+    async def sync(context: InboxContext, payload: WorkspacePayload) -> None: ...
 
     Job("inbox.sync", sync, WorkspacePayload, max_attempts=3)
     await queue.enqueue("inbox.sync", WorkspacePayload(workspace_id=..., tenant_id=...))
@@ -28,17 +31,19 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import structlog
 from pydantic import AwareDatetime, BaseModel, ConfigDict, PlainSerializer, ValidationError
 from redis.exceptions import ResponseError
 from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from taskiq import AckableMessage, AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq_redis import RedisStreamBroker
 
+from notiflow.config import Settings
 from notiflow.kit.db import database_unavailable
-from notiflow.kit.failures import FinalFailure, give_up
+from notiflow.kit.failures import FinalFailure, JobAlerter, give_up
 from notiflow.kit.ids import utcnow
 from notiflow.kit.outages import (
     BACKOFF_CAP_SECONDS,
@@ -52,10 +57,21 @@ from notiflow.kit.outages import (
 from notiflow.kit.retry import RetryPolicy
 from notiflow.kit.uow import unit_of_work
 
-if TYPE_CHECKING:
-    from notiflow.runtime import Runtime
-
 log = structlog.get_logger(__name__)
+
+
+class JobContext(Protocol):
+    """What every job is handed: the settings, the database, the queue and the alerter of the
+    process it runs in. Domains extend it with what their jobs need besides."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]: ...
+    @property
+    def queue(self) -> JobQueue | None: ...
+    @property
+    def alerter(self) -> JobAlerter | None: ...
 
 
 class JobPayload(BaseModel):
@@ -86,6 +102,9 @@ IsoDatetime = Annotated[
 ]
 
 P = TypeVar("P", bound=JobPayload)
+# The context a job needs: a job typed against a narrow context may run wherever a wider one
+# is handed out.
+C = TypeVar("C", bound=JobContext, contravariant=True)
 
 
 def payload_json(payload: JobPayload | Mapping[str, Any]) -> dict[str, Any]:
@@ -96,9 +115,9 @@ def payload_json(payload: JobPayload | Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class Job(Generic[P]):
+class Job(Generic[C, P]):
     name: str
-    function: Callable[[Runtime, P], Awaitable[None]]
+    function: Callable[[C, P], Awaitable[None]]
     # The model the stored payload is validated into before ``function`` runs.
     payload: type[P]
     # Tries in all, and the first retry delay (doubling after each failure, with jitter).
@@ -106,7 +125,7 @@ class Job(Generic[P]):
     backoff_seconds: float = 60.0
     # Runs once when the job gives up (spec 003 §8.2's failed()): e.g. mark a post failed and
     # tell its author.
-    on_failure: Callable[[Runtime, P, BaseException], Awaitable[None]] | None = None
+    on_failure: Callable[[C, P, BaseException], Awaitable[None]] | None = None
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -121,7 +140,7 @@ RETRY_LEASE_SECONDS = 300.0
 
 
 class JobQueue:
-    def __init__(self, broker: AsyncBroker, jobs: list[Job[Any]]) -> None:
+    def __init__(self, broker: AsyncBroker, jobs: list[Job[Any, Any]]) -> None:
         self.broker = broker
         self.jobs = {job.name: job for job in jobs}
         # Taskiq's in-memory broker starts every message's task at once (its max_async_tasks is
@@ -138,8 +157,8 @@ class JobQueue:
     def embedded(self) -> bool:
         return isinstance(self.broker, InMemoryBroker)
 
-    async def start(self, runtime: Runtime) -> None:
-        self.broker.state.runtime = runtime
+    async def start(self, context: JobContext) -> None:
+        self.broker.state.context = context
         await self.broker.startup()
 
     async def close(self) -> None:
@@ -158,23 +177,23 @@ class JobQueue:
         await task.kiq(payload_json(payload))
 
 
-def _taskiq_adapter(job: Job[Any], queue: JobQueue) -> Callable[..., Awaitable[None]]:
+def _taskiq_adapter(job: Job[Any, Any], queue: JobQueue) -> Callable[..., Awaitable[None]]:
     async def run(
         payload: dict[str, Any],
         context: Context = TaskiqDepends(),  # noqa: B008 - Taskiq's injection idiom
     ) -> None:
-        runtime: Runtime = context.state.runtime
+        job_context: JobContext = context.state.context
         if queue.slots is None:
-            await run_job(runtime, job, payload)
+            await run_job(job_context, job, payload)
             return
         async with queue.slots:
-            await run_job(runtime, job, payload)
+            await run_job(job_context, job, payload)
 
     run.__name__ = job.name.replace(".", "_")
     return run
 
 
-async def run_job(runtime: Runtime, job: Job[Any], payload: dict[str, Any]) -> None:
+async def run_job(context: JobContext, job: Job[Any, Any], payload: dict[str, Any]) -> None:
     """Run one job: one structured log line and metrics either way; a job that raises is written
     to ``failed_jobs`` and alerted (its trigger stays in the database for the next run).
 
@@ -206,14 +225,14 @@ async def run_job(runtime: Runtime, job: Job[Any], payload: dict[str, Any]) -> N
             workspace_id=workspace_id,
         )
         try:
-            await _reject(runtime, job, args, attempt_id, error)
+            await _reject(context, job, args, attempt_id, error)
         except Exception as reject_error:
             if not database_unavailable(reject_error):
                 raise
             DATABASE.failed(reject_error, component="job", job=job.name)
         return
     try:
-        await job.function(runtime, typed)
+        await job.function(context, typed)
     except Exception as error:
         seconds = time.perf_counter() - started
         if database_unavailable(error):
@@ -225,7 +244,7 @@ async def run_job(runtime: Runtime, job: Job[Any], payload: dict[str, Any]) -> N
             DATABASE.failed(error, component="job", job=job.name)
             return
         try:
-            attempts = await _schedule_retry(runtime, job, args, attempt_id, error)
+            attempts = await _schedule_retry(context, job, args, attempt_id, error)
         except Exception as retry_error:
             if not database_unavailable(retry_error):
                 raise
@@ -257,16 +276,16 @@ async def run_job(runtime: Runtime, job: Job[Any], payload: dict[str, Any]) -> N
             workspace_id=workspace_id,
         )
         hook = (
-            functools.partial(job.on_failure, runtime, typed, error)
+            functools.partial(job.on_failure, context, typed, error)
             if job.on_failure is not None
             else None
         )
         failure = FinalFailure.of_error(job.name, args, error, attempts=job.max_attempts)
-        async with unit_of_work(runtime.sessionmaker) as session:
-            await give_up(session, failure, alerter=runtime.alerter, on_failure=hook)
+        async with unit_of_work(context.sessionmaker) as session:
+            await give_up(session, failure, alerter=context.alerter, on_failure=hook)
         return
     if attempt_id is not None:
-        async with unit_of_work(runtime.sessionmaker) as session:
+        async with unit_of_work(context.sessionmaker) as session:
             await session.execute(delete(JobAttempt).where(JobAttempt.id == uuid.UUID(attempt_id)))
     seconds = time.perf_counter() - started
     DATABASE.recovered(component="job", started=began)
@@ -282,8 +301,8 @@ async def run_job(runtime: Runtime, job: Job[Any], payload: dict[str, Any]) -> N
 
 
 async def _reject(
-    runtime: Runtime,
-    job: Job[Any],
+    context: JobContext,
+    job: Job[Any, Any],
     args: dict[str, Any],
     attempt_id: str | None,
     error: ValidationError,
@@ -292,18 +311,18 @@ async def _reject(
     no further try (a retry row it came from is deleted)."""
     from notiflow.models import JobAttempt
 
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         attempt = await session.get(JobAttempt, uuid.UUID(attempt_id)) if attempt_id else None
         attempts = (attempt.attempts if attempt is not None else 0) + 1
         if attempt is not None:
             await session.delete(attempt)
         failure = FinalFailure.of_error(job.name, args, error, attempts=attempts)
-        await give_up(session, failure, alerter=runtime.alerter)
+        await give_up(session, failure, alerter=context.alerter)
 
 
 async def _schedule_retry(
-    runtime: Runtime,
-    job: Job[Any],
+    context: JobContext,
+    job: Job[Any, Any],
     args: dict[str, Any],
     attempt_id: str | None,
     error: BaseException,
@@ -313,7 +332,7 @@ async def _schedule_retry(
 
     now = utcnow()
     message = f"{type(error).__name__}: {error}"[:2000]
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         attempt = await session.get(JobAttempt, uuid.UUID(attempt_id)) if attempt_id else None
         attempts = (attempt.attempts if attempt is not None else 0) + 1
         if attempts >= job.max_attempts:
@@ -330,14 +349,14 @@ async def _schedule_retry(
         return attempts
 
 
-async def enqueue_due_retries(runtime: Runtime, limit: int = 1_000) -> int:
+async def enqueue_due_retries(context: JobContext, limit: int = 1_000) -> int:
     """Hand the due retries to the queue (called by the sweeper)."""
     from notiflow.models import JobAttempt
 
-    if runtime.queue is None:
+    if context.queue is None:
         return 0
     now = utcnow()
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         due = (
             await session.execute(
                 update(JobAttempt)
@@ -354,7 +373,7 @@ async def enqueue_due_retries(runtime: Runtime, limit: int = 1_000) -> int:
             )
         ).all()
     for attempt_id, job_name, payload in due:
-        await runtime.queue.enqueue(job_name, {**payload, ATTEMPT_KEY: str(attempt_id)})
+        await context.queue.enqueue(job_name, {**payload, ATTEMPT_KEY: str(attempt_id)})
     return len(due)
 
 

@@ -9,17 +9,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from notiflow.kit.deps import (
-    CurrentAuth,
-    NotificationServiceDep,
-    RuntimeDep,
-    SessionDep,
-    TenantAdmin,
-    actor_of,
-)
+from notiflow.auth.deps import CurrentAuth, TenantAdmin, actor_of
+from notiflow.kit.deps import AppContextDep, SessionDep
 from notiflow.kit.pagination import Cursor, page_meta
 from notiflow.notifications import idempotency
 from notiflow.notifications import tenant_settings as tenant_notification_settings
+from notiflow.notifications.deps import NotificationServiceDep
 from notiflow.notifications.feed import NotificationFilters
 from notiflow.notifications.policy import TenantNotificationSettings
 from notiflow.notifications.preferences import PreferenceUpdate
@@ -147,7 +142,7 @@ async def update_preferences(
 async def send(
     body: SendNotificationRequest,
     auth: TenantAdmin,
-    runtime: RuntimeDep,
+    context: AppContextDep,
     session: SessionDep,
     service: NotificationServiceDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
@@ -162,7 +157,7 @@ async def send(
         tenant_id=auth.tenant_id,
         user_id=auth.user.id,
         key=idempotency_key,
-        ttl=timedelta(hours=runtime.settings.idempotency_ttl_hours),
+        ttl=timedelta(hours=context.settings.idempotency_ttl_hours),
     )
     if isinstance(outcome, idempotency.Replay):
         return JSONResponse(

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from notiflow.kit.queue import Job, JobPayload
 from notiflow.kit.uow import unit_of_work
-
-if TYPE_CHECKING:
-    from notiflow.runtime import Runtime
+from notiflow.notifications.ports import NotifyingContext
 
 log = structlog.get_logger(__name__)
 
@@ -21,12 +19,12 @@ class CleanupPayload(JobPayload):
     days_old: int = 90
 
 
-async def cleanup(runtime: Runtime, payload: CleanupPayload) -> None:
+async def cleanup(context: NotifyingContext, payload: CleanupPayload) -> None:
     """Delete notifications older than 90 days and read ones read more than 30 days ago."""
     days = payload.days_old
-    async with unit_of_work(runtime.sessionmaker) as session:
-        deleted = await runtime.notification_service(session).delete_old(days)
+    async with unit_of_work(context.sessionmaker) as session:
+        deleted = await context.notification_service(session).delete_old(days)
     log.info("notifications_cleanup", job="notifications.cleanup", deleted=deleted)
 
 
-JOBS: list[Job[Any]] = [Job("notifications.cleanup", cleanup, CleanupPayload)]
+JOBS: list[Job[NotifyingContext, Any]] = [Job("notifications.cleanup", cleanup, CleanupPayload)]

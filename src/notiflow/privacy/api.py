@@ -9,8 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
-from notiflow.kit.deps import CurrentAuth, NotificationServiceDep, RuntimeDep, SessionDep, actor_of
+from notiflow.auth.deps import CurrentAuth, actor_of
+from notiflow.kit.deps import AppContextDep, SessionDep
 from notiflow.kit.errors import Forbidden, NotFound
+from notiflow.notifications.deps import NotificationServiceDep
 from notiflow.notifications.schemas import DataEnvelope
 from notiflow.privacy import service
 from notiflow.privacy.downloads import open_download
@@ -41,7 +43,7 @@ async def request_export(
     response: Response,
     auth: CurrentAuth,
     session: SessionDep,
-    runtime: RuntimeDep,
+    context: AppContextDep,
 ) -> DataEnvelope[DataExportData]:
     """Ask for a copy of all your data (a zip of JSON files), prepared in the background.
 
@@ -49,31 +51,31 @@ async def request_export(
     notified (in-app and by email) with a download link when it is ready.
     """
     export, created = await service.request_export(
-        session, runtime.queue, auth.user, auth.tenant_id, actor_of(auth, request)
+        session, context.queue, auth.user, auth.tenant_id, actor_of(auth, request)
     )
     if not created:
         response.status_code = 200
-    return DataEnvelope(data=DataExportData.from_model(export, runtime.settings))
+    return DataEnvelope(data=DataExportData.from_model(export, context.settings))
 
 
 @router.get("/data-export", response_model=DataEnvelope[list[DataExportData]])
 async def list_exports(
-    auth: CurrentAuth, session: SessionDep, runtime: RuntimeDep
+    auth: CurrentAuth, session: SessionDep, context: AppContextDep
 ) -> DataEnvelope[list[DataExportData]]:
     """Your latest data exports (up to 20), newest first."""
     exports = await service.list_exports(session, auth.user.id)
     return DataEnvelope(
-        data=[DataExportData.from_model(item, runtime.settings) for item in exports]
+        data=[DataExportData.from_model(item, context.settings) for item in exports]
     )
 
 
 @router.get("/data-export/{export_id}", response_model=DataEnvelope[DataExportData])
 async def show_export(
-    export_id: uuid.UUID, auth: CurrentAuth, session: SessionDep, runtime: RuntimeDep
+    export_id: uuid.UUID, auth: CurrentAuth, session: SessionDep, context: AppContextDep
 ) -> DataEnvelope[DataExportData]:
     """One of your exports: its status and, once ready and until it expires, ``download_url``."""
     export = await service.get_export(session, auth.user.id, export_id)
-    return DataEnvelope(data=DataExportData.from_model(export, runtime.settings))
+    return DataEnvelope(data=DataExportData.from_model(export, context.settings))
 
 
 @router.get(
@@ -89,7 +91,7 @@ async def download_export(
     export_id: uuid.UUID,
     request: Request,
     session: SessionDep,
-    runtime: RuntimeDep,
+    context: AppContextDep,
     token: Annotated[str | None, Query()] = None,
 ) -> FileResponse:
     """The zip, streamed from disk. Either the signed ``token`` of the link (no login needed:
@@ -103,7 +105,7 @@ async def download_export(
         bearer = value.strip()
     download = await open_download(
         session,
-        runtime.settings,
+        context.settings,
         export_id,
         link_token=token,
         bearer=bearer,
@@ -138,7 +140,7 @@ async def request_deletion(
     response: Response,
     auth: CurrentAuth,
     session: SessionDep,
-    runtime: RuntimeDep,
+    context: AppContextDep,
     notifications: NotificationServiceDep,
 ) -> DataEnvelope[DataDeletionData]:
     """Ask for your account and personal data to be deleted after the grace period
@@ -148,9 +150,9 @@ async def request_deletion(
     """
     deletion, created = await service.request_deletion(
         session,
-        runtime.queue,
+        context.queue,
         notifications,
-        runtime.settings,
+        context.settings,
         auth.user,
         auth.tenant_id,
         actor_of(auth, request),

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from sqlalchemy import and_, or_, select, update
@@ -27,14 +27,12 @@ from notiflow.kit.queue import Job, NoPayload
 from notiflow.kit.uow import unit_of_work
 from notiflow.models import DataDeletionRequest, DataExportRequest, Membership, User
 from notiflow.models.platform import RequestStatus
+from notiflow.notifications.ports import NotifyingContext
 from notiflow.notifications.types import NotificationType
 from notiflow.privacy import service
 from notiflow.privacy.deletion import NOTICE_KEY, erase_user, record_deletion, send_final_notice
 from notiflow.privacy.export import ExportArchive, finish_file, write_export
 from notiflow.privacy.service import RequestPayload
-
-if TYPE_CHECKING:
-    from notiflow.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
@@ -59,13 +57,13 @@ def _claimable(model: type[DataExportRequest] | type[DataDeletionRequest], now: 
 
 
 async def _claim(
-    runtime: Runtime,
+    context: NotifyingContext,
     model: type[DataExportRequest] | type[DataDeletionRequest],
     request_id: uuid.UUID,
     *conditions: Any,
 ) -> bool:
     now = utcnow()
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         claimed = await session.execute(
             update(model)
             .where(model.id == request_id, _claimable(model, now), *conditions)
@@ -76,12 +74,12 @@ async def _claim(
 
 
 async def _mark_failed(
-    runtime: Runtime,
+    context: NotifyingContext,
     model: type[DataExportRequest] | type[DataDeletionRequest],
     request_id: uuid.UUID,
     error: BaseException,
 ) -> None:
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         await session.execute(
             update(model)
             .where(model.id == request_id, model.status == RequestStatus.PROCESSING.value)
@@ -97,23 +95,23 @@ async def _mark_failed(
 # ---------------------------------------------------------------------------------- export
 
 
-async def export_data(runtime: Runtime, payload: RequestPayload) -> None:
+async def export_data(context: NotifyingContext, payload: RequestPayload) -> None:
     """Write the user's zip, record its size/hash/expiry and tell them it is ready."""
     request_id = payload.request_id
-    if not await _claim(runtime, DataExportRequest, request_id):
+    if not await _claim(context, DataExportRequest, request_id):
         log.info("privacy_export_skipped", request_id=str(request_id), reason="not_claimable")
         return
     try:
         async with asyncio.timeout(JOB_TIMEOUT_SECONDS):
-            await _build_export(runtime, request_id)
+            await _build_export(context, request_id)
     except Exception as error:
-        await _mark_failed(runtime, DataExportRequest, request_id, error)
+        await _mark_failed(context, DataExportRequest, request_id, error)
         raise
 
 
-async def _build_export(runtime: Runtime, request_id: uuid.UUID) -> None:
-    settings = runtime.settings
-    async with runtime.sessionmaker() as session:
+async def _build_export(context: NotifyingContext, request_id: uuid.UUID) -> None:
+    settings = context.settings
+    async with context.sessionmaker() as session:
         request = await session.get(DataExportRequest, request_id)
         user = await session.get(User, request.user_id) if request is not None else None
         if request is None or user is None:  # the user was deleted meanwhile
@@ -125,7 +123,7 @@ async def _build_export(runtime: Runtime, request_id: uuid.UUID) -> None:
             contents = await write_export(session, archive, user, request)
     size, sha256 = await asyncio.to_thread(finish_file, partial, final)
 
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         request = await session.get(DataExportRequest, request_id, with_for_update=True)
         if request is None:  # deleted with its user while the file was written
             await asyncio.to_thread(_remove_files, [final])
@@ -139,7 +137,7 @@ async def _build_export(runtime: Runtime, request_id: uuid.UUID) -> None:
         request.expires_at = now + timedelta(hours=settings.data_export_ttl_hours)
         request.error = None
         await session.flush()
-        await _notify_export_ready(runtime, session, request)
+        await _notify_export_ready(context, session, request)
     log.info(
         "privacy_export_completed",
         request_id=str(request_id),
@@ -150,15 +148,15 @@ async def _build_export(runtime: Runtime, request_id: uuid.UUID) -> None:
 
 
 async def _notify_export_ready(
-    runtime: Runtime, session: AsyncSession, request: DataExportRequest
+    context: NotifyingContext, session: AsyncSession, request: DataExportRequest
 ) -> None:
     tenant_id = await service.tenant_to_notify(session, request.user_id, request.tenant_id)
     if tenant_id is None:
         return
-    url = service.download_url(runtime.settings, request)
+    url = service.download_url(context.settings, request)
     assert request.expires_at is not None  # noqa: S101 - set just before
     until = request.expires_at.strftime("%d %B %Y, %H:%M UTC")
-    await runtime.notification_service(session).send(
+    await context.notification_service(session).send(
         request.user_id,
         NotificationType.DATA_EXPORT_READY,
         "Your data export is ready",
@@ -181,10 +179,12 @@ async def _notify_export_ready(
     )
 
 
-async def export_failed(runtime: Runtime, payload: RequestPayload, error: BaseException) -> None:
+async def export_failed(
+    context: NotifyingContext, payload: RequestPayload, error: BaseException
+) -> None:
     """The last try failed: the request stays ``failed`` with the error; no half file stays."""
     request_id = payload.request_id
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         request = await session.get(DataExportRequest, request_id)
         if request is None:
             return
@@ -192,7 +192,7 @@ async def export_failed(runtime: Runtime, payload: RequestPayload, error: BaseEx
             request.status = RequestStatus.FAILED.value
             request.error = f"{type(error).__name__}: {error}"[:2000]
         user_id = request.user_id
-    final = service.storage_root(runtime.settings) / service.export_relative_path(
+    final = service.storage_root(context.settings) / service.export_relative_path(
         user_id, request_id
     )
     await asyncio.to_thread(_remove_files, [final.with_name(f"{final.name}.part")])
@@ -201,24 +201,24 @@ async def export_failed(runtime: Runtime, payload: RequestPayload, error: BaseEx
 # ---------------------------------------------------------------------------------- deletion
 
 
-async def delete_data(runtime: Runtime, payload: RequestPayload) -> None:
+async def delete_data(context: NotifyingContext, payload: RequestPayload) -> None:
     """Carry out a deletion whose grace period ended; nothing when it was cancelled."""
     request_id = payload.request_id
     due = DataDeletionRequest.scheduled_for <= utcnow()
-    if not await _claim(runtime, DataDeletionRequest, request_id, due):
+    if not await _claim(context, DataDeletionRequest, request_id, due):
         log.info("privacy_delete_skipped", request_id=str(request_id), reason="not_claimable")
         return
     try:
         async with asyncio.timeout(JOB_TIMEOUT_SECONDS):
-            await _erase(runtime, request_id)
+            await _erase(context, request_id)
     except Exception as error:
-        await _mark_failed(runtime, DataDeletionRequest, request_id, error)
+        await _mark_failed(context, DataDeletionRequest, request_id, error)
         raise
 
 
-async def _erase(runtime: Runtime, request_id: uuid.UUID) -> None:
-    settings = runtime.settings
-    async with runtime.sessionmaker() as session:
+async def _erase(context: NotifyingContext, request_id: uuid.UUID) -> None:
+    settings = context.settings
+    async with context.sessionmaker() as session:
         request = await session.get(DataDeletionRequest, request_id)
         if request is None:  # pragma: no cover - claimed a moment ago; never deleted
             return
@@ -226,9 +226,9 @@ async def _erase(runtime: Runtime, request_id: uuid.UUID) -> None:
     if user is not None and NOTICE_KEY not in (request.report or {}):
         # First the email, while there is still someone to write to (at most once: see
         # notiflow.privacy.deletion).
-        await send_final_notice(settings, runtime.sessionmaker, user, request)
+        await send_final_notice(settings, context.sessionmaker, user, request)
 
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         request = await session.get(DataDeletionRequest, request_id, with_for_update=True)
         if request is None:  # pragma: no cover - see above
             return
@@ -268,11 +268,13 @@ async def _erase(runtime: Runtime, request_id: uuid.UUID) -> None:
     )
 
 
-async def deletion_failed(runtime: Runtime, payload: RequestPayload, error: BaseException) -> None:
+async def deletion_failed(
+    context: NotifyingContext, payload: RequestPayload, error: BaseException
+) -> None:
     """The last try failed: the request stays ``failed`` (admins are alerted by the queue);
     ``notiflow jobs retry`` runs it again."""
     request_id = payload.request_id
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         request = await session.get(DataDeletionRequest, request_id)
         if request is not None and request.status != RequestStatus.COMPLETED.value:
             request.status = RequestStatus.FAILED.value
@@ -282,18 +284,18 @@ async def deletion_failed(runtime: Runtime, payload: RequestPayload, error: Base
 # ---------------------------------------------------------------------------------- sweep
 
 
-async def sweep(runtime: Runtime, payload: NoPayload) -> None:
+async def sweep(context: NotifyingContext, payload: NoPayload) -> None:
     """Wake exports whose wake-up was lost and deletions that are due (or whose run died),
     expire old exports and remove their files, and remove files of users who are gone."""
-    summary = await sweep_once(runtime)
+    summary = await sweep_once(context)
     if any(summary.values()):
         log.info("privacy_sweep", job="privacy.sweep", **summary)
 
 
-async def sweep_once(runtime: Runtime, *, now: datetime | None = None) -> dict[str, int]:
+async def sweep_once(context: NotifyingContext, *, now: datetime | None = None) -> dict[str, int]:
     now = now or utcnow()
-    settings = runtime.settings
-    async with unit_of_work(runtime.sessionmaker) as session:
+    settings = context.settings
+    async with unit_of_work(context.sessionmaker) as session:
         exports = (
             await session.execute(
                 select(DataExportRequest.id, DataExportRequest.tenant_id)
@@ -359,13 +361,13 @@ async def sweep_once(runtime: Runtime, *, now: datetime | None = None) -> dict[s
             await asyncio.to_thread(_remove_files, files)
 
         after_commit(session, remove_expired_files)
-    if runtime.queue is not None:
+    if context.queue is not None:
         for job, rows in ((service.EXPORT_JOB, exports), (service.DELETE_JOB, deletions)):
             for request_id, tenant_id in rows:
-                await runtime.queue.enqueue(
+                await context.queue.enqueue(
                     job, RequestPayload(request_id=request_id, tenant_id=tenant_id)
                 )
-    orphans = await _remove_orphan_directories(runtime)
+    orphans = await _remove_orphan_directories(context)
     return {
         "exports_woken": len(exports),
         "deletions_woken": len(deletions),
@@ -374,10 +376,10 @@ async def sweep_once(runtime: Runtime, *, now: datetime | None = None) -> dict[s
     }
 
 
-async def _remove_orphan_directories(runtime: Runtime) -> int:
+async def _remove_orphan_directories(context: NotifyingContext) -> int:
     """Export directories of users who no longer exist (a deletion whose file removal failed
     after commit): nothing may outlive the user."""
-    root = service.storage_root(runtime.settings) / "exports"
+    root = service.storage_root(context.settings) / "exports"
     names = await asyncio.to_thread(_directory_names, root)
     ids: dict[uuid.UUID, str] = {}
     for name in names:
@@ -387,7 +389,7 @@ async def _remove_orphan_directories(runtime: Runtime) -> int:
             continue
     if not ids:
         return 0
-    async with runtime.sessionmaker() as session:
+    async with context.sessionmaker() as session:
         existing = set((await session.scalars(select(User.id).where(User.id.in_(ids)))).all())
     gone = [root / name for user_id, name in ids.items() if user_id not in existing]
     for directory in gone:
@@ -424,7 +426,7 @@ def _human_size(size: int) -> str:
     return f"{size} bytes"  # pragma: no cover - the loop always returns
 
 
-JOBS: list[Job[Any]] = [
+JOBS: list[Job[NotifyingContext, Any]] = [
     Job(
         service.EXPORT_JOB,
         export_data,

@@ -12,15 +12,18 @@ import hmac
 import json
 import re
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from notiflow.kit.deps import CurrentAuth, RuntimeDep
+from notiflow.auth.deps import CurrentAuth
+from notiflow.config import Settings
+from notiflow.kit.deps import app_context
 from notiflow.kit.errors import InvalidInput, NotFound, Unauthorized
 from notiflow.realtime.authorization import ChannelUser, require_channel, subscription_auth
+from notiflow.realtime.hub import Hub
 from notiflow.realtime.notifier import NOTIFICATION_CREATED, UNREAD_COUNT_CHANGED, user_channel
 from notiflow.realtime.protocol import (
     MAX_EVENT_NAME,
@@ -29,13 +32,25 @@ from notiflow.realtime.protocol import (
     valid_channel_name,
 )
 from notiflow.realtime.signing import body_md5, request_signature
-from notiflow.runtime import Runtime
 
 SOCKET_ID_RE = re.compile(r"^\d+\.\d+$")
 TIMESTAMP_WINDOW_SECONDS = 600
 MAX_EVENT_DATA_BYTES = 10_240
 MAX_CHANNELS_PER_EVENT = 100
 MAX_BATCH = 10
+
+
+class RealtimeContext(Protocol):
+    """What the realtime routes need from the process: its settings and its hub (the channels
+    and presence of this node, or of the cluster when it is joined to one)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def hub(self) -> Hub: ...
+
+
+RealtimeContextDep = Annotated[RealtimeContext, Depends(app_context)]
 
 auth_router = APIRouter(tags=["realtime"])
 pusher_router = APIRouter(prefix="/apps", tags=["pusher http api"])
@@ -61,7 +76,7 @@ async def _auth_form(request: Request) -> dict[str, str]:
 
 @auth_router.post("/broadcasting/auth")
 async def broadcasting_auth(
-    request: Request, auth: CurrentAuth, runtime: RuntimeDep
+    request: Request, auth: CurrentAuth, context: RealtimeContextDep
 ) -> dict[str, str]:
     """Authorize a private or presence subscription: ``private-notifications.{userId}`` only for
     that user, ``private-tenant.{tenantId}`` / ``presence-tenant.{tenantId}`` only with a token
@@ -73,7 +88,7 @@ async def broadcasting_auth(
         raise InvalidInput("socket_id must look like '123.456'")
     user = ChannelUser(user_id=auth.user.id, tenant_id=auth.tenant_id, name=auth.user.name)
     require_channel(user, channel)
-    return subscription_auth(runtime.settings, user, socket_id, channel)
+    return subscription_auth(context.settings, user, socket_id, channel)
 
 
 # ---------------------------------------------------------------------------- front-end config
@@ -107,9 +122,11 @@ class RealtimeConfig(BaseModel):
 
 
 @auth_router.get("/api/v1/realtime/config")
-async def realtime_config(auth: CurrentAuth, runtime: RuntimeDep) -> dict[str, RealtimeConfig]:
+async def realtime_config(
+    auth: CurrentAuth, context: RealtimeContextDep
+) -> dict[str, RealtimeConfig]:
     """Everything a front end needs to connect Laravel Echo or pusher-js to notiflow."""
-    settings = runtime.settings
+    settings = context.settings
     host = settings.ws_public_host or settings.ws_host
     port = settings.ws_public_port or settings.ws_port
     force_tls = settings.public_url.startswith("https://")
@@ -141,9 +158,11 @@ async def realtime_config(auth: CurrentAuth, runtime: RuntimeDep) -> dict[str, R
 # ---------------------------------------------------------------------------- Pusher HTTP API
 
 
-async def verify_pusher_signature(request: Request, app_id: str, runtime: RuntimeDep) -> None:
+async def verify_pusher_signature(
+    request: Request, app_id: str, context: RealtimeContextDep
+) -> None:
     """Check a request signed like the ``pusher`` SDKs sign it (401 otherwise)."""
-    settings = runtime.settings
+    settings = context.settings
     if app_id != settings.pusher_app_id:
         raise NotFound(f"unknown app id {app_id[:20]}")
     params = dict(request.query_params)
@@ -217,11 +236,13 @@ class BatchEvents(BaseModel):
     batch: Annotated[list[TriggerEvent], Field(min_length=1, max_length=MAX_BATCH)]
 
 
-async def _channel_attributes(runtime: Runtime, channel: str, info: str | None) -> dict[str, Any]:
+async def _channel_attributes(
+    context: RealtimeContext, channel: str, info: str | None
+) -> dict[str, Any]:
     wanted = {item.strip() for item in (info or "").split(",") if item.strip()}
     if not wanted:
         return {}
-    details = await runtime.hub.channel_info(channel)
+    details = await context.hub.channel_info(channel)
     attributes: dict[str, Any] = {}
     if "subscription_count" in wanted:
         attributes["subscription_count"] = details.subscription_count
@@ -230,14 +251,14 @@ async def _channel_attributes(runtime: Runtime, channel: str, info: str | None) 
     return attributes
 
 
-async def _trigger(runtime: Runtime, event: TriggerEvent) -> dict[str, Any]:
+async def _trigger(context: RealtimeContext, event: TriggerEvent) -> dict[str, Any]:
     for channel in event.targets():
-        await runtime.hub.publish(channel, event.name, event.data, event.socket_id)
+        await context.hub.publish(channel, event.name, event.data, event.socket_id)
     if not event.info:
         return {}
     return {
         "channels": {
-            channel: await _channel_attributes(runtime, channel, event.info)
+            channel: await _channel_attributes(context, channel, event.info)
             for channel in event.targets()
         }
     }
@@ -245,18 +266,18 @@ async def _trigger(runtime: Runtime, event: TriggerEvent) -> dict[str, Any]:
 
 @pusher_router.post("/{app_id}/events")
 async def trigger_event(
-    app_id: str, body: TriggerEvent, _signed: PusherSigned, runtime: RuntimeDep
+    app_id: str, body: TriggerEvent, _signed: PusherSigned, context: RealtimeContextDep
 ) -> dict[str, Any]:
     """Publish one event to up to 100 channels (optionally excluding ``socket_id``)."""
-    return await _trigger(runtime, body)
+    return await _trigger(context, body)
 
 
 @pusher_router.post("/{app_id}/batch_events")
 async def trigger_batch(
-    app_id: str, body: BatchEvents, _signed: PusherSigned, runtime: RuntimeDep
+    app_id: str, body: BatchEvents, _signed: PusherSigned, context: RealtimeContextDep
 ) -> dict[str, Any]:
     """Publish up to 10 events in one request."""
-    results = [await _trigger(runtime, event) for event in body.batch]
+    results = [await _trigger(context, event) for event in body.batch]
     if any(results):
         return {"batch": [result.get("channels", {}) for result in results]}
     return {"batch": [{} for _ in results]}
@@ -266,7 +287,7 @@ async def trigger_batch(
 async def list_channels(
     app_id: str,
     _signed: PusherSigned,
-    runtime: RuntimeDep,
+    context: RealtimeContextDep,
     filter_by_prefix: str | None = None,
     info: str | None = None,
 ) -> dict[str, Any]:
@@ -274,10 +295,10 @@ async def list_channels(
     wanted = {item.strip() for item in (info or "").split(",") if item.strip()}
     if "user_count" in wanted and not (filter_by_prefix or "").startswith("presence-"):
         raise InvalidInput("info=user_count requires filter_by_prefix=presence-")
-    counts = await runtime.hub.channel_counts(filter_by_prefix)
+    counts = await context.hub.channel_counts(filter_by_prefix)
     channels: dict[str, Any] = {}
     for name in sorted(counts):
-        channels[name] = await _channel_attributes(runtime, name, info) if wanted else {}
+        channels[name] = await _channel_attributes(context, name, info) if wanted else {}
     return {"channels": channels}
 
 
@@ -286,7 +307,7 @@ async def channel_details(
     app_id: str,
     channel_name: str,
     _signed: PusherSigned,
-    runtime: RuntimeDep,
+    context: RealtimeContextDep,
     info: str | None = None,
 ) -> dict[str, Any]:
     if not valid_channel_name(channel_name):
@@ -294,16 +315,16 @@ async def channel_details(
     wanted = {item.strip() for item in (info or "").split(",") if item.strip()}
     if "user_count" in wanted and channel_kind(channel_name) is not ChannelKind.PRESENCE:
         raise InvalidInput("user_count is only available for presence channels")
-    details = await runtime.hub.channel_info(channel_name)
-    return {"occupied": details.occupied, **await _channel_attributes(runtime, channel_name, info)}
+    details = await context.hub.channel_info(channel_name)
+    return {"occupied": details.occupied, **await _channel_attributes(context, channel_name, info)}
 
 
 @pusher_router.get("/{app_id}/channels/{channel_name}/users")
 async def channel_users(
-    app_id: str, channel_name: str, _signed: PusherSigned, runtime: RuntimeDep
+    app_id: str, channel_name: str, _signed: PusherSigned, context: RealtimeContextDep
 ) -> dict[str, Any]:
     if channel_kind(channel_name) is not ChannelKind.PRESENCE or not valid_channel_name(
         channel_name
     ):
         raise InvalidInput("users are only listed for presence channels")
-    return {"users": [{"id": user_id} for user_id in await runtime.hub.users(channel_name)]}
+    return {"users": [{"id": user_id} for user_id in await context.hub.users(channel_name)]}

@@ -5,14 +5,19 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from notiflow.kit.deps import CurrentWorkspace, RuntimeDep, SessionDep, TenantAdmin, actor_of
+from notiflow.auth.deps import TenantAdmin, actor_of
+from notiflow.kit.deps import SessionDep, app_context
 from notiflow.kit.pagination import page_meta
 from notiflow.models.platform import AccountStatus
 from notiflow.notifications.schemas import DataEnvelope
 from notiflow.social import service
+from notiflow.social.ports import PlatformContext
 from notiflow.social.schemas import ConnectAccountRequest, SocialAccountData, SocialAccountPage
+from notiflow.tenancy.deps import CurrentWorkspace
+
+PlatformContextDep = Annotated[PlatformContext, Depends(app_context)]
 
 router = APIRouter(
     prefix="/api/v1/workspaces/{workspace_id}/social-accounts", tags=["social accounts"]
@@ -24,7 +29,7 @@ async def connect(
     body: ConnectAccountRequest,
     workspace: CurrentWorkspace,
     auth: TenantAdmin,
-    runtime: RuntimeDep,
+    context: PlatformContextDep,
     session: SessionDep,
     request: Request,
     response: Response,
@@ -32,7 +37,7 @@ async def connect(
     """Connect an account (201), or reconnect one already connected (200: new tokens, active
     again). The network checks the token first; tokens are stored encrypted, never returned."""
     connected = await service.connect_account(
-        runtime,
+        context,
         session,
         workspace,
         service.ConnectRequest(
@@ -80,12 +85,12 @@ async def disconnect(
     account_id: uuid.UUID,
     workspace: CurrentWorkspace,
     auth: TenantAdmin,
-    runtime: RuntimeDep,
+    context: PlatformContextDep,
     session: SessionDep,
     request: Request,
 ) -> DataEnvelope[SocialAccountData]:
     """Disconnect: the account is disabled and its tokens deleted (again: no change)."""
     account = await service.disconnect_account(
-        runtime, session, workspace, account_id, actor_of(auth, request)
+        context, session, workspace, account_id, actor_of(auth, request)
     )
     return DataEnvelope(data=SocialAccountData.from_model(account))

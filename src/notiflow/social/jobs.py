@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from sqlalchemy import select
@@ -21,6 +21,7 @@ from notiflow.models.platform import AccountStatus
 from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.types import NotificationType
 from notiflow.social.credentials import credentials_of, store_grant
+from notiflow.social.ports import PlatformContext
 from notiflow.social.providers.base import (
     NeedsReauthError,
     PermanentError,
@@ -28,9 +29,6 @@ from notiflow.social.providers.base import (
     TokenGrant,
 )
 from notiflow.social.service import account_path, mark_needs_reauth, notify_admins, title_of
-
-if TYPE_CHECKING:
-    from notiflow.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +50,7 @@ class TokenRefreshIncomplete(Exception):
     """Some accounts could not be refreshed now: the queue retries the run (with backoff)."""
 
 
-async def refresh_tokens(runtime: Runtime, payload: WorkspacePayload) -> None:
+async def refresh_tokens(context: PlatformContext, payload: WorkspacePayload) -> None:
     """Refresh the workspace's active tokens that expire within the refresh window.
 
     Each account is refreshed in its own transaction and one account's failure never stops the
@@ -63,14 +61,14 @@ async def refresh_tokens(runtime: Runtime, payload: WorkspacePayload) -> None:
     """
     workspace_id = payload.workspace_id
     async with job_lease(
-        runtime.sessionmaker, f"{JOB_NAME}:{workspace_id}", seconds=LEASE_SECONDS
+        context.sessionmaker, f"{JOB_NAME}:{workspace_id}", seconds=LEASE_SECONDS
     ) as held:
         if not held:
             log.info("token_refresh_skipped", job=JOB_NAME, workspace_id=str(workspace_id))
             return
         now = utcnow()
-        horizon = now + timedelta(days=runtime.settings.token_refresh_window_days)
-        async with runtime.sessionmaker() as session:
+        horizon = now + timedelta(days=context.settings.token_refresh_window_days)
+        async with context.sessionmaker() as session:
             account_ids = list(
                 (
                     await session.scalars(
@@ -89,7 +87,7 @@ async def refresh_tokens(runtime: Runtime, payload: WorkspacePayload) -> None:
         crashed = 0
         for account_id in account_ids:
             try:
-                outcome = await refresh_account(runtime, account_id)
+                outcome = await refresh_account(context, account_id)
             except Exception:  # one account's failure must not stop the others
                 log.exception("token_refresh_crashed", job=JOB_NAME, account_id=str(account_id))
                 crashed += 1
@@ -111,11 +109,11 @@ async def refresh_tokens(runtime: Runtime, payload: WorkspacePayload) -> None:
             )
 
 
-async def refresh_account(runtime: Runtime, account_id: uuid.UUID) -> Outcome:
+async def refresh_account(context: PlatformContext, account_id: uuid.UUID) -> Outcome:
     """Refresh one account's token (re-checked here: the job may run late or twice)."""
-    cipher = runtime.token_cipher()
-    window = timedelta(days=runtime.settings.token_refresh_window_days)
-    async with unit_of_work(runtime.sessionmaker) as session:
+    cipher = context.token_cipher()
+    window = timedelta(days=context.settings.token_refresh_window_days)
+    async with unit_of_work(context.sessionmaker) as session:
         now = utcnow()
         account = await session.get(SocialAccount, account_id)
         if (
@@ -128,10 +126,10 @@ async def refresh_account(runtime: Runtime, account_id: uuid.UUID) -> Outcome:
         if account.token_expires_at <= now:
             expired = account.token_expires_at.isoformat(timespec="minutes")
             await mark_needs_reauth(
-                runtime, session, account, f"the access token expired at {expired}"
+                context, session, account, f"the access token expired at {expired}"
             )
             return Outcome.NEEDS_REAUTH
-        provider = runtime.providers.get(account.provider)
+        provider = context.providers.get(account.provider)
         if provider is None:
             log.warning("token_refresh_unknown_provider", provider=account.provider)
             return Outcome.SKIPPED
@@ -139,7 +137,7 @@ async def refresh_account(runtime: Runtime, account_id: uuid.UUID) -> Outcome:
             credentials = credentials_of(account, cipher)
         except InvalidToken:
             await mark_needs_reauth(
-                runtime, session, account, "the stored token cannot be decrypted with our keys"
+                context, session, account, "the stored token cannot be decrypted with our keys"
             )
             return Outcome.NEEDS_REAUTH
         stored_token = account.access_token_encrypted
@@ -152,7 +150,7 @@ async def refresh_account(runtime: Runtime, account_id: uuid.UUID) -> Outcome:
     except ProviderError as error:
         failure = error
 
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(context.sessionmaker) as session:
         now = utcnow()
         refreshed = await session.get(SocialAccount, account_id)
         if (
@@ -163,15 +161,15 @@ async def refresh_account(runtime: Runtime, account_id: uuid.UUID) -> Outcome:
             return Outcome.SKIPPED  # disconnected or reconnected meanwhile: theirs wins
         if isinstance(failure, NeedsReauthError | PermanentError):
             await mark_needs_reauth(
-                runtime, session, refreshed, f"token refresh refused: {failure.message}"
+                context, session, refreshed, f"token refresh refused: {failure.message}"
             )
             outcome = Outcome.NEEDS_REAUTH
         elif failure is not None:
             refreshed.status_reason = f"token refresh failed, will retry: {failure.message}"
-            await _tell_expiring_once(runtime, session, refreshed, now, failure.message)
+            await _tell_expiring_once(context, session, refreshed, now, failure.message)
             outcome = Outcome.RETRY
         elif grant is None:
-            await _tell_expiring_once(runtime, session, refreshed, now, None)
+            await _tell_expiring_once(context, session, refreshed, now, None)
             outcome = Outcome.CANNOT_REFRESH
         else:
             store_grant(refreshed, cipher, grant)
@@ -192,7 +190,7 @@ async def refresh_account(runtime: Runtime, account_id: uuid.UUID) -> Outcome:
 
 
 async def _tell_expiring_once(
-    runtime: Runtime,
+    context: PlatformContext,
     session: AsyncSession,
     account: SocialAccount,
     now: datetime,
@@ -209,7 +207,7 @@ async def _tell_expiring_once(
         else f"{account.provider} does not let notiflow renew it"
     )
     await notify_admins(
-        runtime,
+        context,
         session,
         account.tenant_id,
         NotificationPayload(
@@ -232,6 +230,6 @@ async def _tell_expiring_once(
     )
 
 
-JOBS: list[Job[Any]] = [
+JOBS: list[Job[PlatformContext, Any]] = [
     Job(JOB_NAME, refresh_tokens, WorkspacePayload, max_attempts=3, backoff_seconds=300.0)
 ]

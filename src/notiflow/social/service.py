@@ -7,7 +7,7 @@ import ipaddress
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import structlog
@@ -25,6 +25,7 @@ from notiflow.models import SocialAccount, Workspace
 from notiflow.models.platform import AccountStatus
 from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.types import NotificationType
+from notiflow.social.ports import PlatformContext
 from notiflow.social.providers.base import (
     AccountProfile,
     Credentials,
@@ -33,9 +34,6 @@ from notiflow.social.providers.base import (
     ProviderError,
 )
 from notiflow.tenancy.service import admin_user_ids
-
-if TYPE_CHECKING:
-    from notiflow.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +78,7 @@ def account_path(account: SocialAccount) -> str:
 
 
 async def notify_admins(
-    runtime: Runtime,
+    context: PlatformContext,
     session: AsyncSession,
     tenant_id: uuid.UUID,
     payload: NotificationPayload,
@@ -88,13 +86,13 @@ async def notify_admins(
     """Tell the tenant's owners and admins (nothing to do when it has none)."""
     recipients = await admin_user_ids(session, tenant_id)
     if recipients:
-        await runtime.notification_service(session).send_to_users(
+        await context.notification_service(session).send_to_users(
             recipients, payload, tenant_id=tenant_id
         )
 
 
 async def mark_needs_reauth(
-    runtime: Runtime, session: AsyncSession, account: SocialAccount, reason: str
+    context: PlatformContext, session: AsyncSession, account: SocialAccount, reason: str
 ) -> None:
     """The network refused the account's token: mark it ``needs_reauth`` and tell the owners.
 
@@ -129,7 +127,7 @@ async def mark_needs_reauth(
         tenant_id=account.tenant_id,
     )
     await notify_admins(
-        runtime,
+        context,
         session,
         account.tenant_id,
         NotificationPayload(
@@ -168,10 +166,10 @@ def public_fields(account: SocialAccount) -> dict[str, Any]:
 
 
 async def verify_credentials(
-    runtime: Runtime, provider_name: str, credentials: Credentials
+    context: PlatformContext, provider_name: str, credentials: Credentials
 ) -> AccountProfile:
     """Ask the network whose token this is; its refusals become 4xx/5xx in the one error shape."""
-    provider = runtime.provider(provider_name)
+    provider = context.provider(provider_name)
     try:
         return await provider.verify(credentials)
     except NeedsReauthError as error:
@@ -259,7 +257,7 @@ def _is_number(value: Any) -> bool:
 
 
 async def connect_account(
-    runtime: Runtime,
+    context: PlatformContext,
     session: AsyncSession,
     workspace: Workspace,
     request: ConnectRequest,
@@ -271,7 +269,7 @@ async def connect_account(
     updated and made active again: this is how an account that needs reauthentication is fixed.
     A reconnect without a refresh token keeps the stored one.
     """
-    runtime.provider(request.provider)  # 422 for an unknown provider, before any call
+    context.provider(request.provider)  # 422 for an unknown provider, before any call
     instance_url = normalized_instance_url(request.provider, request.instance_url)
     options = dict(request.options or {})
     errors = option_errors(request.provider, options)
@@ -282,7 +280,7 @@ async def connect_account(
     if errors:
         where = ".".join(str(part) for part in errors[0]["loc"][1:])
         raise InvalidInput(f"{where}: {errors[0]['msg']}", details=errors)
-    if instance_url is not None and runtime.settings.env is Environment.PRODUCTION:
+    if instance_url is not None and context.settings.env is Environment.PRODUCTION:
         await check_public_instance(instance_url)
     credentials = Credentials(
         access_token=request.access_token,
@@ -291,14 +289,14 @@ async def connect_account(
         instance_url=instance_url,
         options=options,
     )
-    profile = await verify_credentials(runtime, request.provider, credentials)
+    profile = await verify_credentials(context, request.provider, credentials)
     created = await _insert_if_missing(session, workspace, request.provider, profile)
     account = await _find(session, workspace.id, request.provider, profile.external_account_id)
     if account is None:  # pragma: no cover - inserted or found just above
         raise NotFound("social account not found")
     before = None if created else public_fields(account)
     account.handle = profile.handle
-    _apply_connection(account, request, instance_url, options, runtime.token_cipher(), actor)
+    _apply_connection(account, request, instance_url, options, context.token_cipher(), actor)
     await session.flush()
     await record(
         session,
@@ -312,7 +310,7 @@ async def connect_account(
         ip_address=actor.ip_address,
     )
     await notify_admins(
-        runtime,
+        context,
         session,
         workspace.tenant_id,
         NotificationPayload(
@@ -431,7 +429,7 @@ async def list_accounts(
 
 
 async def disconnect_account(
-    runtime: Runtime,
+    context: PlatformContext,
     session: AsyncSession,
     workspace: Workspace,
     account_id: uuid.UUID,
@@ -461,7 +459,7 @@ async def disconnect_account(
         ip_address=actor.ip_address,
     )
     await notify_admins(
-        runtime,
+        context,
         session,
         workspace.tenant_id,
         NotificationPayload(

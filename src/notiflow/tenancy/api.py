@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from notiflow.kit.deps import CurrentAuth, NotificationServiceDep, actor_of
+from notiflow.auth.deps import CurrentAuth, actor_of
+from notiflow.notifications.deps import NotificationServiceDep
 from notiflow.notifications.schemas import DataEnvelope, GlobalPreferencesRequest
 from notiflow.tenancy.schemas import UserData
 

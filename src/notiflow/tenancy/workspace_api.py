@@ -8,19 +8,14 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from notiflow.kit.deps import (
-    CurrentAuth,
-    CurrentWorkspace,
-    RuntimeDep,
-    SessionDep,
-    TenantAdmin,
-    actor_of,
-)
+from notiflow.auth.deps import CurrentAuth, TenantAdmin, actor_of
+from notiflow.kit.deps import AppContextDep, SessionDep
 from notiflow.kit.ids import utcnow
 from notiflow.kit.timezones import zone
 from notiflow.models import Workspace
 from notiflow.notifications.schemas import DataEnvelope
 from notiflow.tenancy import workspaces
+from notiflow.tenancy.deps import CurrentWorkspace
 
 router = APIRouter(prefix="/api/v1/workspaces", tags=["workspaces"])
 
@@ -91,7 +86,7 @@ async def update(
     workspace: CurrentWorkspace,
     auth: TenantAdmin,
     session: SessionDep,
-    runtime: RuntimeDep,
+    context: AppContextDep,
 ) -> DataEnvelope[WorkspaceData]:
     """Rename or change the timezone (owners and admins). Posts already scheduled keep their
     instant; daily and weekly jobs follow the new zone."""
@@ -101,6 +96,6 @@ async def update(
         name=body.name,
         timezone=body.timezone,
         actor=actor_of(auth, request),
-        settings=runtime.settings,
+        settings=context.settings,
     )
     return DataEnvelope(data=WorkspaceData.from_model(updated))

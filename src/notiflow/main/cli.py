@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
     from notiflow.kit.queue import WorkspacePayload
-    from notiflow.runtime import Runtime
+    from notiflow.main.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -95,7 +95,7 @@ async def _upgrade_or_fail(engine: AsyncEngine) -> None:
 async def _prepare(settings: Settings, *, join_cluster: bool = False) -> Runtime:
     """The whole runtime (queue, senders, realtime) over a migrated database. Imported here,
     not at the top: commands that only touch the database start without it."""
-    from notiflow.runtime import create_runtime
+    from notiflow.main.runtime import create_runtime
 
     ensure_sqlite_directory(settings.database_url)
     runtime = create_runtime(settings)
@@ -200,10 +200,10 @@ def serve(
     import uvicorn
     import uvloop
 
-    from notiflow.app import create_app
     from notiflow.kit import metrics
+    from notiflow.main.app import create_app
+    from notiflow.main.scheduler import start_background
     from notiflow.realtime.server import build_realtime_server
-    from notiflow.schedule import start_background
 
     settings = get_settings()
     if ws_port is not None:
@@ -250,7 +250,7 @@ def serve(
 
 
 async def _seed_demo(runtime: Runtime, api_url: str) -> None:
-    from notiflow.demo import seed_demo
+    from notiflow.main.demo import seed_demo
 
     async with unit_of_work(runtime.sessionmaker) as session:
         seed = await seed_demo(
@@ -291,7 +291,7 @@ def api(
     import uvicorn
     import uvloop
 
-    from notiflow.app import create_app
+    from notiflow.main.app import create_app
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
@@ -335,9 +335,9 @@ def realtime(
     import uvloop
 
     from notiflow.kit import metrics
+    from notiflow.main.runtime import build_hub
     from notiflow.realtime.health import node_app
     from notiflow.realtime.server import build_realtime_server
-    from notiflow.runtime import build_hub
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
@@ -429,7 +429,7 @@ def scheduler() -> None:
 
     import uvloop
 
-    from notiflow.schedule import start_background
+    from notiflow.main.scheduler import start_background
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
@@ -502,7 +502,7 @@ def jobs_retry(
     if settings.redis_url and retried:
 
         async def wake() -> None:
-            from notiflow.runtime import create_runtime
+            from notiflow.main.runtime import create_runtime
 
             runtime = create_runtime(settings)
             try:
@@ -552,7 +552,7 @@ def loadtest_ws(
     DURATION s through the API, and report delivered/expected, throughput and latency."""
     import uvloop
 
-    from notiflow.loadtest import run_ws_load
+    from notiflow.main.loadtest import run_ws_load
 
     result = uvloop.run(
         run_ws_load(

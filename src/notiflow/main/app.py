@@ -31,13 +31,13 @@ from notiflow.kit.db import (
 from notiflow.kit.errors import NotiflowError, ServiceUnavailable, error_body
 from notiflow.kit.metrics import router as metrics_router
 from notiflow.kit.outages import DATABASE
+from notiflow.main.runtime import Runtime, create_runtime
 from notiflow.notifications.api import router as notifications_router
 from notiflow.notifications.api import tenant_router
 from notiflow.privacy.api import router as privacy_router
 from notiflow.realtime.api import auth_router as realtime_router
 from notiflow.realtime.api import pusher_router
 from notiflow.realtime.redis import backplane_status
-from notiflow.runtime import Runtime, create_runtime
 from notiflow.social.api import router as social_router
 from notiflow.tenancy.api import router as user_router
 from notiflow.tenancy.workspace_api import router as workspace_router

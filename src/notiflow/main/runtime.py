@@ -1,4 +1,7 @@
-"""The long-lived objects one process shares: engine, Redis, the unread cache, event listeners."""
+"""The container: the long-lived objects one process shares (engine, Redis, the unread cache,
+the queue, the senders, the social network adapters, the realtime hub), built up front by
+:func:`create_runtime`. It satisfies every context the domains declare (``JobContext`` and its
+extensions); nothing below :mod:`notiflow.main` imports it."""
 
 from __future__ import annotations
 
@@ -12,12 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from notiflow.admin.alerts import Alerter, email_tenant_admins
 from notiflow.config import BroadcastDriver, Settings, parse_push_rollout
 from notiflow.delivery.channels import ChannelSender
+from notiflow.delivery.jobs import DeliveryDispatcher
+from notiflow.delivery.senders import build_senders
 from notiflow.delivery.service import DeliveryWorker
 from notiflow.kit.crypto import TokenCipher
 from notiflow.kit.db import create_engine
+from notiflow.kit.errors import InvalidInput
 from notiflow.kit.outages import REDIS, redis_unavailable
 from notiflow.kit.queue import JobQueue, build_broker
 from notiflow.kit.uow import create_sessionmaker
+from notiflow.main.jobs import ALL_JOBS, AllJobsContext
 from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.service import NotificationService
 from notiflow.notifications.unread import (
@@ -89,8 +96,6 @@ class Runtime:
         return self.cipher
 
     def provider(self, name: str) -> Provider:
-        from notiflow.kit.errors import InvalidInput
-
         try:
             return self.providers[name]
         except KeyError:
@@ -125,8 +130,9 @@ class Runtime:
             await self.cluster.start()
             await backplane.start()
         if self.queue is not None:
+            context: AllJobsContext = self  # every job's context is this runtime
             try:
-                await self.queue.start(self)
+                await self.queue.start(context)
             except Exception as error:
                 # Only the consumer group could not be declared; a worker's listener waits
                 # for Redis and declares it (JobStreamBroker), sending needs none.
@@ -178,13 +184,8 @@ def create_runtime(settings: Settings) -> Runtime:
 
 def wire_jobs(runtime: Runtime) -> None:
     """The job queue, and the dispatcher that wakes a worker after each send."""
-    from notiflow.delivery.jobs import DeliveryDispatcher
-    from notiflow.jobs import ALL_JOBS
-
     runtime.queue = JobQueue(build_broker(runtime.settings.redis_url), ALL_JOBS)
     if not runtime.senders:
-        from notiflow.delivery.senders import build_senders
-
         runtime.senders = build_senders(runtime.settings)
     runtime.events.subscribe(DeliveryDispatcher(runtime))
 
