@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from notiflow.audit.service import Actor
+from notiflow.auth.actor import Actor
 from notiflow.kit.errors import Conflict, NotFound
 from notiflow.kit.ids import new_id, utcnow
 from notiflow.main.runtime import Runtime

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notiflow.audit.service import Actor
+from notiflow.auth.actor import Actor
 from notiflow.delivery.webpush import generate_vapid_keys
 from notiflow.kit.errors import InvalidInput
 from notiflow.kit.ids import utcnow

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from notiflow.audit.service import Actor
+from notiflow.auth.actor import Actor
 from notiflow.delivery import unsubscribe_service
 from notiflow.delivery.channels import DeliveryContext, Outcome
 from notiflow.delivery.email import EmailSender

@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.models import AuditLog
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who is making a change, for the audit trail."""
-
-    user_id: uuid.UUID | None
-    tenant_id: uuid.UUID | None
-    ip_address: str | None = None
 
 
 async def record(

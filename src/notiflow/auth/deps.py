@@ -2,41 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from notiflow.audit.service import Actor
-from notiflow.auth.service import AuthContext, authenticate_token
+from notiflow.auth.actor import AuthenticatedActor
+from notiflow.auth.service import authenticate_token
 from notiflow.kit.deps import SessionDep
 from notiflow.kit.errors import Forbidden, Unauthorized
 
 
-async def get_auth(request: Request, session: SessionDep) -> AuthContext:
+async def get_auth(request: Request, session: SessionDep) -> AuthenticatedActor:
+    """The user of the request's bearer token, acting within its tenant from the request's
+    address (401 without a valid token)."""
     header = request.headers.get("authorization")
     if not header:
         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>'")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("use 'Authorization: Bearer <token>'")
-    return await authenticate_token(session, token.strip())
+    actor = await authenticate_token(session, token.strip())
+    return dataclasses.replace(actor, ip_address=request.client.host if request.client else None)
 
 
-CurrentAuth = Annotated[AuthContext, Depends(get_auth)]
+CurrentAuth = Annotated[AuthenticatedActor, Depends(get_auth)]
 
 
-async def require_tenant_admin(auth: CurrentAuth) -> AuthContext:
-    if not auth.role.is_admin:
+async def require_tenant_admin(auth: CurrentAuth) -> AuthenticatedActor:
+    if not auth.is_admin:
         raise Forbidden("only tenant owners and admins may do this")
     return auth
 
 
-TenantAdmin = Annotated[AuthContext, Depends(require_tenant_admin)]
-
-
-def actor_of(auth: AuthContext, request: Request) -> Actor:
-    return Actor(
-        user_id=auth.user.id,
-        tenant_id=auth.tenant_id,
-        ip_address=request.client.host if request.client else None,
-    )
+TenantAdmin = Annotated[AuthenticatedActor, Depends(require_tenant_admin)]

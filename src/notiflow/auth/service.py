@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.audit import service as audit
+from notiflow.auth.actor import AuthenticatedActor
 from notiflow.auth.throttle import LoginThrottle, Refusal, address_bucket
 from notiflow.kit.errors import NotiflowError, TooManyRequests, Unauthorized
 from notiflow.kit.ids import utcnow
@@ -37,16 +38,6 @@ from notiflow.models.tenancy import Role
 _password_hasher = PasswordHasher()
 # Compared against when the email is unknown, so a login takes as long either way.
 _DUMMY_HASH = _password_hasher.hash(secrets.token_urlsafe(16))
-
-
-@dataclass(frozen=True, slots=True)
-class AuthContext:
-    """The authenticated caller: a user acting within one tenant."""
-
-    user: User
-    tenant_id: uuid.UUID
-    role: Role
-    token_id: uuid.UUID
 
 
 def hash_password(password: str) -> str:
@@ -79,7 +70,7 @@ async def issue_token(
     return f"{token.id}|{secret}"
 
 
-async def authenticate_token(session: AsyncSession, plain_token: str) -> AuthContext:
+async def authenticate_token(session: AsyncSession, plain_token: str) -> AuthenticatedActor:
     token_id_text, separator, secret = plain_token.partition("|")
     if not separator or not secret:
         raise Unauthorized("malformed token: expected '<id>|<secret>'")
@@ -104,7 +95,9 @@ async def authenticate_token(session: AsyncSession, plain_token: str) -> AuthCon
     token, user, role = row
     if token.expires_at is not None and token.expires_at <= utcnow():
         raise Unauthorized("token expired")
-    return AuthContext(user=user, tenant_id=token.tenant_id, role=Role(role), token_id=token.id)
+    return AuthenticatedActor(
+        user=user, user_id=user.id, tenant_id=token.tenant_id, role=Role(role), token_id=token.id
+    )
 
 
 class PasswordChecker:

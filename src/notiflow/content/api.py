@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from notiflow.auth.deps import CurrentAuth
 from notiflow.content.schemas import (
@@ -16,7 +16,7 @@ from notiflow.content.schemas import (
     TargetMetricsData,
     UpdatePostRequest,
 )
-from notiflow.content.service import Caller, NewPost, PostChanges, PostService
+from notiflow.content.service import NewPost, PostChanges, PostService
 from notiflow.kit.deps import SessionDep
 from notiflow.kit.pagination import page_meta
 from notiflow.models.platform import PostStatus
@@ -36,15 +36,6 @@ async def get_post_service(
 PostServiceDep = Annotated[PostService, Depends(get_post_service)]
 
 
-async def get_caller(auth: CurrentAuth, request: Request) -> Caller:
-    return Caller(
-        user_id=auth.user.id,
-        is_admin=auth.role.is_admin,
-        ip_address=request.client.host if request.client else None,
-    )
-
-
-CallerDep = Annotated[Caller, Depends(get_caller)]
 PostEnvelope = DataEnvelope[PostData]
 
 
@@ -67,7 +58,7 @@ async def list_posts(
 async def create_post(
     body: CreatePostRequest,
     workspace: CurrentWorkspace,
-    caller: CallerDep,
+    caller: CurrentAuth,
     service: PostServiceDep,
 ) -> PostEnvelope:
     """A draft to the given accounts of the workspace; submit it to have it published."""
@@ -91,7 +82,7 @@ async def update_post(
     post_id: uuid.UUID,
     body: UpdatePostRequest,
     workspace: CurrentWorkspace,
-    caller: CallerDep,
+    caller: CurrentAuth,
     service: PostServiceDep,
 ) -> PostEnvelope:
     """Edit a draft, submitted or scheduled post (409 once publishing has started)."""
@@ -107,7 +98,7 @@ async def update_post(
 
 @router.delete("/{post_id}", status_code=204)
 async def delete_post(
-    post_id: uuid.UUID, workspace: CurrentWorkspace, caller: CallerDep, service: PostServiceDep
+    post_id: uuid.UUID, workspace: CurrentWorkspace, caller: CurrentAuth, service: PostServiceDep
 ) -> Response:
     await service.delete(workspace, post_id, caller)
     return Response(status_code=204)
@@ -115,7 +106,7 @@ async def delete_post(
 
 @router.post("/{post_id}/submit", response_model=PostEnvelope)
 async def submit_post(
-    post_id: uuid.UUID, workspace: CurrentWorkspace, caller: CallerDep, service: PostServiceDep
+    post_id: uuid.UUID, workspace: CurrentWorkspace, caller: CurrentAuth, service: PostServiceDep
 ) -> PostEnvelope:
     """Ask the owners/admins for approval (an owner/admin's own post is scheduled at once)."""
     view = await service.submit(workspace, post_id, caller)
@@ -124,7 +115,7 @@ async def submit_post(
 
 @router.post("/{post_id}/approve", response_model=PostEnvelope)
 async def approve_post(
-    post_id: uuid.UUID, workspace: CurrentWorkspace, caller: CallerDep, service: PostServiceDep
+    post_id: uuid.UUID, workspace: CurrentWorkspace, caller: CurrentAuth, service: PostServiceDep
 ) -> PostEnvelope:
     view = await service.approve(workspace, post_id, caller)
     return PostEnvelope(data=PostData.from_view(view))
@@ -135,7 +126,7 @@ async def reject_post(
     post_id: uuid.UUID,
     body: RejectPostRequest,
     workspace: CurrentWorkspace,
-    caller: CallerDep,
+    caller: CurrentAuth,
     service: PostServiceDep,
 ) -> PostEnvelope:
     view = await service.reject(workspace, post_id, caller, body.reason)
@@ -144,7 +135,7 @@ async def reject_post(
 
 @router.post("/{post_id}/unschedule", response_model=PostEnvelope)
 async def unschedule_post(
-    post_id: uuid.UUID, workspace: CurrentWorkspace, caller: CallerDep, service: PostServiceDep
+    post_id: uuid.UUID, workspace: CurrentWorkspace, caller: CurrentAuth, service: PostServiceDep
 ) -> PostEnvelope:
     """Back to draft (from scheduled or pending approval)."""
     view = await service.unschedule(workspace, post_id, caller)

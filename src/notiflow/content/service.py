@@ -21,6 +21,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.audit import service as audit
+from notiflow.auth.actor import AuthenticatedActor
 from notiflow.kit.errors import Conflict, Forbidden, InvalidInput, NotFound
 from notiflow.kit.ids import utcnow
 from notiflow.kit.pagination import Page
@@ -43,15 +44,6 @@ from notiflow.tenancy.service import admin_user_ids, is_member
 EDITABLE = (PostStatus.DRAFT, PostStatus.PENDING_APPROVAL, PostStatus.SCHEDULED)
 _EDITABLE_VALUES = tuple(status.value for status in EDITABLE)
 EXCERPT_CHARS = 80
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is acting on a post, and whether they may review (tenant owner/admin)."""
-
-    user_id: uuid.UUID
-    is_admin: bool
-    ip_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +147,9 @@ class PostService:
 
     # ------------------------------------------------------------------ writing
 
-    async def create(self, workspace: Workspace, caller: Caller, new: NewPost) -> PostView:
+    async def create(
+        self, workspace: Workspace, caller: AuthenticatedActor, new: NewPost
+    ) -> PostView:
         """A draft by ``caller`` with one pending, unscheduled target per account."""
         scheduled_at = self._future_instant(new.scheduled_at, workspace)
         accounts = await self._accounts_for(workspace, new.account_ids)
@@ -178,7 +172,11 @@ class PostService:
         return await self._view(workspace, post)
 
     async def update(
-        self, workspace: Workspace, post_id: uuid.UUID, caller: Caller, changes: PostChanges
+        self,
+        workspace: Workspace,
+        post_id: uuid.UUID,
+        caller: AuthenticatedActor,
+        changes: PostChanges,
     ) -> PostView:
         """Edit a post that the publisher has not started on. A content change bumps the
         version (new idempotency keys); a scheduled post's targets move with its time. A
@@ -264,7 +262,9 @@ class PostService:
             await self._notify_reviewers(workspace, post, caller)
         return await self._view(workspace, post)
 
-    async def submit(self, workspace: Workspace, post_id: uuid.UUID, caller: Caller) -> PostView:
+    async def submit(
+        self, workspace: Workspace, post_id: uuid.UUID, caller: AuthenticatedActor
+    ) -> PostView:
         """Ask for approval. An owner/admin needs none: their post is scheduled at once and
         recorded as approved by themselves. Without a time the post goes out when approved."""
         post = await self._load(workspace, post_id)
@@ -299,7 +299,9 @@ class PostService:
         await self._notify_reviewers(workspace, post, caller)
         return await self._view(workspace, post)
 
-    async def approve(self, workspace: Workspace, post_id: uuid.UUID, caller: Caller) -> PostView:
+    async def approve(
+        self, workspace: Workspace, post_id: uuid.UUID, caller: AuthenticatedActor
+    ) -> PostView:
         """pending_approval -> scheduled; a time already past means due now."""
         post = await self._load(workspace, post_id)
         self._require_admin(caller, "approve posts")
@@ -308,7 +310,7 @@ class PostService:
         return await self._view(workspace, post)
 
     async def reject(
-        self, workspace: Workspace, post_id: uuid.UUID, caller: Caller, reason: str
+        self, workspace: Workspace, post_id: uuid.UUID, caller: AuthenticatedActor, reason: str
     ) -> PostView:
         """pending_approval -> draft, with the reason kept and sent to the author."""
         post = await self._load(workspace, post_id)
@@ -341,7 +343,7 @@ class PostService:
         return await self._view(workspace, post)
 
     async def unschedule(
-        self, workspace: Workspace, post_id: uuid.UUID, caller: Caller
+        self, workspace: Workspace, post_id: uuid.UUID, caller: AuthenticatedActor
     ) -> PostView:
         """scheduled or pending_approval -> draft; nothing will be published until it is
         submitted (and approved) again."""
@@ -360,7 +362,9 @@ class PostService:
         await self._audit(post, caller, "post.unscheduled", status, post.status)
         return await self._view(workspace, post)
 
-    async def delete(self, workspace: Workspace, post_id: uuid.UUID, caller: Caller) -> None:
+    async def delete(
+        self, workspace: Workspace, post_id: uuid.UUID, caller: AuthenticatedActor
+    ) -> None:
         """Delete a post the publisher has not started on (draft, submitted or scheduled)."""
         post = await self._load(workspace, post_id)
         self._require_author_or_admin(post, caller, "delete")
@@ -385,7 +389,7 @@ class PostService:
         self,
         workspace: Workspace,
         post: Post,
-        caller: Caller,
+        caller: AuthenticatedActor,
         from_status: PostStatus,
         now: datetime,
         *,
@@ -590,12 +594,12 @@ class PostService:
         return instant
 
     @staticmethod
-    def _require_admin(caller: Caller, what: str) -> None:
+    def _require_admin(caller: AuthenticatedActor, what: str) -> None:
         if not caller.is_admin:
             raise Forbidden(f"only owners and admins may {what}")
 
     @staticmethod
-    def _require_author_or_admin(post: Post, caller: Caller, verb: str) -> None:
+    def _require_author_or_admin(post: Post, caller: AuthenticatedActor, verb: str) -> None:
         if not caller.is_admin and post.author_id != caller.user_id:
             raise Forbidden(f"only the post's author or an owner/admin may {verb} it")
 
@@ -619,7 +623,7 @@ class PostService:
     async def _audit(
         self,
         post: Post,
-        caller: Caller,
+        caller: AuthenticatedActor,
         action: str,
         before: PostStatus,
         after: str | None,
@@ -641,7 +645,9 @@ class PostService:
         user = await self.session.get(User, user_id)
         return user.name if user is not None else "Someone"
 
-    async def _notify_reviewers(self, workspace: Workspace, post: Post, caller: Caller) -> None:
+    async def _notify_reviewers(
+        self, workspace: Workspace, post: Post, caller: AuthenticatedActor
+    ) -> None:
         """Tell the tenant's owners/admins (but not the submitter) a post awaits review."""
         reviewers = [
             user_id
@@ -674,7 +680,7 @@ class PostService:
     async def _notify_author(
         self,
         post: Post,
-        caller: Caller,
+        caller: AuthenticatedActor,
         notification_type: NotificationType,
         title: str,
         message: str,

@@ -14,7 +14,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notiflow.audit.service import Actor
+from notiflow.auth.actor import Actor
 from notiflow.config import Settings
 from notiflow.delivery.unsubscribe import UnsubscribeTarget, read_unsubscribe_token
 from notiflow.kit.errors import NotFound

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from notiflow.auth.deps import CurrentAuth, actor_of
+from notiflow.auth.deps import CurrentAuth
 from notiflow.inbox import service
 from notiflow.inbox.schemas import AssignRequest, InboxItemData, InboxPage
 from notiflow.inbox.service import InboxFilters, InboxKind
@@ -88,7 +88,6 @@ async def assign(
     workspace: CurrentWorkspace,
     item_id: uuid.UUID,
     body: AssignRequest,
-    request: Request,
     auth: CurrentAuth,
     session: SessionDep,
     context: NotifyingContextDep,
@@ -96,9 +95,7 @@ async def assign(
     """Assign the item to a member of the tenant (any member may; 422 if the assignee is not
     one). The assignee is notified (``inbox_assigned``) unless they assigned themselves."""
     item = await service.get_item(session, workspace.id, item_id, for_update=True)
-    await service.assign(
-        context, session, item, body.user_id, actor=actor_of(auth, request), now=utcnow()
-    )
+    await service.assign(context, session, item, body.user_id, actor=auth, now=utcnow())
     return DataEnvelope(data=InboxItemData.from_model(item))
 
 
@@ -106,12 +103,11 @@ async def assign(
 async def unassign(
     workspace: CurrentWorkspace,
     item_id: uuid.UUID,
-    request: Request,
     auth: CurrentAuth,
     session: SessionDep,
 ) -> DataEnvelope[InboxItemData]:
     item = await service.get_item(session, workspace.id, item_id, for_update=True)
-    await service.unassign(session, item, actor=actor_of(auth, request))
+    await service.unassign(session, item, actor=auth)
     return DataEnvelope(data=InboxItemData.from_model(item))
 
 

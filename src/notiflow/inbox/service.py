@@ -14,7 +14,7 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.audit import service as audit
-from notiflow.audit.service import Actor
+from notiflow.auth.actor import Actor
 from notiflow.kit.bulk import dialect_insert
 from notiflow.kit.errors import InvalidInput, NotFound
 from notiflow.kit.ids import new_id

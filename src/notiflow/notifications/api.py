@@ -6,10 +6,10 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
-from notiflow.auth.deps import CurrentAuth, TenantAdmin, actor_of
+from notiflow.auth.deps import CurrentAuth, TenantAdmin
 from notiflow.kit.deps import AppContextDep, SessionDep
 from notiflow.kit.pagination import Cursor, page_meta
 from notiflow.notifications import idempotency
@@ -112,7 +112,6 @@ async def preferences(
 @router.put("/preferences", response_model=DataEnvelope[list[NotificationPreferenceData]])
 async def update_preferences(
     body: UpdatePreferencesRequest,
-    request: Request,
     auth: CurrentAuth,
     service: NotificationServiceDep,
 ) -> DataEnvelope[list[NotificationPreferenceData]]:
@@ -128,7 +127,7 @@ async def update_preferences(
             )
             for item in body.preferences
         ],
-        actor=actor_of(auth, request),
+        actor=auth,
     )
     items = await service.get_preferences(auth.user.id)
     return DataEnvelope(data=[NotificationPreferenceData.from_preference(p) for p in items])
@@ -208,10 +207,10 @@ async def tenant_settings(
     "/notification-settings", response_model=DataEnvelope[TenantNotificationSettings]
 )
 async def update_tenant_settings(
-    body: TenantNotificationSettings, request: Request, auth: TenantAdmin, session: SessionDep
+    body: TenantNotificationSettings, auth: TenantAdmin, session: SessionDep
 ) -> DataEnvelope[TenantNotificationSettings]:
     """Replace the tenant's notification policy and defaults (logged)."""
     settings = await tenant_notification_settings.replace_settings(
-        session, auth.tenant_id, body, actor=actor_of(auth, request)
+        session, auth.tenant_id, body, actor=auth
     )
     return DataEnvelope(data=settings)

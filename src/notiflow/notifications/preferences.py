@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from notiflow.audit import service as audit
-from notiflow.audit.service import Actor
+from notiflow.auth.actor import Actor
 from notiflow.kit.errors import InvalidInput
 from notiflow.models import NotificationPreference, User
 from notiflow.notifications.context import NotificationContext

@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.audit import service as audit
-from notiflow.audit.service import Actor
+from notiflow.auth.actor import Actor
 from notiflow.kit.errors import NotFound
 from notiflow.models import Tenant
 from notiflow.notifications.policy import TenantNotificationSettings

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
-from notiflow.auth.deps import CurrentAuth, actor_of
+from notiflow.auth.deps import CurrentAuth
 from notiflow.kit.deps import AppContextDep, SessionDep
 from notiflow.kit.errors import Forbidden, NotFound
 from notiflow.notifications.deps import NotificationServiceDep
@@ -39,7 +39,6 @@ _DOWNLOAD_HEADERS = {
     responses={200: {"description": "An export is already under way: that one is returned"}},
 )
 async def request_export(
-    request: Request,
     response: Response,
     auth: CurrentAuth,
     session: SessionDep,
@@ -51,7 +50,7 @@ async def request_export(
     notified (in-app and by email) with a download link when it is ready.
     """
     export, created = await service.request_export(
-        session, context.queue, auth.user, auth.tenant_id, actor_of(auth, request)
+        session, context.queue, auth.user, auth.tenant_id, auth
     )
     if not created:
         response.status_code = 200
@@ -136,7 +135,6 @@ async def download_export(
     responses={200: {"description": "A deletion is already scheduled: that one is returned"}},
 )
 async def request_deletion(
-    request: Request,
     response: Response,
     auth: CurrentAuth,
     session: SessionDep,
@@ -155,7 +153,7 @@ async def request_deletion(
         context.settings,
         auth.user,
         auth.tenant_id,
-        actor_of(auth, request),
+        auth,
     )
     if not created:
         response.status_code = 200
@@ -172,18 +170,16 @@ async def show_deletion(auth: CurrentAuth, session: SessionDep) -> DataEnvelope[
 
 
 @router.delete("/data-deletion", response_model=DataEnvelope[DataDeletionData])
-async def cancel_deletion(
-    request: Request, auth: CurrentAuth, session: SessionDep
-) -> DataEnvelope[DataDeletionData]:
+async def cancel_deletion(auth: CurrentAuth, session: SessionDep) -> DataEnvelope[DataDeletionData]:
     """Cancel your scheduled deletion. 404 when none is scheduled; 409 once it is under way."""
-    deletion = await service.cancel_deletion(session, auth.user, actor_of(auth, request))
+    deletion = await service.cancel_deletion(session, auth.user, auth)
     return DataEnvelope(data=DataDeletionData.from_model(deletion))
 
 
 @router.post("/data-deletion/cancel", response_model=DataEnvelope[DataDeletionData])
 async def cancel_deletion_post(
-    request: Request, auth: CurrentAuth, session: SessionDep
+    auth: CurrentAuth, session: SessionDep
 ) -> DataEnvelope[DataDeletionData]:
     """The same as ``DELETE /api/v1/me/data-deletion``, for clients that cannot send DELETE."""
-    deletion = await service.cancel_deletion(session, auth.user, actor_of(auth, request))
+    deletion = await service.cancel_deletion(session, auth.user, auth)
     return DataEnvelope(data=DataDeletionData.from_model(deletion))

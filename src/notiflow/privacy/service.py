@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from notiflow.audit import service as audit
-from notiflow.audit.service import Actor
+from notiflow.auth.actor import Actor
 from notiflow.config import Settings
 from notiflow.kit.after_commit import after_commit
 from notiflow.kit.errors import Conflict, NotFound

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from notiflow.auth.deps import TenantAdmin, actor_of
+from notiflow.auth.deps import TenantAdmin
 from notiflow.kit.deps import SessionDep, app_context
 from notiflow.kit.pagination import page_meta
 from notiflow.models.platform import AccountStatus
@@ -31,7 +31,6 @@ async def connect(
     auth: TenantAdmin,
     context: PlatformContextDep,
     session: SessionDep,
-    request: Request,
     response: Response,
 ) -> DataEnvelope[SocialAccountData]:
     """Connect an account (201), or reconnect one already connected (200: new tokens, active
@@ -48,7 +47,7 @@ async def connect(
             instance_url=str(body.instance_url) if body.instance_url is not None else None,
             options=body.options,
         ),
-        actor_of(auth, request),
+        auth,
     )
     response.status_code = 201 if connected.created else 200
     return DataEnvelope(data=SocialAccountData.from_model(connected.account))
@@ -87,10 +86,7 @@ async def disconnect(
     auth: TenantAdmin,
     context: PlatformContextDep,
     session: SessionDep,
-    request: Request,
 ) -> DataEnvelope[SocialAccountData]:
     """Disconnect: the account is disabled and its tokens deleted (again: no change)."""
-    account = await service.disconnect_account(
-        context, session, workspace, account_id, actor_of(auth, request)
-    )
+    account = await service.disconnect_account(context, session, workspace, account_id, auth)
     return DataEnvelope(data=SocialAccountData.from_model(account))

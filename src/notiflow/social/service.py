@@ -14,7 +14,8 @@ import structlog
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notiflow.audit.service import Actor, record
+from notiflow.audit.service import record
+from notiflow.auth.actor import Actor
 from notiflow.config import Environment
 from notiflow.kit.bulk import dialect_insert
 from notiflow.kit.crypto import TokenCipher

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from notiflow.auth.deps import CurrentAuth, actor_of
+from notiflow.auth.deps import CurrentAuth
 from notiflow.notifications.deps import NotificationServiceDep
 from notiflow.notifications.schemas import DataEnvelope, GlobalPreferencesRequest
 from notiflow.tenancy.schemas import UserData
@@ -20,7 +20,6 @@ async def current_user(auth: CurrentAuth) -> DataEnvelope[UserData]:
 @router.patch("/me/notification-preferences", response_model=DataEnvelope[UserData])
 async def update_global_preferences(
     body: GlobalPreferencesRequest,
-    request: Request,
     auth: CurrentAuth,
     service: NotificationServiceDep,
 ) -> DataEnvelope[UserData]:
@@ -29,6 +28,6 @@ async def update_global_preferences(
         auth.user,
         email_enabled=body.email_notifications_enabled,
         push_enabled=body.push_notifications_enabled,
-        actor=actor_of(auth, request),
+        actor=auth,
     )
     return DataEnvelope(data=UserData.from_auth(auth))

@@ -6,7 +6,7 @@ import uuid
 
 from pydantic import BaseModel
 
-from notiflow.auth.service import AuthContext
+from notiflow.auth.actor import AuthenticatedActor
 
 
 class UserData(BaseModel):
@@ -22,7 +22,7 @@ class UserData(BaseModel):
     created_at: str
 
     @classmethod
-    def from_auth(cls, auth: AuthContext) -> UserData:
+    def from_auth(cls, auth: AuthenticatedActor) -> UserData:
         user = auth.user
         return cls(
             id=user.id,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from notiflow.auth.deps import CurrentAuth, TenantAdmin, actor_of
+from notiflow.auth.deps import CurrentAuth, TenantAdmin
 from notiflow.kit.deps import AppContextDep, SessionDep
 from notiflow.kit.ids import utcnow
 from notiflow.kit.timezones import zone
@@ -54,7 +54,7 @@ class WorkspaceData(BaseModel):
 
 @router.post("", status_code=201, response_model=DataEnvelope[WorkspaceData])
 async def create(
-    body: CreateWorkspaceRequest, request: Request, auth: TenantAdmin, session: SessionDep
+    body: CreateWorkspaceRequest, auth: TenantAdmin, session: SessionDep
 ) -> DataEnvelope[WorkspaceData]:
     """Create a workspace with its IANA timezone (owners and admins)."""
     workspace = await workspaces.create_workspace(
@@ -62,7 +62,7 @@ async def create(
         auth.tenant_id,
         name=body.name,
         timezone=body.timezone,
-        actor=actor_of(auth, request),
+        actor=auth,
     )
     return DataEnvelope(data=WorkspaceData.from_model(workspace))
 
@@ -82,7 +82,6 @@ async def show(workspace: CurrentWorkspace) -> DataEnvelope[WorkspaceData]:
 @router.patch("/{workspace_id}", response_model=DataEnvelope[WorkspaceData])
 async def update(
     body: UpdateWorkspaceRequest,
-    request: Request,
     workspace: CurrentWorkspace,
     auth: TenantAdmin,
     session: SessionDep,
@@ -95,7 +94,7 @@ async def update(
         workspace,
         name=body.name,
         timezone=body.timezone,
-        actor=actor_of(auth, request),
+        actor=auth,
         settings=context.settings,
     )
     return DataEnvelope(data=WorkspaceData.from_model(updated))

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.audit import service as audit
-from notiflow.audit.service import Actor
+from notiflow.auth.actor import Actor
 from notiflow.config import Settings
 from notiflow.kit.errors import Conflict, InvalidInput
 from notiflow.kit.timezones import zone
