@@ -32,7 +32,7 @@ from notiflow.models.platform import PostStatus, TargetStatus
 from notiflow.models.tenancy import Role
 from notiflow.tenancy.service import create_user
 from tests.conftest import REDIS_URL, make_settings
-from tests.test_cli import Cli, _recreate_postgres_database
+from tests.main.test_cli import Cli, _recreate_postgres_database
 
 pytestmark = pytest.mark.slow
 

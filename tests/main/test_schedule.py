@@ -1,4 +1,4 @@
-"""The schedule: next runs in local time across DST, and the cleanup job it starts."""
+"""The schedule: next runs in local time across DST, and runs that come due while Redis is down."""
 
 from __future__ import annotations
 
@@ -11,18 +11,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from redis.asyncio import Redis
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.kit.ids import utcnow
 from notiflow.kit.queue import JobQueue, build_broker
 from notiflow.main.jobs import ALL_JOBS
 from notiflow.main.runtime import Runtime
-from notiflow.models import Notification, WorkspaceSchedule
+from notiflow.models import WorkspaceSchedule
 from notiflow.models.tenancy import Role
-from notiflow.notifications.jobs import CleanupPayload, cleanup
-from notiflow.notifications.sending import NotificationPayload
-from notiflow.notifications.service import NotificationService
-from notiflow.notifications.types import NotificationType
 from notiflow.schedule import (
     ScheduleEntry,
     build_schedule,
@@ -30,7 +25,7 @@ from notiflow.schedule import (
     due_workspace_jobs,
     run_schedule,
 )
-from tests.conftest import MakeMember, commit, make_settings
+from tests.conftest import MakeMember, make_settings
 from tests.delivery.processes import eventually
 from tests.fault_servers import OwnRedis
 
@@ -73,25 +68,6 @@ def test_schedule_list_names_every_job_with_its_next_run() -> None:
     assert by_job["analytics.fetch_all_metrics"]["next_run"] == "2026-11-21T18:00:00+00:00"
     assert by_job["privacy.sweep"]["next_run"] == "2026-11-21T12:01:00+00:00"
     assert "each workspace's timezone" in by_job["social.refresh_tokens"]["when"]
-
-
-async def test_the_cleanup_job_deletes_what_is_due(
-    runtime: Runtime, service: NotificationService, session: AsyncSession, make_member: MakeMember
-) -> None:
-    member = await make_member()
-    payload = NotificationPayload(NotificationType.NEW_COMMENT, "Comment", "Nice")
-    old = await service.send(member.user, payload)
-    fresh = await service.send(member.user, payload)
-    await commit(session)
-    await session.execute(
-        update(Notification)
-        .where(Notification.id == old.id)
-        .values(created_at=utcnow() - timedelta(days=100))
-    )
-    await commit(session)
-    await cleanup(runtime, CleanupPayload())
-    remaining = await service.list_for_user(member.id, member.tenant_id)
-    assert [item.id for item in remaining.items] == [fresh.id]
 
 
 async def _queued_jobs(redis_url: str, stream: str) -> Counter[str]:

@@ -24,7 +24,6 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from notiflow.auth.service import issue_token
@@ -41,7 +39,6 @@ from notiflow.kit.db import create_engine
 from notiflow.kit.uow import create_sessionmaker
 from notiflow.models import Notification, NotificationDelivery
 from notiflow.models.tenancy import Role
-from notiflow.notifications.unread import UNCACHEABLE, RedisUnreadCountCache
 from notiflow.tenancy.service import create_user
 from tests.conftest import TEST_PUSHER_SECRET
 from tests.delivery.conftest import SmtpServer
@@ -545,37 +542,6 @@ async def test_api_sends_and_counts_through_a_redis_outage_and_tells_it_once(
         assert events["redis_recovered"] == 1, events
         assert [event for event in events if event.startswith(("!", "<"))] == [], events
         assert status == 0
-
-
-async def test_unread_cache_retires_counts_whose_invalidation_an_outage_lost() -> None:
-    """A process that could not reach Redis to invalidate a count (a partition: Redis kept its
-    data) neither fails nor leaves the stale count to be served once Redis is reachable."""
-    with OwnRedis() as redis:
-        elsewhere = Redis.from_url(redis.url)  # a process that kept its connection
-        unreachable_port = free_port()
-        cut_off = Redis.from_url(f"redis://127.0.0.1:{unreachable_port}/0")
-        prefix = "partition"
-        reader = RedisUnreadCountCache(elsewhere, prefix=prefix)
-        writer = RedisUnreadCountCache(cut_off, prefix=prefix)
-        user, tenant = uuid.uuid4(), uuid.uuid4()
-        try:
-            _, generation = await reader.get(user, tenant)
-            await reader.store(user, tenant, generation, 3)
-            # The writer's change commits; its invalidation cannot reach Redis.
-            await writer.invalidate([(user, tenant)])
-            assert await writer.get(user, tenant) == (None, UNCACHEABLE)
-            # Redis becomes reachable for the writer, data intact.
-            await elsewhere.config_set("port", unreachable_port)
-            await asyncio.sleep(writer.RETRY_SECONDS + 0.2)
-            assert (await writer.get(user, tenant))[0] is None, "the stale count was served"
-            assert (await reader.get(user, tenant))[0] is None, "the stale count was served"
-            _, generation = await reader.get(user, tenant)
-            await reader.store(user, tenant, generation, 2)
-            assert (await writer.get(user, tenant))[0] == 2, "the cache works again"
-        finally:
-            await elsewhere.aclose()
-            await cut_off.aclose()
-            # The server listens on the new port now; stop() kills it by pid either way.
 
 
 # ------------------------------------------------------- processes started while Redis is down

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -13,11 +14,14 @@ from notiflow.notifications.sending import NotificationPayload
 from notiflow.notifications.service import NotificationService
 from notiflow.notifications.types import NotificationType
 from notiflow.notifications.unread import (
+    UNCACHEABLE,
     MemoryUnreadCountCache,
     RedisUnreadCountCache,
     UnreadCountCache,
 )
 from tests.conftest import MakeMember, commit
+from tests.delivery.processes import free_port
+from tests.fault_servers import OwnRedis
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -83,3 +87,35 @@ async def test_service_counts_through_redis(
     await service.mark_all_as_read(member.id, member.tenant_id)
     await commit(session)
     assert await service.get_unread_count(member.id, member.tenant_id) == 0
+
+
+@pytest.mark.slow  # starts its own redis-server
+async def test_unread_cache_retires_counts_whose_invalidation_an_outage_lost() -> None:
+    """A process that could not reach Redis to invalidate a count (a partition: Redis kept its
+    data) neither fails nor leaves the stale count to be served once Redis is reachable."""
+    with OwnRedis() as redis:
+        elsewhere = Redis.from_url(redis.url)  # a process that kept its connection
+        unreachable_port = free_port()
+        cut_off = Redis.from_url(f"redis://127.0.0.1:{unreachable_port}/0")
+        prefix = "partition"
+        reader = RedisUnreadCountCache(elsewhere, prefix=prefix)
+        writer = RedisUnreadCountCache(cut_off, prefix=prefix)
+        user, tenant = uuid.uuid4(), uuid.uuid4()
+        try:
+            _, generation = await reader.get(user, tenant)
+            await reader.store(user, tenant, generation, 3)
+            # The writer's change commits; its invalidation cannot reach Redis.
+            await writer.invalidate([(user, tenant)])
+            assert await writer.get(user, tenant) == (None, UNCACHEABLE)
+            # Redis becomes reachable for the writer, data intact.
+            await elsewhere.config_set("port", unreachable_port)
+            await asyncio.sleep(writer.RETRY_SECONDS + 0.2)
+            assert (await writer.get(user, tenant))[0] is None, "the stale count was served"
+            assert (await reader.get(user, tenant))[0] is None, "the stale count was served"
+            _, generation = await reader.get(user, tenant)
+            await reader.store(user, tenant, generation, 2)
+            assert (await writer.get(user, tenant))[0] == 2, "the cache works again"
+        finally:
+            await elsewhere.aclose()
+            await cut_off.aclose()
+            # The server listens on the new port now; stop() kills it by pid either way.

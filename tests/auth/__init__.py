@@ -1,0 +1,1 @@
+"""Tests of auth: login, personal access tokens and the login throttle."""

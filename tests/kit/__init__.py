@@ -1,0 +1,1 @@
+"""Tests of kit: retry timing, giving up, job payloads, bulk inserts, metrics, crypto, leases."""

@@ -1,0 +1,1 @@
+"""Tests of notifications: sending, policy, the feed, the unread count, settings and the API."""

@@ -1,0 +1,1 @@
+"""Tests of tenancy: workspaces and their local-time jobs."""
