@@ -45,6 +45,7 @@ from notiflow.social.providers.base import (
     PublishedPost,
     PublishRequest,
 )
+from notiflow.social.service import mark_needs_reauth
 
 log = structlog.get_logger(__name__)
 
@@ -686,8 +687,6 @@ def _unexpected(error: Exception, target: PostTarget) -> _Outcome:
 async def _mark_needs_reauth(
     context: PlatformContext, session: AsyncSession, account: SocialAccount, reason: str | None
 ) -> None:
-    from notiflow.social.service import mark_needs_reauth
-
     stored = await session.get_one(SocialAccount, account.id)
     await mark_needs_reauth(context, session, stored, reason or NEEDS_REAUTH_REASON)
 

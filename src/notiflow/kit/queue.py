@@ -45,6 +45,7 @@ from notiflow.config import Settings
 from notiflow.kit.db import database_unavailable
 from notiflow.kit.failures import FinalFailure, JobAlerter, give_up
 from notiflow.kit.ids import utcnow
+from notiflow.kit.metrics import record_failed_job, record_job, record_retry
 from notiflow.kit.outages import (
     BACKOFF_CAP_SECONDS,
     DATABASE,
@@ -56,6 +57,7 @@ from notiflow.kit.outages import (
 )
 from notiflow.kit.retry import RetryPolicy
 from notiflow.kit.uow import unit_of_work
+from notiflow.models import JobAttempt
 
 log = structlog.get_logger(__name__)
 
@@ -199,9 +201,6 @@ async def run_job(context: JobContext, job: Job[Any, Any], payload: dict[str, An
 
     A payload that does not validate into the job's model fails at once, without retries (it
     would fail again) and without the failure hook (there is no payload to hand it)."""
-    from notiflow.kit.metrics import record_failed_job, record_job, record_retry
-    from notiflow.models import JobAttempt
-
     started = time.perf_counter()
     began = time.monotonic()
     attempt_id = payload.get(ATTEMPT_KEY)
@@ -309,8 +308,6 @@ async def _reject(
 ) -> None:
     """Give up on a run whose payload does not validate: its ``failed_jobs`` row and alert, and
     no further try (a retry row it came from is deleted)."""
-    from notiflow.models import JobAttempt
-
     async with unit_of_work(context.sessionmaker) as session:
         attempt = await session.get(JobAttempt, uuid.UUID(attempt_id)) if attempt_id else None
         attempts = (attempt.attempts if attempt is not None else 0) + 1
@@ -328,8 +325,6 @@ async def _schedule_retry(
     error: BaseException,
 ) -> int | None:
     """Record the next try of a failed run; None when the job has no tries left."""
-    from notiflow.models import JobAttempt
-
     now = utcnow()
     message = f"{type(error).__name__}: {error}"[:2000]
     async with unit_of_work(context.sessionmaker) as session:
@@ -351,8 +346,6 @@ async def _schedule_retry(
 
 async def enqueue_due_retries(context: JobContext, limit: int = 1_000) -> int:
     """Hand the due retries to the queue (called by the sweeper)."""
-    from notiflow.models import JobAttempt
-
     if context.queue is None:
         return 0
     now = utcnow()

@@ -13,6 +13,7 @@ from notiflow.config import Settings
 from notiflow.kit.errors import Conflict, InvalidInput
 from notiflow.kit.timezones import zone
 from notiflow.models import Workspace
+from notiflow.schedule import reschedule_workspace
 
 
 def _clean_name(name: str) -> str:
@@ -57,8 +58,6 @@ async def update_workspace(
 ) -> Workspace:
     """Rename and/or move to another timezone. Scheduled posts keep their instant; the
     workspace's daily and weekly jobs follow the new zone from their next run."""
-    from notiflow.schedule import reschedule_workspace
-
     before = {"name": workspace.name, "timezone": workspace.timezone}
     if timezone is not None:
         zone(timezone)
