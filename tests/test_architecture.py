@@ -194,3 +194,83 @@ def test_only_the_unit_of_work_commits() -> None:
                 commits.append(f"{relative}:{node.lineno}")
     # Alembic's migration runner commits its own connection.
     assert [place for place in commits if not place.startswith("notiflow/migrations/")] == []
+
+
+# Tenant scoping goes through kit/tenant_scope.py (in_tenant, find_in_tenant, get_in_tenant).
+# A comparison of a tenant by hand is allowed only here, each with its reason; the list may only
+# shrink.
+TENANT_SCOPE_HELPER = "notiflow/kit/tenant_scope.py"
+KNOWN_HAND_WRITTEN_TENANT_CHECKS = {
+    # A channel name's tenant against the token's (Pusher channel authorization): no row is read.
+    "notiflow/realtime/authorization.py",
+}
+
+
+def _is_tenant_column(node: ast.expr) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "tenant_id"
+
+
+def _is_tenant_row_id(node: ast.expr) -> bool:
+    """``Tenant.id``: a join to the tenant's own row (``Tenant.id == Membership.tenant_id``)
+    follows a foreign key; it narrows nothing to a tenant."""
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "id"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "Tenant"
+    )
+
+
+def hand_written_tenant_checks(tree: ast.AST) -> list[int]:
+    """Lines comparing a ``tenant_id`` with ``==`` / ``!=`` (or ``filter_by(tenant_id=...)``)."""
+    lines: list[int] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            for operator, left, right in zip(node.ops, operands, operands[1:], strict=False):
+                if (
+                    isinstance(operator, ast.Eq | ast.NotEq)
+                    and (_is_tenant_column(left) or _is_tenant_column(right))
+                    and not (_is_tenant_row_id(left) or _is_tenant_row_id(right))
+                ):
+                    lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and any(
+            keyword.arg == "tenant_id" for keyword in node.keywords
+        ):
+            function = node.func
+            if isinstance(function, ast.Attribute) and function.attr == "filter_by":
+                lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_the_tenant_check_scan_sees_every_kind_of_comparison() -> None:
+    source = (
+        "select(Workspace).where(Workspace.tenant_id == tenant_id)\n"
+        "if workspace is None or workspace.tenant_id != auth.tenant_id: pass\n"
+        "select(Post).filter_by(tenant_id=tenant_id)\n"
+        "(Membership.user_id == user_id) & (Membership.tenant_id == Token.tenant_id)\n"
+        "select(Membership).join(Tenant, Tenant.id == Membership.tenant_id)\n"
+        "select(Workspace).where(in_tenant(Workspace, tenant_id))\n"
+        "Workspace(tenant_id=tenant_id)\n"
+    )
+    assert hand_written_tenant_checks(ast.parse(source)) == [1, 2, 3, 4]
+
+
+def test_tenant_data_is_scoped_through_the_one_helper() -> None:
+    """No module filters or checks a tenant by hand: it calls kit/tenant_scope.py, so another
+    tenant's row is everywhere answered like a missing one."""
+    found: dict[str, list[int]] = {}
+    for path in sorted((SRC / "notiflow").rglob("*.py")):
+        relative = path.relative_to(SRC).as_posix()
+        if relative == TENANT_SCOPE_HELPER or relative.startswith("notiflow/migrations/"):
+            continue
+        if lines := hand_written_tenant_checks(ast.parse(path.read_text(), str(path))):
+            found[relative] = lines
+    outside = {
+        place: lines
+        for place, lines in found.items()
+        if place not in KNOWN_HAND_WRITTEN_TENANT_CHECKS
+    }
+    assert outside == {}, f"use kit/tenant_scope.py's in_tenant / get_in_tenant: {outside}"
+    stale = sorted(KNOWN_HAND_WRITTEN_TENANT_CHECKS - set(found))
+    assert stale == [], f"no longer compare a tenant by hand, remove from the list: {stale}"

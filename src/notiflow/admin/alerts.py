@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notiflow.config import Settings, SmtpTls
+from notiflow.kit.tenant_scope import in_tenant
 from notiflow.models import Membership, User
 from notiflow.models.tenancy import Role
 
@@ -126,6 +127,8 @@ def email_tenant_admins(
     directly over SMTP (not through the outbox, which may be what is failing)."""
 
     async def send(alert: Alert) -> None:
+        if alert.tenant_id is None:  # a failure of no tenant's: no tenant admin to tell
+            return
         async with sessionmaker() as session:
             addresses = list(
                 (
@@ -133,7 +136,7 @@ def email_tenant_admins(
                         select(User.email)
                         .join(Membership, Membership.user_id == User.id)
                         .where(
-                            Membership.tenant_id == alert.tenant_id,
+                            in_tenant(Membership, alert.tenant_id),
                             Membership.role.in_([Role.OWNER.value, Role.ADMIN.value]),
                         )
                     )

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notiflow.kit.ids import new_id, utcnow
 from notiflow.kit.locks import job_lease
 from notiflow.kit.queue import WorkspacePayload
+from notiflow.kit.tenant_scope import find_in_tenant
 from notiflow.kit.uow import unit_of_work
 from notiflow.models import PostMetricSnapshot, PostTarget, SocialAccount, Workspace
 from notiflow.models.platform import AccountStatus, TargetStatus
@@ -124,8 +125,8 @@ async def _fetch(
     report = MetricsReport(workspace_id=workspace_id)
     now = utcnow()
     async with context.sessionmaker() as session:
-        workspace = await session.get(Workspace, workspace_id)
-        if workspace is None or workspace.tenant_id != tenant_id:
+        workspace = await find_in_tenant(session, Workspace, workspace_id, tenant_id)
+        if workspace is None:
             log.warning(
                 "metrics_fetch_skipped",
                 reason="no_such_workspace",

@@ -32,6 +32,7 @@ from notiflow.auth.actor import AuthenticatedActor
 from notiflow.auth.throttle import LoginThrottle, Refusal, address_bucket
 from notiflow.kit.errors import NotiflowError, TooManyRequests, Unauthorized
 from notiflow.kit.ids import utcnow
+from notiflow.kit.tenant_scope import in_tenant
 from notiflow.models import Membership, PersonalAccessToken, User
 from notiflow.models.tenancy import Role
 
@@ -85,7 +86,7 @@ async def authenticate_token(session: AsyncSession, plain_token: str) -> Authent
             .join(
                 Membership,
                 (Membership.user_id == PersonalAccessToken.user_id)
-                & (Membership.tenant_id == PersonalAccessToken.tenant_id),
+                & in_tenant(Membership, PersonalAccessToken.tenant_id),
             )
             .where(PersonalAccessToken.id == token_id)
         )
@@ -227,7 +228,7 @@ async def login(
         raise LoginRefused(_invalid_credentials(), _failure_audit(user, email, address, reason))
     memberships = select(Membership.tenant_id).where(Membership.user_id == user.id)
     if tenant_id is not None:
-        memberships = memberships.where(Membership.tenant_id == tenant_id)
+        memberships = memberships.where(in_tenant(Membership, tenant_id))
     chosen = await session.scalar(memberships.order_by(Membership.created_at).limit(1))
     if chosen is None:
         raise LoginRefused(

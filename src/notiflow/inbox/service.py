@@ -19,6 +19,7 @@ from notiflow.kit.bulk import dialect_insert
 from notiflow.kit.errors import InvalidInput, NotFound
 from notiflow.kit.ids import new_id
 from notiflow.kit.pagination import Cursor, Page, paginate
+from notiflow.kit.tenant_scope import in_tenant
 from notiflow.models import InboxItem, Membership, Post, PostTarget, SocialAccount
 from notiflow.notifications.ports import NotifyingContext
 from notiflow.notifications.sending import NotificationPayload
@@ -218,7 +219,7 @@ async def _post_authors(
         .join(Post, Post.id == PostTarget.post_id)
         .join(
             Membership,
-            (Membership.user_id == Post.author_id) & (Membership.tenant_id == tenant_id),
+            (Membership.user_id == Post.author_id) & in_tenant(Membership, tenant_id),
         )
         .where(PostTarget.id.in_(sorted(target_ids)))
     )

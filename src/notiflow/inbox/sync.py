@@ -23,6 +23,7 @@ from sqlalchemy import select
 from notiflow.inbox.service import NewItem, notify_new_items, store_entries
 from notiflow.kit.ids import utcnow
 from notiflow.kit.locks import job_lease
+from notiflow.kit.tenant_scope import find_in_tenant
 from notiflow.kit.uow import unit_of_work
 from notiflow.models import SocialAccount, Workspace
 from notiflow.models.platform import AccountStatus
@@ -97,8 +98,8 @@ async def _sync(
 ) -> SyncReport:
     report = SyncReport(workspace_id=workspace_id)
     async with context.sessionmaker() as session:
-        workspace = await session.get(Workspace, workspace_id)
-        if workspace is None or workspace.tenant_id != tenant_id:
+        workspace = await find_in_tenant(session, Workspace, workspace_id, tenant_id)
+        if workspace is None:
             log.warning(
                 "inbox_sync_skipped",
                 reason="no_such_workspace",

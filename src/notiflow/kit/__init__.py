@@ -1,1 +1,2 @@
-"""Shared building blocks: database, errors, after-commit side effects, pagination, logging."""
+"""Shared building blocks: database, errors, after-commit side effects, pagination, tenant
+scoping, logging."""

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notiflow.auth.service import issue_token
 from notiflow.kit.crypto import TokenCipher
 from notiflow.kit.ids import utcnow
+from notiflow.kit.tenant_scope import in_tenant
 from notiflow.kit.timezones import local_iso
 from notiflow.models import Membership, Post, PostTarget, SocialAccount, User, Workspace
 from notiflow.models.platform import AccountStatus, PostStatus, TargetStatus
@@ -63,7 +64,7 @@ async def seed_demo(
     editor = await _member(session, tenant.name, EDITOR_EMAIL, "Rauf (editor)", Role.MEMBER)
 
     workspace = await session.scalar(
-        select(Workspace).where(Workspace.tenant_id == tenant.id, Workspace.name == DEMO_WORKSPACE)
+        select(Workspace).where(in_tenant(Workspace, tenant.id), Workspace.name == DEMO_WORKSPACE)
     )
     if workspace is None:
         workspace = Workspace(tenant_id=tenant.id, name=DEMO_WORKSPACE, timezone=DEMO_TIMEZONE)

@@ -19,6 +19,7 @@ from notiflow.kit.bulk import chunks
 from notiflow.kit.errors import NotFound
 from notiflow.kit.ids import utcnow
 from notiflow.kit.pagination import Cursor, Page, paginate
+from notiflow.kit.tenant_scope import in_tenant
 from notiflow.models import Notification, NotificationDelivery
 from notiflow.notifications.context import NotificationContext
 from notiflow.notifications.types import NotificationChannel, NotificationType
@@ -42,7 +43,7 @@ class NotificationFeed(NotificationContext):
             select(Notification).where(
                 Notification.id == notification_id,
                 Notification.user_id == user_id,
-                Notification.tenant_id == tenant_id,
+                in_tenant(Notification, tenant_id),
             )
         )
         if notification is None:
@@ -75,7 +76,7 @@ class NotificationFeed(NotificationContext):
             update(Notification)
             .where(
                 Notification.user_id == user_id,
-                Notification.tenant_id == tenant_id,
+                in_tenant(Notification, tenant_id),
                 Notification.read_at.is_(None),
             )
             .values(read_at=now, seen_at=func.coalesce(Notification.seen_at, now), updated_at=now)
@@ -119,7 +120,7 @@ class NotificationFeed(NotificationContext):
             select(Notification)
             .where(
                 Notification.user_id == user_id,
-                Notification.tenant_id == tenant_id,
+                in_tenant(Notification, tenant_id),
                 Notification.archived_at.is_(None),
             )
             .order_by(Notification.created_at.desc(), Notification.id.desc())
@@ -149,7 +150,7 @@ class NotificationFeed(NotificationContext):
             .select_from(Notification)
             .where(
                 Notification.user_id == user_id,
-                Notification.tenant_id == tenant_id,
+                in_tenant(Notification, tenant_id),
                 Notification.read_at.is_(None),
                 Notification.archived_at.is_(None),
             )

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.kit.errors import Conflict, InvalidInput
 from notiflow.kit.ids import utcnow
+from notiflow.kit.tenant_scope import in_tenant
 from notiflow.models import IdempotencyKey
 from notiflow.notifications.schemas import (
     DataEnvelope,
@@ -137,7 +138,7 @@ async def find_replay(
     """
     stored = await session.scalar(
         select(IdempotencyKey).where(
-            IdempotencyKey.tenant_id == tenant_id,
+            in_tenant(IdempotencyKey, tenant_id),
             IdempotencyKey.user_id == user_id,
             IdempotencyKey.key == key,
         )

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.kit.bulk import chunks
+from notiflow.kit.tenant_scope import in_tenant
 from notiflow.models import Membership, NotificationPreference, User
 from notiflow.models.tenancy import Role
 from notiflow.notifications.policy import PreferenceFlags, Recipient
@@ -41,7 +42,7 @@ async def load_recipients(
             Membership.role,
         )
         .join(Membership, Membership.user_id == User.id)
-        .where(Membership.tenant_id == tenant_id)
+        .where(in_tenant(Membership, tenant_id))
         .order_by(User.id)
     )
     preference_query = select(
@@ -55,7 +56,7 @@ async def load_recipients(
     preference_rows: list[Any] = []
     if user_ids is None:
         user_rows.extend(await session.execute(user_query))
-        members = select(Membership.user_id).where(Membership.tenant_id == tenant_id)
+        members = select(Membership.user_id).where(in_tenant(Membership, tenant_id))
         preference_rows.extend(
             await session.execute(
                 preference_query.where(NotificationPreference.user_id.in_(members))

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notiflow.kit.errors import ServiceUnavailable
+from notiflow.kit.tenant_scope import in_tenant
 from notiflow.models import Notification
 from notiflow.notifications.events import NotificationRecord
 from notiflow.notifications.schemas import NotificationData
@@ -105,7 +106,7 @@ class RealtimeNotifier:
                     rows = await session.execute(
                         select(Notification.user_id, func.count())
                         .where(
-                            Notification.tenant_id == tenant_id,
+                            in_tenant(Notification, tenant_id),
                             Notification.user_id.in_(user_ids[start : start + COUNT_CHUNK]),
                             Notification.read_at.is_(None),
                             Notification.archived_at.is_(None),

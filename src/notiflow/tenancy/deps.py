@@ -9,7 +9,7 @@ from fastapi import Depends
 
 from notiflow.auth.deps import CurrentAuth
 from notiflow.kit.deps import SessionDep
-from notiflow.kit.errors import NotFound
+from notiflow.kit.tenant_scope import get_in_tenant
 from notiflow.models import Workspace
 
 
@@ -18,10 +18,7 @@ async def get_workspace(
 ) -> Workspace:
     """The workspace of the path, if it belongs to the caller's tenant (else 404, as if it did
     not exist: tenant data never leaks)."""
-    workspace = await session.get(Workspace, workspace_id)
-    if workspace is None or workspace.tenant_id != auth.tenant_id:
-        raise NotFound("workspace not found")
-    return workspace
+    return await get_in_tenant(session, Workspace, workspace_id, auth.tenant_id, what="workspace")
 
 
 CurrentWorkspace = Annotated[Workspace, Depends(get_workspace)]

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.auth.service import hash_password
 from notiflow.kit.errors import Conflict
+from notiflow.kit.tenant_scope import in_tenant
 from notiflow.models import Membership, Tenant, User
 from notiflow.models.tenancy import Role
 
@@ -61,7 +62,7 @@ async def create_user(
     else:
         existing = await session.scalar(
             select(Membership).where(
-                Membership.user_id == user.id, Membership.tenant_id == tenant.id
+                Membership.user_id == user.id, in_tenant(Membership, tenant.id)
             )
         )
         if existing is not None:
@@ -83,7 +84,7 @@ async def admin_user_ids(session: AsyncSession, tenant_id: uuid.UUID) -> list[uu
             await session.scalars(
                 select(Membership.user_id)
                 .where(
-                    Membership.tenant_id == tenant_id,
+                    in_tenant(Membership, tenant_id),
                     Membership.role.in_([Role.OWNER.value, Role.ADMIN.value]),
                 )
                 .order_by(Membership.created_at)
@@ -94,8 +95,6 @@ async def admin_user_ids(session: AsyncSession, tenant_id: uuid.UUID) -> list[uu
 
 async def is_member(session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID) -> bool:
     found = await session.scalar(
-        select(Membership.id).where(
-            Membership.tenant_id == tenant_id, Membership.user_id == user_id
-        )
+        select(Membership.id).where(in_tenant(Membership, tenant_id), Membership.user_id == user_id)
     )
     return found is not None

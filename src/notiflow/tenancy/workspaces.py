@@ -11,6 +11,7 @@ from notiflow.audit import service as audit
 from notiflow.auth.actor import Actor
 from notiflow.config import Settings
 from notiflow.kit.errors import Conflict, InvalidInput
+from notiflow.kit.tenant_scope import in_tenant
 from notiflow.kit.timezones import zone
 from notiflow.models import Workspace
 from notiflow.schedule import reschedule_workspace
@@ -89,7 +90,7 @@ async def list_workspaces(session: AsyncSession, tenant_id: uuid.UUID) -> list[W
         (
             await session.scalars(
                 select(Workspace)
-                .where(Workspace.tenant_id == tenant_id)
+                .where(in_tenant(Workspace, tenant_id))
                 .order_by(Workspace.created_at, Workspace.id)
             )
         ).all()
@@ -98,6 +99,6 @@ async def list_workspaces(session: AsyncSession, tenant_id: uuid.UUID) -> list[W
 
 async def _name_taken(session: AsyncSession, tenant_id: uuid.UUID, name: str) -> bool:
     found = await session.scalar(
-        select(Workspace.id).where(Workspace.tenant_id == tenant_id, Workspace.name == name)
+        select(Workspace.id).where(in_tenant(Workspace, tenant_id), Workspace.name == name)
     )
     return found is not None
