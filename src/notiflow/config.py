@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     ws_max_message_fragments: int = Field(default=1_000, ge=1)
     ws_max_buffered_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     ws_close_grace_seconds: float = Field(default=3.0, gt=0, le=60)
+    # How long a cache channel keeps its last event (Pusher: up to 30 minutes).
+    ws_cache_ttl_seconds: float = Field(default=1800.0, gt=0, le=86_400)
 
     # Email (SMTP).
     smtp_host: str = "127.0.0.1"

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from notiflow.main.app import create_app
-from notiflow.main.runtime import Runtime, wire_realtime
+from notiflow.main.runtime import Runtime, channel_cache, wire_realtime
 from notiflow.realtime.hub import Hub
 from notiflow.realtime.server import RealtimeServer, build_realtime_server
 
@@ -63,7 +63,9 @@ async def start_api(runtime: Runtime) -> tuple[uvicorn.Server, asyncio.Task[None
 
 @pytest.fixture
 async def live(runtime: Runtime) -> AsyncIterator[LiveStack]:
-    runtime.hub = Hub(presence_limit=runtime.settings.ws_presence_limit)
+    runtime.hub = Hub(
+        presence_limit=runtime.settings.ws_presence_limit, cache=channel_cache(runtime.settings)
+    )
     wire_realtime(runtime)
     realtime = build_realtime_server(runtime.settings, runtime.hub)
     await realtime.start("127.0.0.1", 0)

@@ -39,6 +39,7 @@ from notiflow.realtime.broadcast import (
     NullBroadcaster,
     PusherHttpBroadcaster,
 )
+from notiflow.realtime.cache import ChannelCache, MemoryCacheStore, RedisCacheStore
 from notiflow.realtime.hub import Hub
 from notiflow.realtime.notifier import RealtimeNotifier
 from notiflow.realtime.redis import (
@@ -127,6 +128,8 @@ class Runtime:
             backplane = RedisBackplane(self.redis, self.cluster)
             backplane.attach(self.hub)
             self.hub.presence = RedisPresence(self.redis, self.cluster)
+            if isinstance(self.hub.cache, ChannelCache):
+                self.hub.cache.store = RedisCacheStore(self.redis, self.cluster.link)
             await self.cluster.start()
             await backplane.start()
         if self.queue is not None:
@@ -173,7 +176,7 @@ def create_runtime(settings: Settings) -> Runtime:
         sessionmaker=create_sessionmaker(engine),
         cache=cache,
         redis=redis,
-        hub=Hub(presence_limit=settings.ws_presence_limit),
+        hub=Hub(presence_limit=settings.ws_presence_limit, cache=channel_cache(settings)),
         cipher=TokenCipher.from_settings(settings),
         providers=build_providers(settings),
     )
@@ -214,7 +217,7 @@ async def build_hub(settings: Settings) -> tuple[Hub, Callable[[], Awaitable[Non
     """The hub of a standalone realtime node (joined to the Redis cluster when configured),
     and how to close it."""
     if not settings.redis_url:
-        hub = Hub(presence_limit=settings.ws_presence_limit)
+        hub = Hub(presence_limit=settings.ws_presence_limit, cache=channel_cache(settings))
 
         async def close_local() -> None:
             return None
@@ -222,12 +225,18 @@ async def build_hub(settings: Settings) -> tuple[Hub, Callable[[], Awaitable[Non
         return hub, close_local
     redis = Redis.from_url(settings.redis_url)
     hub, cluster = await redis_hub(redis, new_node_id(), presence_limit=settings.ws_presence_limit)
+    hub.cache = channel_cache(settings, RedisCacheStore(redis, cluster.link))
 
     async def close() -> None:
         await close_redis_hub(hub, cluster)
         await redis.aclose()
 
     return hub, close
+
+
+def channel_cache(settings: Settings, store: RedisCacheStore | None = None) -> ChannelCache:
+    """Where cache channels keep their last event: Redis for a cluster, else this process."""
+    return ChannelCache(store or MemoryCacheStore(), ttl=settings.ws_cache_ttl_seconds)
 
 
 def new_node_id() -> str:

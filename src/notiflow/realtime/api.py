@@ -23,6 +23,7 @@ from notiflow.config import Settings
 from notiflow.kit.deps import app_context
 from notiflow.kit.errors import InvalidInput, NotFound, Unauthorized
 from notiflow.realtime.authorization import ChannelUser, require_channel, subscription_auth
+from notiflow.realtime.cache import cache_attribute
 from notiflow.realtime.hub import Hub
 from notiflow.realtime.notifier import NOTIFICATION_CREATED, UNREAD_COUNT_CHANGED, user_channel
 from notiflow.realtime.protocol import (
@@ -248,6 +249,8 @@ async def _channel_attributes(
         attributes["subscription_count"] = details.subscription_count
     if "user_count" in wanted and details.user_count is not None:
         attributes["user_count"] = details.user_count
+    if "cache" in wanted and (cached := await cache_attribute(context.hub, channel)) is not None:
+        attributes["cache"] = cached
     return attributes
 
 

@@ -9,8 +9,9 @@
 The rules: ``private-notifications.{userId}`` (also ``private-encrypted-``) only for that user,
 never as a presence channel; ``private-tenant.{tenantId}`` / ``presence-tenant.{tenantId}`` (also
 ``private-encrypted-``) only with a token of that tenant: a user in two tenants holds one token per
-tenant, and everything a token sees, channels too, is scoped to its tenant. Public channels need
-no authorization; every other name is refused.
+tenant, and everything a token sees, channels too, is scoped to its tenant. The cache variant of
+each (``private-cache-``, ``presence-cache-``, ``private-encrypted-cache-``) follows the same rule.
+Public channels need no authorization; every other name is refused.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def authorize_channel(user: ChannelUser, channel: str) -> ChannelDecision:
     if kind is ChannelKind.PUBLIC:
         return ChannelDecision(channel, kind, Refusal.PUBLIC)
     bare = channel.removeprefix("private-encrypted-").removeprefix("private-")
-    bare = bare.removeprefix("presence-")
+    bare = bare.removeprefix("presence-").removeprefix("cache-")
     notifications = _NOTIFICATIONS.match(bare)
     tenant = _TENANT.match(bare)
     allowed = False

@@ -3,7 +3,8 @@
 The hub is transport-neutral: a subscriber is anything with a ``socket_id`` and an ``enqueue``
 that takes ready-to-write WebSocket frame bytes. Each event is framed once, whatever the number
 of subscribers (DESIGN §2), and handed to every local subscriber; with a backplane it also goes to
-the other nodes that have subscribers on that channel.
+the other nodes that have subscribers on that channel. Events published to a cache channel are
+also kept by the hub's ``cache`` (``notiflow.realtime.cache``) for later subscribers.
 """
 
 from __future__ import annotations
@@ -133,6 +134,16 @@ class Backplane(Protocol):
         ...
 
 
+class EventCache(Protocol):
+    """Keeps the last event of each cache channel (``notiflow.realtime.cache``)."""
+
+    def caches(self, channel: str) -> bool: ...
+
+    async def remember(self, channel: str, message: bytes) -> None:
+        """Keep ``message`` (as built for the subscribers); never raises."""
+        ...
+
+
 class Hub:
     def __init__(
         self,
@@ -140,11 +151,13 @@ class Hub:
         presence: PresenceStore | None = None,
         backplane: Backplane | None = None,
         presence_limit: int = 100,
+        cache: EventCache | None = None,
     ) -> None:
         self.channels: dict[str, dict[str, Subscriber]] = {}
         self.presence: PresenceStore = presence or MemoryPresence()
         self.backplane = backplane
         self.presence_limit = presence_limit
+        self.cache = cache
 
     # ------------------------------------------------------------------ membership
 
@@ -207,7 +220,15 @@ class Hub:
     async def publish(
         self, channel: str, event: str, data: Any, except_socket_id: str | None = None
     ) -> None:
-        """Send ``event`` to everyone on ``channel`` (but ``except_socket_id``), on every node."""
+        """Send ``event`` to everyone on ``channel`` (but ``except_socket_id``), on every node;
+        on a cache channel, also keep it for those who subscribe later (before it is sent, so
+        a node that subscribes meanwhile either hears it or finds it cached)."""
+        cache = self.cache
+        if cache is not None and cache.caches(channel):
+            message = protocol.event_message(event, channel, data)
+            await cache.remember(channel, message)
+            await self.publish_frame(channel, websocket_frame(message), except_socket_id)
+            return
         if self.backplane is None and channel not in self.channels:
             return  # nobody listens here and there is no other node: do not even frame it
         frame = websocket_frame(protocol.event_message(event, channel, data))

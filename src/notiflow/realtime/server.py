@@ -33,6 +33,7 @@ from picows import (
 
 from notiflow.config import Settings
 from notiflow.realtime import protocol
+from notiflow.realtime.cache import cache_replay
 from notiflow.realtime.hub import Hub, PresenceFull, websocket_frame
 from notiflow.realtime.protocol import (
     Action,
@@ -218,8 +219,11 @@ class Connection(WSListener):
                 self.close(action.code, action.reason)
 
     async def _join(self, channel: str, member: Member | None) -> None:
+        # A cache channel is joined through a stand-in that holds what is published until the
+        # cached event (or pusher:cache_miss) has followed subscription_succeeded.
+        replay = cache_replay(self.server.hub, channel, self)
         try:
-            members = await self.server.hub.join(channel, self, member)
+            members = await self.server.hub.join(channel, replay or self, member)
         except PresenceFull:
             self.protocol.subscriptions.pop(channel, None)
             self.enqueue(
@@ -250,6 +254,8 @@ class Connection(WSListener):
             return
         presence = protocol.presence_data(members) if members is not None else None
         self.enqueue(websocket_frame(protocol.subscription_succeeded(channel, presence)))
+        if replay is not None:
+            await replay.finish()
 
     def enqueue(self, frame: bytes) -> None:
         if self.raw is None or self.closing:
