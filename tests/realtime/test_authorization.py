@@ -60,6 +60,30 @@ def test_own_channels_are_allowed(channel: str, kind: ChannelKind) -> None:
     assert require_channel(ADA, channel) is kind
 
 
+@pytest.mark.parametrize(
+    ("channel", "kind"),
+    [
+        (f"private-cache-notifications.{ADA.user_id}", ChannelKind.PRIVATE),
+        (f"private-cache-tenant.{ADA.tenant_id}", ChannelKind.PRIVATE),
+        (f"presence-cache-tenant.{ADA.tenant_id}", ChannelKind.PRESENCE),
+        (f"private-encrypted-cache-tenant.{ADA.tenant_id}", ChannelKind.ENCRYPTED),
+    ],
+)
+def test_cache_variants_follow_the_rule_of_their_channel(channel: str, kind: ChannelKind) -> None:
+    assert require_channel(ADA, channel) is kind
+    other = channel.replace(str(ADA.user_id), str(BOB.user_id)).replace(
+        str(ADA.tenant_id), str(ADA_ELSEWHERE.tenant_id)
+    )
+    assert authorize_channel(ADA, other).refusal is Refusal.NOT_ALLOWED
+    assert authorize_channel(ADA, f"presence-cache-notifications.{ADA.user_id}").refusal is (
+        Refusal.NOT_ALLOWED
+    )
+    # the reply carries what the kind needs: channel_data for presence, the key for encryption
+    reply = subscription_auth(make_settings(), ADA, "1.2", channel)
+    assert ("channel_data" in reply) is (kind is ChannelKind.PRESENCE)
+    assert ("shared_secret" in reply) is (kind is ChannelKind.ENCRYPTED)
+
+
 def test_another_users_notifications_are_refused() -> None:
     for channel in (
         f"private-notifications.{BOB.user_id}",
