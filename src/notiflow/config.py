@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import Counter
 from enum import StrEnum
 from functools import lru_cache
 from typing import Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_SECRET_KEY = "development-only-secret-key-change-me"  # noqa: S105 - refused outside development
 DEVELOPMENT_PUSHER_SECRET = "development-only-pusher-secret"  # noqa: S105 - refused outside development
+# Pusher's webhook event names (docs/realtime.md, "Webhooks"); the default leaves out the two
+# that can be as many as the messages (client_event) or the subscriptions (cache_miss).
+WEBHOOK_EVENTS = (
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "cache_miss",
+)
+DEFAULT_WEBHOOK_EVENTS = "channel_occupied,channel_vacated,member_added,member_removed"
 
 
 class Environment(StrEnum):
@@ -145,6 +158,19 @@ class Settings(BaseSettings):
     # Failed-job alerts.
     alert_slack_webhook_url: str | None = None
 
+    # Pusher webhooks (docs/realtime.md, "Webhooks") of the app above: where they are POSTed
+    # (unset: none are recorded), which events (comma-separated), how many events one POST may
+    # carry, and the retries (the first after WEBHOOK_BACKOFF_SECONDS, doubling with jitter up to
+    # WEBHOOK_BACKOFF_CAP_SECONDS) until an event is WEBHOOK_RETRY_HORIZON_SECONDS old: a
+    # receiver down for less than the horizon loses none.
+    webhook_url: str | None = None
+    webhook_events: str = DEFAULT_WEBHOOK_EVENTS
+    webhook_batch_size: int = Field(default=100, ge=1, le=1_000)
+    webhook_backoff_seconds: float = Field(default=1.0, gt=0)
+    webhook_backoff_cap_seconds: float = Field(default=300.0, gt=0)
+    webhook_retry_horizon_seconds: float = Field(default=86_400.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
     # Progressive rollout of push (DESIGN §5): "all", "admins" or a percentage 0-100.
     push_rollout: str = "all"
 
@@ -190,6 +216,9 @@ class Settings(BaseSettings):
                     _GENERATE_MASTER,
                 )
         parse_push_rollout(self.push_rollout)
+        parse_webhook_events(self.webhook_events)
+        if self.webhook_url:
+            check_webhook_url(self.webhook_url, development=self.env is Environment.DEVELOPMENT)
         return self
 
     @property
@@ -243,6 +272,46 @@ def parse_push_rollout(value: str) -> str | int:
     if not 0 <= percent <= 100:
         raise ValueError(f"push rollout percentage must be within 0-100, got {percent}")
     return percent
+
+
+def parse_webhook_events(value: str) -> frozenset[str]:
+    """The webhook event names of a comma-separated list; raise ``ValueError`` on an unknown one."""
+    names = frozenset(name.strip() for name in value.split(",") if name.strip())
+    unknown = sorted(names - set(WEBHOOK_EVENTS))
+    if unknown:
+        raise ValueError(
+            f"NOTIFLOW_WEBHOOK_EVENTS: unknown event {', '.join(unknown)}; known: "
+            f"{', '.join(WEBHOOK_EVENTS)}"
+        )
+    return names
+
+
+def check_webhook_url(url: str, *, development: bool) -> None:
+    """Refuse a webhook URL that is not an absolute http(s) URL; outside development also one
+    that sends events (client events carry what users typed) in clear text over a network: plain
+    http is for a receiver on the same machine only."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"NOTIFLOW_WEBHOOK_URL must be an absolute http(s) URL, got {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "NOTIFLOW_WEBHOOK_URL must not carry credentials: webhooks are authenticated by their "
+            "X-Pusher-Signature"
+        )
+    if not development and parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            "NOTIFLOW_WEBHOOK_URL must use https outside development (plain http is accepted "
+            f"for a loopback receiver only), got {url!r}"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

@@ -10,8 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.kit.errors import NotFound
 from notiflow.kit.ids import utcnow
-from notiflow.models import FailedJob, NotificationDelivery
+from notiflow.models import FailedJob, NotificationDelivery, WebhookEvent
+from notiflow.models.webhooks import WebhookStatus
 from notiflow.notifications.ledger import DeliveryStatus
+from notiflow.realtime.webhooks.sender import FAILED_JOB_NAME as WEBHOOK_JOB
 
 
 def describe(job: FailedJob) -> dict[str, Any]:
@@ -38,8 +40,10 @@ async def retry(
     session: AsyncSession, ids: list[uuid.UUID] | None
 ) -> list[tuple[FailedJob, dict[str, Any] | None]]:
     """Make failed jobs run again. A failed delivery goes back to the outbox with fresh attempts
-    (the sweeper or the returned wake-up picks it up); any other job is returned with the
-    payload to enqueue. ``ids=None`` retries every job not retried yet."""
+    (the sweeper or the returned wake-up picks it up); webhook events go back to the webhook
+    outbox with a fresh horizon (payload None: nothing to enqueue, the app's sender posts them);
+    any other job is returned with the payload to enqueue. ``ids=None`` retries every job not
+    retried yet."""
     query = select(FailedJob).where(FailedJob.retried_at.is_(None))
     if ids is not None:
         query = select(FailedJob).where(FailedJob.id.in_(ids))
@@ -69,10 +73,30 @@ async def retry(
             if job.tenant_id is not None:
                 payload["tenant_id"] = str(job.tenant_id)
             retried.append((job, payload))
+        elif job.job_name == WEBHOOK_JOB and isinstance(job.args.get("event_ids"), list):
+            await _webhooks_back_to_outbox(session, job.args["event_ids"])
+            retried.append((job, None))
         else:
             retried.append((job, job.args))
     await session.flush()
     return retried
+
+
+async def _webhooks_back_to_outbox(session: AsyncSession, event_ids: list[int]) -> None:
+    """Given-up webhook events wait again, each for as long as its first horizon was."""
+    now = utcnow()
+    events = (
+        await session.scalars(
+            select(WebhookEvent).where(
+                WebhookEvent.id.in_(event_ids), WebhookEvent.status == WebhookStatus.FAILED
+            )
+        )
+    ).all()
+    for event in events:
+        event.expires_at = now + (event.expires_at - event.occurred_at)
+        event.status = WebhookStatus.PENDING
+        event.attempts = 0
+        event.next_attempt_at = now
 
 
 async def forget(session: AsyncSession, job_id: uuid.UUID) -> None:

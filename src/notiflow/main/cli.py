@@ -509,7 +509,8 @@ def jobs_retry(
                 assert runtime.queue is not None  # noqa: S101 - wire_jobs always sets it
                 await runtime.queue.start(runtime)
                 for _, name, payload in retried:
-                    await runtime.queue.enqueue(name, payload or {})
+                    if payload is not None:  # None: back in its outbox, nothing to enqueue
+                        await runtime.queue.enqueue(name, payload)
             finally:
                 await runtime.close()
 

@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import structlog
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -49,6 +50,15 @@ from notiflow.realtime.redis import (
     close_redis_hub,
     redis_hub,
 )
+from notiflow.realtime.webhooks import (
+    ClusterWebhooks,
+    LocalWebhooks,
+    WebhookApp,
+    WebhookOutbox,
+    WebhookSender,
+    WebhookTiming,
+    webhook_apps,
+)
 from notiflow.social.providers import build_providers
 from notiflow.social.providers.base import Provider
 
@@ -73,23 +83,43 @@ class Runtime:
 
     alerter: Alerter | None = None
 
+    # Pusher webhooks (when NOTIFLOW_WEBHOOK_URL is set): the outbox this process stores into,
+    # the senders of the process that posts them, and this node's cluster-wide transitions.
+    webhook_outbox: WebhookOutbox | None = None
+    _webhook_senders: list[WebhookSender] | None = None
+    node_webhooks: ClusterWebhooks | None = None
+
+    def job_alerter(self) -> Alerter:
+        if self.alerter is None:
+            self.alerter = Alerter(
+                slack_webhook_url=self.settings.alert_slack_webhook_url,
+                redis=self.redis,
+                email_admins=email_tenant_admins(self.settings, self.sessionmaker),
+            )
+        return self.alerter
+
     def delivery_worker(self) -> DeliveryWorker:
         if self._worker is None:
-            if self.alerter is None:
-                self.alerter = Alerter(
-                    slack_webhook_url=self.settings.alert_slack_webhook_url,
-                    redis=self.redis,
-                    email_admins=email_tenant_admins(self.settings, self.sessionmaker),
-                )
             self._worker = DeliveryWorker(
                 self.sessionmaker,
                 self.settings,
                 self.senders,
-                alerter=self.alerter,
+                alerter=self.job_alerter(),
                 backoff_base=self.settings.delivery_backoff_seconds,
                 lease_seconds=self.settings.delivery_lease_seconds,
             )
         return self._worker
+
+    def webhook_senders(self) -> list[WebhookSender]:
+        """One sender per app with webhooks (built once; none without NOTIFLOW_WEBHOOK_URL)."""
+        if self._webhook_senders is None:
+            outbox = self.webhook_outbox
+            timing = WebhookTiming.from_settings(self.settings)
+            self._webhook_senders = [
+                WebhookSender(self.sessionmaker, app, timing, alerter=self.job_alerter())
+                for app in (outbox.apps.values() if outbox is not None else ())
+            ]
+        return self._webhook_senders
 
     def token_cipher(self) -> TokenCipher:
         if self.cipher is None:
@@ -132,6 +162,7 @@ class Runtime:
                 self.hub.cache.store = RedisCacheStore(self.redis, self.cluster.link)
             await self.cluster.start()
             await backplane.start()
+            self.node_webhooks = cluster_webhooks(self.settings, self.hub, self.redis, self.cluster)
         if self.queue is not None:
             context: AllJobsContext = self  # every job's context is this runtime
             try:
@@ -152,6 +183,18 @@ class Runtime:
             await provider.close()
         if self.alerter is not None:
             await self.alerter.close()
+        for webhook_sender in self._webhook_senders or ():
+            await webhook_sender.close()
+        if self.webhook_outbox is not None:
+            try:
+                await self.webhook_outbox.flush()
+            except Exception:  # stopping must not fail: what is lost is said
+                structlog.get_logger(__name__).exception(
+                    "webhook_events_not_stored", waiting=len(self.webhook_outbox.recorded)
+                )
+        if self.node_webhooks is not None:
+            await self.node_webhooks.stop()
+            self.node_webhooks = None
         if self.cluster is not None:
             await close_redis_hub(self.hub, self.cluster)
             self.cluster = None
@@ -182,7 +225,42 @@ def create_runtime(settings: Settings) -> Runtime:
     )
     wire_realtime(runtime)
     wire_jobs(runtime)
+    wire_webhooks(runtime)
     return runtime
+
+
+def wire_webhooks(runtime: Runtime) -> None:
+    """The webhook outbox of a process with a database; without Redis its own hub records into
+    it directly (with Redis, :meth:`Runtime.start` joins the hub to the cluster's tracking)."""
+    settings = runtime.settings
+    apps = webhook_apps(settings)
+    if not apps:
+        return
+    runtime.webhook_outbox = WebhookOutbox(
+        runtime.sessionmaker, apps, retry_horizon_seconds=settings.webhook_retry_horizon_seconds
+    )
+    if runtime.redis is None:
+        app = _node_app(settings, apps)
+        if app is not None:
+            runtime.hub.webhooks = LocalWebhooks(app, runtime.webhook_outbox.recorded)
+
+
+def _node_app(settings: Settings, apps: tuple[WebhookApp, ...]) -> WebhookApp | None:
+    """The app a node serves (the one of NOTIFLOW_PUSHER_APP_KEY), if its webhooks are on."""
+    return next((app for app in apps if app.app_id == settings.pusher_app_id), None)
+
+
+def cluster_webhooks(
+    settings: Settings, hub: Hub, redis: Redis, cluster: Cluster
+) -> ClusterWebhooks | None:
+    """Record the hub's webhook events cluster-wide (started), when the app wants webhooks."""
+    app = _node_app(settings, webhook_apps(settings))
+    if app is None:
+        return None
+    webhooks = ClusterWebhooks(app, redis, cluster)
+    hub.webhooks = webhooks
+    webhooks.start()
+    return webhooks
 
 
 def wire_jobs(runtime: Runtime) -> None:
@@ -218,6 +296,12 @@ async def build_hub(settings: Settings) -> tuple[Hub, Callable[[], Awaitable[Non
     and how to close it."""
     if not settings.redis_url:
         hub = Hub(presence_limit=settings.ws_presence_limit, cache=channel_cache(settings))
+        if webhook_apps(settings):
+            # Its events could reach no database: the outbox is the process that owns one.
+            structlog.get_logger(__name__).warning(
+                "webhooks_need_redis",
+                message="a realtime node without NOTIFLOW_REDIS_URL records no webhook events",
+            )
 
         async def close_local() -> None:
             return None
@@ -226,8 +310,11 @@ async def build_hub(settings: Settings) -> tuple[Hub, Callable[[], Awaitable[Non
     redis = Redis.from_url(settings.redis_url)
     hub, cluster = await redis_hub(redis, new_node_id(), presence_limit=settings.ws_presence_limit)
     hub.cache = channel_cache(settings, RedisCacheStore(redis, cluster.link))
+    webhooks = cluster_webhooks(settings, hub, redis, cluster)
 
     async def close() -> None:
+        if webhooks is not None:
+            await webhooks.stop()
         await close_redis_hub(hub, cluster)
         await redis.aclose()
 

@@ -23,6 +23,7 @@ from notiflow.models.platform import (
     WorkspaceSchedule,
 )
 from notiflow.models.tenancy import Membership, Tenant, User, Workspace
+from notiflow.models.webhooks import WebhookEvent
 
 __all__ = [
     "AuditLog",
@@ -46,6 +47,7 @@ __all__ = [
     "SocialAccount",
     "Tenant",
     "User",
+    "WebhookEvent",
     "Workspace",
     "WorkspaceSchedule",
 ]

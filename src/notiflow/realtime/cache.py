@@ -281,6 +281,8 @@ class CacheReplay:
         self.held = []
         subscribers[self.socket_id] = self.subscriber
         if missed:
+            if self.hub.webhooks is not None:  # the cache_miss webhook (never blocks)
+                self.hub.webhooks.cache_miss(self.channel)
             await self.cache.missed(self.channel)
 
 

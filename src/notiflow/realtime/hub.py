@@ -144,6 +144,25 @@ class EventCache(Protocol):
         ...
 
 
+class HubWebhooks(Protocol):
+    """Hears every local change a Pusher webhook may report (``notiflow.realtime.webhooks``).
+    Called synchronously, in the order the changes happen here; must not block."""
+
+    def subscribed(
+        self, channel: str, socket_id: str, member: Member | None, first_here: bool
+    ) -> None: ...
+
+    def unsubscribed(
+        self, channel: str, socket_id: str, member: Member | None, last_here: bool
+    ) -> None: ...
+
+    def client_event(self, channel: str, message: bytes, socket_id: str) -> None:
+        """A client event relayed on ``channel``: ``message`` is its JSON as relayed."""
+        ...
+
+    def cache_miss(self, channel: str) -> None: ...
+
+
 class Hub:
     def __init__(
         self,
@@ -158,6 +177,8 @@ class Hub:
         self.backplane = backplane
         self.presence_limit = presence_limit
         self.cache = cache
+
+        self.webhooks: HubWebhooks | None = None
 
     # ------------------------------------------------------------------ membership
 
@@ -191,6 +212,8 @@ class Hub:
             if member.user_id not in present and len(present) >= self.presence_limit:
                 raise PresenceFull(channel)
         first_here = self.add_local(channel, subscriber)
+        if self.webhooks is not None:
+            self.webhooks.subscribed(channel, subscriber.socket_id, member, first_here)
         if self.backplane is not None:
             await self.backplane.joined(channel, first_here)
         if member is None:
@@ -208,6 +231,8 @@ class Hub:
         if subscribers is None or subscriber.socket_id not in subscribers:
             return
         last_here = self.remove_local(channel, subscriber)
+        if self.webhooks is not None:
+            self.webhooks.unsubscribed(channel, subscriber.socket_id, member, last_here)
         if member is not None and await self.presence.remove(channel, member):
             await self.publish_frame(
                 channel, websocket_frame(protocol.member_removed(channel, member.user_id)), None
@@ -233,6 +258,12 @@ class Hub:
             return  # nobody listens here and there is no other node: do not even frame it
         frame = websocket_frame(protocol.event_message(event, channel, data))
         await self.publish_frame(channel, frame, except_socket_id)
+
+    async def whisper(self, channel: str, message: bytes, socket_id: str) -> None:
+        """Relay a client event (its JSON ``message``) to everyone on ``channel`` but its sender."""
+        if self.webhooks is not None:
+            self.webhooks.client_event(channel, message, socket_id)
+        await self.publish_frame(channel, websocket_frame(message), socket_id)
 
     async def publish_frame(self, channel: str, frame: bytes, except_socket_id: str | None) -> None:
         self.deliver(channel, frame, except_socket_id)

@@ -207,9 +207,7 @@ class Connection(WSListener):
                 self.enqueue(websocket_frame(action.frame))
             elif isinstance(action, Whisper):
                 self.server.spawn(
-                    self.server.hub.publish_frame(
-                        action.channel, websocket_frame(action.frame), self.socket_id
-                    )
+                    self.server.hub.whisper(action.channel, action.frame, self.socket_id)
                 )
             elif isinstance(action, Join):
                 self.server.spawn(self._join(action.channel, action.member))
