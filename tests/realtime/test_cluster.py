@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -154,3 +155,84 @@ async def test_a_node_keeps_a_working_subscription_when_another_of_its_parts_saw
     await on_a.wait_for("pusher_internal:subscription_succeeded")
     await b.hub.publish("private-ticks", "Tock", "{}")
     await on_a.wait_for("Tock")
+
+
+async def join_as(node: Node, channel: str, user_id: int | str) -> WsClient:
+    """A connection that joins ``channel`` with channel_data whose user_id is ``user_id`` as it
+    is (a Laravel authorizer gives the model's integer key)."""
+    client = await WsClient.open(node.server.port, KEY)
+    channel_data = json.dumps({"user_id": user_id, "user_info": {"id": user_id}})
+    client.subscribe(
+        channel, channel_auth(KEY, SECRET, client.socket_id, channel, channel_data), channel_data
+    )
+    await client.wait_for("pusher_internal:subscription_succeeded", channel=channel)
+    return client
+
+
+def unique(prefix: str) -> str:
+    """A channel name of this test alone: Redis pub/sub channels are shared by every database
+    of the server, so another test run on the same Redis must not hear this one."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def presence_of(client: WsClient, channel: str) -> dict[str, object]:
+    for message in client.messages:
+        if (
+            message.get("event") == "pusher_internal:subscription_succeeded"
+            and message.get("channel") == channel
+        ):
+            presence: dict[str, object] = json.loads(message["data"])["presence"]
+            return presence
+    raise AssertionError(f"no subscription_succeeded on {channel}: {client.messages}")
+
+
+async def test_member_ids_keep_their_json_type_across_nodes(nodes: list[Node]) -> None:
+    """42 from an authorizer stays the number 42 everywhere a member id appears, on both nodes;
+    the hash is keyed by its string form, as JSON keys are."""
+    a, b = nodes
+    channel = unique("presence-room")
+    ada = await join_as(a, channel, 42)
+    bob = await join_as(b, channel, "bob")
+
+    added = json.loads((await ada.wait_for("pusher_internal:member_added"))["data"])
+    assert added == {"user_id": "bob", "user_info": {"id": "bob"}}
+    assert presence_of(bob, channel) == {
+        "ids": [42, "bob"],
+        "hash": {"42": {"id": 42}, "bob": {"id": "bob"}},
+        "count": 2,
+    }
+    for node in nodes:
+        assert sorted(await node.hub.users(channel), key=str) == [42, "bob"]
+
+    # a client event of ada's carries her id as a number on the other node
+    ada.send({"event": "client-typing", "channel": channel, "data": {}})
+    whisper = await bob.wait_for("client-typing")
+    assert whisper["user_id"] == 42
+
+    await ada.close()
+    removed = json.loads((await bob.wait_for("pusher_internal:member_removed"))["data"])
+    assert removed == {"user_id": 42}
+
+
+async def test_a_member_is_one_whatever_the_type_of_its_id(nodes: list[Node]) -> None:
+    """pusher-js keys members by the id's string form (presence.hash is a JSON object), so 42
+    and "42" must be one member: two tabs, two authorizers, one user, on two nodes."""
+    a, b = nodes
+    channel = unique("presence-room")
+    watcher = await join_as(a, channel, "watcher")
+    as_number = await join_as(a, channel, 42)
+    added = json.loads((await watcher.wait_for("pusher_internal:member_added"))["data"])
+    assert added["user_id"] == 42
+    as_text = await join_as(b, channel, "42")
+    assert presence_of(as_text, channel)["count"] == 2
+    assert [m for m in await watcher.quiet() if m["event"].endswith("member_added")] == []
+    for node in nodes:
+        assert len(await node.hub.users(channel)) == 2
+
+    await as_number.close()
+    assert [m for m in await watcher.quiet() if m["event"].endswith("member_removed")] == []
+    await as_text.close()
+    removed = json.loads((await watcher.wait_for("pusher_internal:member_removed"))["data"])
+    assert str(removed["user_id"]) == "42"
+    for node in nodes:
+        assert await node.hub.users(channel) == ["watcher"]

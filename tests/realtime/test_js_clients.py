@@ -7,6 +7,7 @@ import base64
 from typing import Any
 
 import httpx
+import pytest
 
 from notiflow.models.tenancy import Role
 from tests.conftest import MakeMember, Member
@@ -204,3 +205,119 @@ async def test_encrypted_channel_end_to_end(live: LiveStack, make_member: MakeMe
         assert answer["status"] == 200, answer
         event = await tab.wait_for({"type": "event", "event": "Secret"})
         assert event["data"] == {"pin": 1234}
+
+
+def signed_browser(
+    live: LiveStack, user_id: int | str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """pusher-js signing its own subscriptions, as a backend's authorizer would, with presence
+    channel_data ``{"user_id": user_id}`` as given (a number stays a number)."""
+    return {
+        "wsHost": "127.0.0.1",
+        "wsPort": live.ws_port,
+        "key": live.key,
+        "authEndpoint": f"{live.api_url}/broadcasting/auth",
+        "mode": "pusher",
+        "signAs": {"secret": live.secret, "user_id": user_id, "user_info": {"n": user_id}},
+        **extra,
+    }
+
+
+def sdk_config(live: LiveStack) -> dict[str, Any]:
+    settings = live.runtime.settings
+    return {
+        "appId": settings.pusher_app_id,
+        "key": settings.pusher_app_key,
+        "secret": settings.pusher_app_secret,
+        "host": "127.0.0.1",
+        "port": live.api_port,
+        "useTLS": False,
+    }
+
+
+def same(actual: Any, expected: int | str) -> bool:
+    """Equal and of the same JSON type (42 is not "42")."""
+    return type(actual) is type(expected) and actual == expected
+
+
+@pytest.mark.parametrize(
+    ("ada_id", "bob_id"), [(42, 43), ("ada", "bob")], ids=["numbers", "strings"]
+)
+async def test_pusher_js_presence_ids_keep_their_type(
+    live: LiveStack, ada_id: int | str, bob_id: int | str
+) -> None:
+    """An authorizer's numeric user_id reaches pusher-js as a number in member_added and
+    member_removed, in client events' user_id and in the HTTP API's users: ``member.id ===
+    members.me.id`` holds on the other tab of the same user."""
+    channel = "presence-room"
+    # bound by name: pusher-js hands a client event's user_id to named bindings only
+    entry = {"kind": "presence", "name": channel, "listen": ["client-typing"]}
+    async with NodeClient(signed_browser(live, ada_id, subscribe=[entry]), name="ada") as ada:
+        here = await ada.wait_for({"type": "presence", "action": "here"})
+        assert same(here["me"]["id"], ada_id)
+        async with NodeClient(signed_browser(live, bob_id, subscribe=[entry]), name="bob") as bob:
+            bob_here = await bob.wait_for({"type": "presence", "action": "here"})
+            assert same(bob_here["me"]["id"], bob_id)
+            assert bob_here["count"] == 2
+            joined = await ada.wait_for({"type": "presence", "action": "joining"})
+            assert same(joined["member"]["id"], bob_id), joined
+
+            await bob.send({"cmd": "whisper", "channel": channel, "event": "typing", "data": {}})
+            whisper = await ada.wait_for({"type": "event", "event": "client-typing"})
+            assert same(whisper["user_id"], bob_id), whisper
+
+            users = await run_sdk(sdk_config(live), {"action": "users", "channel": channel})
+            assert users["status"] == 200, users
+            ids = [user["id"] for user in users["body"]["users"]]
+            assert sorted(ids, key=str) == sorted([ada_id, bob_id], key=str)
+            assert all(type(user_id) is type(ada_id) for user_id in ids), ids
+        left = await ada.wait_for({"type": "presence", "action": "leaving"})
+        assert same(left["member"]["id"], bob_id), left
+
+
+async def test_pusher_js_channel_hears_its_refused_client_events(live: LiveStack) -> None:
+    """A client event refused for its name, its size or the rate limit comes back as
+    pusher:error 4301 naming the channel, so pusher-js's channel.bind('pusher:error') fires,
+    and the connection stays up."""
+    channel = "private-chat"
+    config = signed_browser(live, subscribe=[{"kind": "private", "name": channel}])
+    async with NodeClient(config, name="tab") as tab:
+        await tab.connected()
+        await tab.wait_for({"type": "subscribed", "channel": channel})
+        long_name = "x" * 250
+        await tab.send({"cmd": "whisper", "channel": channel, "event": long_name, "data": {}})
+        refused = await tab.wait_for({"type": "channel_error", "channel": channel})
+        assert refused["error"]["code"] == 4301
+        assert "at most 200" in refused["error"]["message"]
+
+        big = {"text": "x" * 11_000}
+        await tab.send({"cmd": "whisper", "channel": channel, "event": "big", "data": big})
+        refused = await tab.wait_for({"type": "channel_error", "channel": channel})
+        assert refused["error"]["code"] == 4301
+        assert "too large" in refused["error"]["message"]
+
+        for index in range(30):
+            await tab.send(
+                {"cmd": "whisper", "channel": channel, "event": "tick", "data": {"i": index}}
+            )
+        refused = await tab.wait_for(
+            lambda m: m.get("type") == "channel_error" and "rate limit" in m["error"]["message"]
+        )
+        assert refused["error"]["code"] == 4301
+        assert refused["channel"] == channel
+        assert tab.received({"type": "closed"}) == []
+
+
+@pytest.mark.parametrize("mode", ["pusher", "echo"])
+async def test_an_over_long_channel_name_is_answered_on_that_channel(
+    live: LiveStack, mode: str
+) -> None:
+    """pusher-js and Echo find a subscription_error's channel by its exact name: the answer to
+    a name over 200 characters names it whole."""
+    name = "news-" + "x" * 300
+    config = signed_browser(live, mode=mode, subscribe=[{"kind": "public", "name": name}])
+    async with NodeClient(config, name="tab") as tab:
+        await tab.connected()
+        error = await tab.wait_for({"type": "subscription_error", "channel": name})
+        assert error["error"]["type"] == "LimitReached"
+        assert error["error"]["status"] == 4009

@@ -16,6 +16,7 @@ from notiflow.realtime.protocol import (
     PusherConnection,
     Send,
     Whisper,
+    presence_data,
 )
 from notiflow.realtime.signing import channel_auth
 
@@ -87,21 +88,89 @@ def test_bad_private_auth_is_a_subscription_error(auth: str | None) -> None:
     assert conn.subscriptions == {}
 
 
-def test_presence_subscription_carries_the_member() -> None:
-    channel_data = '{"user_id":42,"user_info":{"name":"Ada"}}'
+@pytest.mark.parametrize("user_id", [42, "42", "ada"])
+def test_presence_subscription_carries_the_member_with_its_id_type(user_id: int | str) -> None:
+    channel_data = json.dumps({"user_id": user_id, "user_info": {"name": "Ada"}})
     auth = channel_auth(KEY, SECRET, SOCKET, "presence-room", channel_data)
     actions = connection().receive(subscribe("presence-room", auth, channel_data), 1.0)
-    assert actions == [Join("presence-room", Member("42", {"name": "Ada"}))]
+    assert actions == [Join("presence-room", Member(user_id, {"name": "Ada"}))]
+    [join] = actions
+    assert isinstance(join, Join)
+    assert join.member is not None
+    assert type(join.member.user_id) is type(user_id)
+    assert join.member.key == str(user_id)
+
+
+def test_presence_data_keeps_id_types_and_keys_the_hash_by_their_string_form() -> None:
+    members = {"42": Member(42, {"name": "Ada"}), "bob": Member("bob", {"name": "Bob"})}
+    assert json.loads(json.dumps(presence_data(members))) == {
+        "ids": [42, "bob"],
+        "hash": {"42": {"name": "Ada"}, "bob": {"name": "Bob"}},
+        "count": 2,
+    }
 
 
 @pytest.mark.parametrize(
-    "channel_data", ['{"user_info":{}}', "not json", '{"user_id":""}', '{"user_id":true}']
+    "channel_data",
+    [
+        '{"user_info":{}}',
+        "not json",
+        "[1, 2]",
+        '{"user_id":""}',
+        '{"user_id":true}',
+        '{"user_id":1.5}',
+        '{"user_id":{"id":1}}',
+    ],
 )
-def test_presence_needs_a_user_id(channel_data: str) -> None:
+def test_presence_channel_data_without_a_usable_user_id_is_malformed(channel_data: str) -> None:
+    conn = connection()
     auth = channel_auth(KEY, SECRET, SOCKET, "presence-room", channel_data)
-    [error] = sent(connection().receive(subscribe("presence-room", auth, channel_data), 1.0))
-    assert error["event"] == "pusher:subscription_error"
-    assert error["data"]["type"] == "AuthError"
+    actions = conn.receive(subscribe("presence-room", auth, channel_data), 1.0)
+    [error] = sent(actions)
+    assert error["event"] == "pusher:error"
+    assert error["channel"] == "presence-room"
+    assert error["data"]["code"] == ErrorCode.RECONNECT
+    assert not any(isinstance(action, Close | Join) for action in actions)
+    assert conn.subscriptions == {}
+    assert conn.receive(subscribe("news"), 2.0) == [Join("news")], "the connection stays usable"
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"channel": "private-chat", "auth": 12345}, "auth must be a string"),
+        ({"channel": "private-chat", "auth": ["app-key:sig"]}, "auth must be a string"),
+        (
+            {"channel": "presence-room", "auth": "app-key:sig", "channel_data": {"user_id": 1}},
+            "channel_data must be a string",
+        ),
+        ({"channel": "news", "channel_data": 7}, "channel_data must be a string"),
+    ],
+)
+def test_malformed_subscribe_fields_are_4200_errors_on_the_channel(
+    data: dict[str, object], problem: str
+) -> None:
+    conn = connection()
+    actions = conn.receive(json.dumps({"event": "pusher:subscribe", "data": data}), 1.0)
+    [error] = sent(actions)
+    assert error == {
+        "event": "pusher:error",
+        "channel": data["channel"],
+        "data": {"code": ErrorCode.RECONNECT, "message": f"Invalid pusher:subscribe: {problem}"},
+    }
+    assert not any(isinstance(action, Close) for action in actions)
+    assert conn.subscriptions == {}
+    assert conn.receive(subscribe("news"), 2.0) == [Join("news")], "the connection stays usable"
+
+
+@pytest.mark.parametrize("data", [{"channel": 42}, {"channel": None}, {"auth": "x"}, "news"])
+def test_a_subscribe_without_a_channel_name_is_a_4200_error(data: object) -> None:
+    conn = connection()
+    actions = conn.receive(json.dumps({"event": "pusher:subscribe", "data": data}), 1.0)
+    [error] = sent(actions)
+    assert error["event"] == "pusher:error"
+    assert error["data"]["code"] == ErrorCode.RECONNECT
+    assert not conn.closed
 
 
 def test_presence_member_info_is_size_limited() -> None:
@@ -109,13 +178,25 @@ def test_presence_member_info_is_size_limited() -> None:
     auth = channel_auth(KEY, SECRET, SOCKET, "presence-room", channel_data)
     [error] = sent(connection().receive(subscribe("presence-room", auth, channel_data), 1.0))
     assert error["data"]["type"] == "LimitReached"
+    assert error["data"]["status"] == 4301, "too big to ever fit: not worth retrying"
 
 
-@pytest.mark.parametrize("channel", ["has space", "x" * 201, "emoji-😀", ""])
-def test_invalid_channel_names_are_refused(channel: str) -> None:
+@pytest.mark.parametrize(
+    ("channel", "error_type"),
+    [
+        ("has space", "InvalidChannel"),
+        ("emoji-😀", "InvalidChannel"),
+        ("", "InvalidChannel"),
+        ("x" * 201, "LimitReached"),
+        ("private-" + "x" * 5000, "LimitReached"),
+    ],
+)
+def test_invalid_channel_names_are_refused_for_the_name_sent(channel: str, error_type: str) -> None:
     [error] = sent(connection().receive(subscribe(channel), 1.0))
     assert error["event"] == "pusher:subscription_error"
-    assert error["data"]["status"] == 400
+    assert error["channel"] == channel, "pusher-js routes the answer by the exact name"
+    assert error["data"]["type"] == error_type
+    assert error["data"]["status"] == 4009, "the same name will never work"
 
 
 @pytest.mark.parametrize(
@@ -161,6 +242,7 @@ def test_subscriptions_per_connection_are_capped() -> None:
     assert error["event"] == "pusher:subscription_error"
     assert error["channel"] == "d"
     assert error["data"]["type"] == "LimitReached"
+    assert error["data"]["status"] == 4100, "over capacity: works once room is made"
     assert "at most 3 channels" in error["data"]["error"]
     assert set(conn.subscriptions) == {"a", "b", "c"}
     # subscribing again to a channel already held is not one more; leaving makes room
@@ -179,6 +261,22 @@ def test_oversize_messages_are_refused() -> None:
     [error] = sent(conn.receive(json.dumps({"event": "pusher:ping", "pad": "x" * 2000}), 1.0))
     assert error["data"]["code"] == ErrorCode.CLIENT_EVENT_REJECTED
     assert "too large" in error["data"]["message"]
+    assert "channel" not in error
+
+
+def test_an_oversize_client_event_is_refused_on_its_channel() -> None:
+    conn = connection(max_message_bytes=1000)
+    _private(conn)
+    message = json.dumps(
+        {"event": "client-typing", "data": {"text": "x" * 2000}, "channel": "private-chat"}
+    )
+    actions = conn.receive(message, 1.0)
+    [error] = sent(actions)
+    assert error["event"] == "pusher:error"
+    assert error["channel"] == "private-chat"
+    assert error["data"]["code"] == ErrorCode.CLIENT_EVENT_REJECTED
+    assert "too large" in error["data"]["message"]
+    assert not any(isinstance(action, Whisper) for action in actions)
 
 
 def test_unsubscribe_leaves_with_the_member() -> None:
@@ -219,22 +317,40 @@ def test_client_event_is_relayed_on_private_channels() -> None:
 
 
 @pytest.mark.parametrize(
-    ("setup", "message", "reason"),
+    ("setup", "channel", "message", "reason"),
     [
-        ("news", client_event("news"), "only allowed on private and presence"),
-        (None, client_event(), "subscribed to"),
-        ("private-chat", client_event(event="client-" + "x" * 200), "at most 200"),
+        ("news", "news", client_event("news"), "only allowed on private and presence"),
+        (None, "private-chat", client_event(), "subscribed to"),
+        (
+            "private-chat",
+            "private-chat",
+            client_event(event="client-" + "x" * 200),
+            "at most 200",
+        ),
     ],
 )
-def test_client_events_that_are_refused(setup: str | None, message: str, reason: str) -> None:
+def test_client_events_that_are_refused_name_their_channel(
+    setup: str | None, channel: str, message: str, reason: str
+) -> None:
     conn = connection()
     if setup == "news":
         conn.receive(subscribe("news"), 0.0)
     elif setup is not None:
         _private(conn, setup)
     [error] = sent(conn.receive(message, 1.0))
+    assert error["event"] == "pusher:error"
+    assert error["channel"] == channel, "so channel.bind('pusher:error') hears it"
     assert error["data"]["code"] == ErrorCode.CLIENT_EVENT_REJECTED
     assert reason in error["data"]["message"]
+
+
+def test_a_refused_client_event_with_no_usable_channel_names_none() -> None:
+    conn = connection()
+    for channel in (None, 42, "x" * 5000):
+        message = json.dumps({"event": "client-typing", "channel": channel, "data": {}})
+        [error] = sent(conn.receive(message, 1.0))
+        assert error["data"]["code"] == ErrorCode.CLIENT_EVENT_REJECTED
+        assert "channel" not in error
 
 
 def test_client_events_can_be_disabled() -> None:
@@ -242,6 +358,7 @@ def test_client_events_can_be_disabled() -> None:
     _private(conn)
     [error] = sent(conn.receive(client_event(), 1.0))
     assert "disabled" in error["data"]["message"]
+    assert error["channel"] == "private-chat"
 
 
 def test_client_event_rate_limit_then_flood_close() -> None:
@@ -250,7 +367,9 @@ def test_client_event_rate_limit_then_flood_close() -> None:
     # 10 pass in the first instant, the 11th is refused
     results = [conn.receive(client_event(), 1.0) for _ in range(11)]
     assert all(isinstance(result[0], Whisper) for result in results[:10])
-    assert sent(results[10])[0]["data"]["code"] == ErrorCode.CLIENT_EVENT_REJECTED
+    [refused] = sent(results[10])
+    assert refused["data"]["code"] == ErrorCode.CLIENT_EVENT_REJECTED
+    assert refused["channel"] == "private-chat"
     # after a second the bucket is full again
     assert isinstance(conn.receive(client_event(), 2.0)[0], Whisper)
     # a client that keeps flooding is disconnected with 4301 and leaves its channels
@@ -265,8 +384,9 @@ def test_client_event_rate_limit_then_flood_close() -> None:
     assert conn.receive(client_event(), 3.0) == []
 
 
-def test_presence_client_events_carry_the_user_id() -> None:
-    channel_data = '{"user_id":"9"}'
+@pytest.mark.parametrize("user_id", ["9", 9])
+def test_presence_client_events_carry_the_user_id_with_its_type(user_id: int | str) -> None:
+    channel_data = json.dumps({"user_id": user_id})
     conn = connection()
     conn.receive(
         subscribe(
@@ -277,7 +397,10 @@ def test_presence_client_events_carry_the_user_id() -> None:
         0.0,
     )
     [whisper] = conn.receive(client_event("presence-room"), 1.0)
-    assert json.loads(whisper.frame)["user_id"] == "9"
+    assert isinstance(whisper, Whisper)
+    relayed = json.loads(whisper.frame)["user_id"]
+    assert relayed == user_id
+    assert type(relayed) is type(user_id)
 
 
 def test_idle_client_is_pinged_then_closed_with_4201() -> None:

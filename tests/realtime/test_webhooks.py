@@ -683,6 +683,33 @@ async def test_members_are_added_and_removed_once_per_user_across_nodes(
     ]
 
 
+async def test_a_member_is_added_and_removed_once_whatever_the_type_of_its_id(
+    nodes: list[Node], redis: Redis
+) -> None:
+    """42 and "42" are one presence member (docs/realtime.md), for the webhooks too: the id the
+    receiver gets is the first connection's, a number."""
+    a, b = nodes
+    channel = "presence-typed"
+    as_number = await a.client()
+    await subscribe(as_number, channel, 42)
+    as_text = await b.client()
+    await subscribe(as_text, channel, "42")
+    await as_number.close()
+    await asyncio.sleep(0.3)
+    for node in nodes:
+        await node.settled()
+    assert [event["name"] for event in await stream(redis)] == [
+        "channel_occupied",
+        "member_added",
+    ], "the second connection, and the first one leaving, are no news"
+    await as_text.close()
+    await eventually(lambda: _stream_length(redis, 4))
+    events = await stream(redis)
+    assert events[1] == {"name": "member_added", "channel": channel, "user_id": 42}
+    assert [event["name"] for event in events[2:]] == ["member_removed", "channel_vacated"]
+    assert str(events[2]["user_id"]) == "42"
+
+
 async def test_a_dead_nodes_channels_end_unless_another_node_took_them_over(
     nodes: list[Node], redis: Redis
 ) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from notiflow.kit.errors import ServiceUnavailable
 from notiflow.realtime import protocol
-from notiflow.realtime.protocol import ChannelKind, Member, channel_kind
+from notiflow.realtime.protocol import ChannelKind, Member, UserId, channel_kind
 
 # Seconds a client is told to wait when the backplane is reconnecting (it retries every <= 2 s).
 BACKPLANE_RETRY_AFTER = 5
@@ -51,6 +51,9 @@ class PresenceFull(Exception):
 
 
 class PresenceStore(Protocol):
+    """A user is one member however many connections they have, identified by ``Member.key``
+    (so ``42`` and ``"42"`` are one member); the member's latest ``Member`` is what is shown."""
+
     async def add(self, channel: str, member: Member) -> bool:
         """Count one more connection of ``member``; True when it is the user's first."""
         ...
@@ -59,8 +62,8 @@ class PresenceStore(Protocol):
         """Count one connection less; True when it was the user's last."""
         ...
 
-    async def members(self, channel: str) -> dict[str, Any]:
-        """user_id -> user_info of everyone present."""
+    async def members(self, channel: str) -> dict[str, Member]:
+        """Everyone present, by ``Member.key``."""
         ...
 
 
@@ -68,44 +71,45 @@ class MemoryPresence:
     """Presence for a single node."""
 
     def __init__(self) -> None:
+        # channel -> member key -> [the member's latest Member, its open connections]
         self._channels: dict[str, dict[str, list[Any]]] = {}
 
     async def add(self, channel: str, member: Member) -> bool:
         members = self._channels.setdefault(channel, {})
-        entry = members.get(member.user_id)
+        entry = members.get(member.key)
         if entry is None:
-            members[member.user_id] = [member.user_info, 1]
+            members[member.key] = [member, 1]
             return True
-        entry[0] = member.user_info
+        entry[0] = member
         entry[1] += 1
         return False
 
     async def remove(self, channel: str, member: Member) -> bool:
         members = self._channels.get(channel)
-        entry = members.get(member.user_id) if members else None
+        entry = members.get(member.key) if members else None
         if members is None or entry is None:
             return False
         entry[1] -= 1
         if entry[1] > 0:
             return False
-        del members[member.user_id]
+        del members[member.key]
         if not members:
             del self._channels[channel]
         return True
 
-    async def members(self, channel: str) -> dict[str, Any]:
-        return {user_id: entry[0] for user_id, entry in self._channels.get(channel, {}).items()}
+    async def members(self, channel: str) -> dict[str, Member]:
+        return {key: entry[0] for key, entry in self._channels.get(channel, {}).items()}
 
-    def connections(self, channel: str, user_id: str) -> tuple[Any, int]:
-        """``(user_info, open connections)`` of one user here; ``(None, 0)`` when absent."""
-        entry = self._channels.get(channel, {}).get(user_id)
+    def connections(self, channel: str, key: str) -> tuple[Member | None, int]:
+        """``(member, open connections)`` of one user here; ``(None, 0)`` when absent."""
+        entry = self._channels.get(channel, {}).get(key)
         return (entry[0], entry[1]) if entry is not None else (None, 0)
 
-    def entries(self) -> Iterator[tuple[str, str, Any, int]]:
-        """Every ``(channel, user_id, user_info, connections)`` held here."""
+    def entries(self) -> Iterator[tuple[str, str, Member, int]]:
+        """Every ``(channel, member key, member, connections)`` held here."""
         for channel, members in self._channels.items():
-            for user_id, (user_info, count) in members.items():
-                yield channel, user_id, user_info, count
+            for key, (member, count) in members.items():
+                yield channel, key, member, count
 
 
 class Backplane(Protocol):
@@ -204,12 +208,12 @@ class Hub:
 
     async def join(
         self, channel: str, subscriber: Subscriber, member: Member | None
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Member] | None:
         """Subscribe; for presence channels return the members (the joiner included) and tell
         the others when this is the user's first connection."""
         if member is not None:
             present = await self.presence.members(channel)
-            if member.user_id not in present and len(present) >= self.presence_limit:
+            if member.key not in present and len(present) >= self.presence_limit:
                 raise PresenceFull(channel)
         first_here = self.add_local(channel, subscriber)
         if self.webhooks is not None:
@@ -312,6 +316,7 @@ class Hub:
             user_count = len(await self.presence.members(channel))
         return ChannelInfo(occupied=count > 0, subscription_count=count, user_count=user_count)
 
-    async def users(self, channel: str) -> list[str]:
+    async def users(self, channel: str) -> list[UserId]:
+        """The ids of a presence channel's members, each as its authorizer gave it."""
         self._require_cluster()
-        return list(await self.presence.members(channel))
+        return [member.user_id for member in (await self.presence.members(channel)).values()]

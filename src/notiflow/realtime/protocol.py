@@ -8,14 +8,20 @@ every protocol rule testable without a network, and the transport replaceable.
 Wire facts this follows (checked against pusher-js 8, Soketi and Reverb): server-to-client ``data``
 is a JSON *string*; ``activity_timeout`` must be present in the handshake; a failed subscription is
 ``pusher:subscription_error`` with the channel and ``{type, error, status}`` (what Echo's
-``.error()`` receives); close codes 4000-4099 stop pusher-js reconnecting, 4100-4199 make it retry
-after a second, 4200-4299 retry at once.
+``.error()`` receives); a ``pusher:error`` that names a channel also reaches that channel's
+``bind('pusher:error')``; close codes 4000-4099 and 4300+ stop pusher-js reconnecting, 4100-4199
+make it retry after a second, 4200-4299 retry at once (``connection/protocol/protocol.ts``).
+
+A presence member's ``user_id`` keeps the JSON type the authorizer gave it (``42`` or ``"42"``) in
+every frame, while its string form identifies the member: it is the key of ``presence.hash`` in
+JSON and of pusher-js's member map, so ``42`` and ``"42"`` are one member, as in Reverb.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -28,7 +34,7 @@ MAX_EVENT_NAME = 200
 
 
 class ErrorCode(IntEnum):
-    """Pusher error / close codes and what pusher-js does with them."""
+    """Pusher error / close codes and what pusher-js does with them as close codes."""
 
     APP_NOT_FOUND = 4001  # refused: do not reconnect
     APP_DISABLED = 4003
@@ -36,7 +42,14 @@ class ErrorCode(IntEnum):
     OVER_CAPACITY = 4100  # reconnect after ~1 s
     RECONNECT = 4200  # server going away / generic: reconnect now
     PONG_TIMEOUT = 4201
-    CLIENT_EVENT_REJECTED = 4301
+    CLIENT_EVENT_REJECTED = 4301  # refused: do not reconnect
+
+
+# The ``status`` of a subscription refused for a limit or a bad name, as Soketi sends it: the
+# class of the Pusher code says whether trying the same subscription again can work.
+INVALID_CHANNEL_STATUS = 4009  # never, unchanged (a name too long or with other characters)
+OVER_CAPACITY_STATUS = 4100  # once room is made (a member leaves, a channel is left)
+MEMBER_TOO_BIG_STATUS = 4301  # never, unchanged
 
 
 class ChannelKind(StrEnum):
@@ -94,8 +107,14 @@ def connection_established(socket_id: str, activity_timeout: int) -> bytes:
     )
 
 
-def error_message(code: int | None, message: str) -> bytes:
-    return encode({"event": "pusher:error", "data": {"code": code, "message": message}})
+def error_message(code: int | None, message: str, channel: str | None = None) -> bytes:
+    """``pusher:error``; with ``channel`` pusher-js also hands it to that channel's
+    ``bind('pusher:error')`` (a rejected client event, a malformed subscribe)."""
+    frame: dict[str, Any] = {"event": "pusher:error"}
+    if channel is not None:
+        frame["channel"] = channel
+    frame["data"] = {"code": code, "message": message}
+    return encode(frame)
 
 
 PONG = encode({"event": "pusher:pong", "data": {}})
@@ -117,28 +136,68 @@ def subscription_error(channel: str, error_type: str, error: str, status: int) -
     )
 
 
-def member_added(channel: str, user_id: str, user_info: Any) -> bytes:
+def member_added(channel: str, user_id: UserId, user_info: Any) -> bytes:
     return event_message(
         "pusher_internal:member_added", channel, {"user_id": user_id, "user_info": user_info}
     )
 
 
-def member_removed(channel: str, user_id: str) -> bytes:
+def member_removed(channel: str, user_id: UserId) -> bytes:
     return event_message("pusher_internal:member_removed", channel, {"user_id": user_id})
 
 
-def presence_data(members: dict[str, Any]) -> dict[str, Any]:
-    """The ``presence`` object of a presence channel's subscription_succeeded."""
-    return {"ids": list(members), "hash": members, "count": len(members)}
+def presence_data(members: Mapping[str, Member]) -> dict[str, Any]:
+    """The ``presence`` object of a presence channel's subscription_succeeded: ``ids`` keep each
+    id's type, ``hash`` is keyed by their string form (JSON keys are strings)."""
+    return {
+        "ids": [member.user_id for member in members.values()],
+        "hash": {key: member.user_info for key, member in members.items()},
+        "count": len(members),
+    }
+
+
+def _named_channel(channel: Any) -> str | None:
+    """The channel to name in an error about a client's message: what it sent, if it can be a
+    channel at all (no echo of a megabyte-long "name")."""
+    return channel if isinstance(channel, str) and len(channel) <= MAX_CHANNEL_NAME else None
+
+
+def _client_event_channel(payload: bytes | str) -> str | None:
+    """The channel of a client event refused for its size, so the refusal reaches it. Parsing
+    costs what reading the message did (it is at most a frame, 1 MiB by default)."""
+    try:
+        message = json.loads(payload)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return None
+    if not isinstance(message, dict):
+        return None
+    event = message.get("event")
+    if not isinstance(event, str) or not event.startswith("client-"):
+        return None
+    return _named_channel(message.get("channel"))
+
+
+def _malformed_subscribe(channel: str, problem: str) -> Send:
+    """A subscribe whose fields have the wrong shape: not a refusal of the subscription but
+    of the message (4200, the connection stays), on the channel so its listeners hear it."""
+    return Send(error_message(ErrorCode.RECONNECT, f"Invalid pusher:subscribe: {problem}", channel))
 
 
 # ---------------------------------------------------------------------------- actions
 
+# A presence member's id as the authorizer's channel_data gave it: a JSON string or integer.
+UserId = str | int
+
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    user_id: str
+    user_id: UserId
     user_info: Any = None
+
+    @property
+    def key(self) -> str:
+        """What identifies the member: the id's string form (``42`` and ``"42"`` are one)."""
+        return str(self.user_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +298,7 @@ class PusherConnection:
                         ErrorCode.CLIENT_EVENT_REJECTED,
                         f"Message too large: {size} bytes (maximum "
                         f"{self.config.max_message_bytes})",
+                        _client_event_channel(payload),
                     )
                 )
             ]
@@ -277,19 +337,43 @@ class PusherConnection:
 
     def _subscribe(self, data: Any) -> list[Action]:
         if not isinstance(data, dict) or not isinstance(data.get("channel"), str):
-            return [Send(error_message(ErrorCode.RECONNECT, "pusher:subscribe needs data.channel"))]
+            return [
+                Send(
+                    error_message(
+                        ErrorCode.RECONNECT, "pusher:subscribe needs data.channel, a string"
+                    )
+                )
+            ]
+        # Every answer names the channel as the client sent it: pusher-js finds the channel
+        # an answer is for by its exact name.
         channel: str = data["channel"]
+        if len(channel) > MAX_CHANNEL_NAME:
+            return [
+                Send(
+                    subscription_error(
+                        channel,
+                        "LimitReached",
+                        f"Channel names are at most {MAX_CHANNEL_NAME} characters",
+                        INVALID_CHANNEL_STATUS,
+                    )
+                )
+            ]
         if not valid_channel_name(channel):
             return [
                 Send(
                     subscription_error(
-                        channel[:MAX_CHANNEL_NAME],
+                        channel,
                         "InvalidChannel",
                         "Channel names are 1-200 characters of a-z A-Z 0-9 - _ = @ , . ;",
-                        400,
+                        INVALID_CHANNEL_STATUS,
                     )
                 )
             ]
+        auth = data.get("auth")
+        channel_data = data.get("channel_data")
+        for field_name, value in (("auth", auth), ("channel_data", channel_data)):
+            if value is not None and not isinstance(value, str):
+                return [_malformed_subscribe(channel, f"{field_name} must be a string")]
         limit = self.config.max_channels_per_connection
         if channel not in self.subscriptions and len(self.subscriptions) >= limit:
             return [
@@ -298,7 +382,7 @@ class PusherConnection:
                         channel,
                         "LimitReached",
                         f"A connection may subscribe to at most {limit} channels",
-                        400,
+                        OVER_CAPACITY_STATUS,
                     )
                 )
             ]
@@ -307,11 +391,11 @@ class PusherConnection:
             self.subscriptions[channel] = None
             return [Join(channel)]
 
-        auth = data.get("auth")
-        channel_data = data.get("channel_data") if kind is ChannelKind.PRESENCE else None
-        if kind is ChannelKind.PRESENCE and not isinstance(channel_data, str):
+        if kind is not ChannelKind.PRESENCE:
+            channel_data = None  # signed only on presence channels
+        elif channel_data is None:
             return [self._auth_error(channel, "Presence channels need channel_data")]
-        if not isinstance(auth, str) or not verify_channel_auth(
+        if auth is None or not verify_channel_auth(
             self.config.app_key,
             self.config.app_secret,
             self.socket_id,
@@ -342,17 +426,23 @@ class PusherConnection:
                     channel,
                     "LimitReached",
                     f"channel_data exceeds {self.config.max_member_info_bytes} bytes",
-                    400,
+                    MEMBER_TOO_BIG_STATUS,
                 )
             )
         try:
             parsed = json.loads(channel_data)
         except (ValueError, RecursionError):
             parsed = None
-        user_id = parsed.get("user_id") if isinstance(parsed, dict) else None
+        if not isinstance(parsed, dict):
+            return _malformed_subscribe(channel, "channel_data must be a JSON object")
+        user_id = parsed.get("user_id")
+        # A string or an integer, kept as it is; a float or a boolean has no one string form
+        # that pusher-js and this server would both key the member by.
         if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
-            return self._auth_error(channel, "channel_data must be JSON with a user_id")
-        return Member(user_id=str(user_id), user_info=parsed.get("user_info"))
+            return _malformed_subscribe(
+                channel, "channel_data needs a user_id, a non-empty string or an integer"
+            )
+        return Member(user_id=user_id, user_info=parsed.get("user_info"))
 
     @staticmethod
     def _auth_error(channel: str, reason: str) -> Send:
@@ -366,19 +456,22 @@ class PusherConnection:
         return [Leave(channel, member)]
 
     def _client_event(self, event: str, channel: Any, data: Any, now: float) -> list[Action]:
+        # Every refusal names the channel, so pusher-js's channel.bind('pusher:error') hears it.
+        named = _named_channel(channel)
         reason = self._client_event_refusal(event, channel)
         if reason is None and not self._take_token(now):
             reason = f"Client event rate limit exceeded ({self.config.client_event_rate:g}/s)"
         if reason is not None:
+            refusal = Send(error_message(ErrorCode.CLIENT_EVENT_REJECTED, reason, named))
             self.rejected_in_a_row += 1
             if self.rejected_in_a_row >= self.config.client_event_flood_limit:
                 self.closed = True
                 return [
-                    Send(error_message(ErrorCode.CLIENT_EVENT_REJECTED, reason)),
+                    refusal,
                     Close(ErrorCode.CLIENT_EVENT_REJECTED, "Too many rejected client events"),
                     *self._leave_all(),
                 ]
-            return [Send(error_message(ErrorCode.CLIENT_EVENT_REJECTED, reason))]
+            return [refusal]
         self.rejected_in_a_row = 0
         member = self.subscriptions[str(channel)]
         extra = {"user_id": member.user_id} if member is not None else {}
@@ -386,7 +479,11 @@ class PusherConnection:
             frame = encode({"event": event, "channel": channel, "data": data, **extra})
         except RecursionError:  # parsed just under the limit, one level too deep to re-encode
             return [
-                Send(error_message(ErrorCode.CLIENT_EVENT_REJECTED, "Event data nested too deeply"))
+                Send(
+                    error_message(
+                        ErrorCode.CLIENT_EVENT_REJECTED, "Event data nested too deeply", named
+                    )
+                )
             ]
         return [Whisper(channel, frame)]
 

@@ -7,9 +7,10 @@
   node left behind (counts, presence) is ignored at once and cleaned up lazily.
 - **Counts**: ``notiflow:rt:counts:<node>`` maps channel -> local subscriptions, so the HTTP API
   on any process answers for the whole cluster.
-- **Presence**: ``notiflow:rt:presence:<channel>`` maps ``<node>|<user_id>`` -> connections, and
-  ``notiflow:rt:presence-info:<channel>`` maps user_id -> user_info. A user is present while any
-  live node counts a connection, so member_added/removed fire once per user cluster-wide.
+- **Presence**: ``notiflow:rt:presence:<channel>`` maps ``<node>|<member key>`` -> connections,
+  and ``notiflow:rt:presence-info:<channel>`` maps the member key (the user id's string form) to
+  ``{"user_id", "user_info"}``, the id kept as its JSON type. A user is present while any live
+  node counts a connection, so member_added/removed fire once per user cluster-wide.
 
 What a node writes to Redis is a mirror of its own state (the hub's channels, its presence
 members), written as absolute values, never increments: so a lost write, a Redis restarted empty
@@ -476,86 +477,90 @@ class RedisPresence:
         self.cluster = cluster
         self.link = cluster.link
         self.local = MemoryPresence()
-        # (channel, user_id) changed while Redis could not be written.
+        # (channel, member key) changed while Redis could not be written.
         self._unsynced: set[tuple[str, str]] = set()
 
-    def _field(self, user_id: str) -> str:
-        return f"{self.cluster.node_id}|{user_id}"
+    def _field(self, key: str) -> str:
+        return f"{self.cluster.node_id}|{key}"
 
-    def _write(self, pipe: Pipeline, channel: str, user_id: str) -> None:
+    def _write(self, pipe: Pipeline, channel: str, key: str) -> None:
         """This node's entry for one user, as it is now."""
-        user_info, count = self.local.connections(channel, user_id)
-        if count:
-            pipe.hset(f"{PREFIX}:presence:{channel}", self._field(user_id), count)
-            pipe.hset(f"{PREFIX}:presence-info:{channel}", user_id, json.dumps(user_info))
+        member, count = self.local.connections(channel, key)
+        if member is not None and count:
+            pipe.hset(f"{PREFIX}:presence:{channel}", self._field(key), count)
+            pipe.hset(
+                f"{PREFIX}:presence-info:{channel}",
+                key,
+                json.dumps({"user_id": member.user_id, "user_info": member.user_info}),
+            )
         else:
-            pipe.hdel(f"{PREFIX}:presence:{channel}", self._field(user_id))
+            pipe.hdel(f"{PREFIX}:presence:{channel}", self._field(key))
 
     def restore(self, pipe: Pipeline) -> set[tuple[str, str]]:
         """Queue every entry of this node (and the removal of those that ended meanwhile);
         returns what was queued, for :meth:`unwritten` if the pipeline fails."""
         written, self._unsynced = self._unsynced, set()
-        written.update((channel, user_id) for channel, user_id, _, _ in self.local.entries())
-        for channel, user_id in written:
-            self._write(pipe, channel, user_id)
+        written.update((channel, key) for channel, key, _, _ in self.local.entries())
+        for channel, key in written:
+            self._write(pipe, channel, key)
         return written
 
     def unwritten(self, entries: set[tuple[str, str]]) -> None:
         self._unsynced |= entries
 
-    async def _others(self, channel: str, user_id: str, entries: dict[Any, Any]) -> bool:
-        """Whether another live node holds a connection of ``user_id``."""
+    async def _others(self, channel: str, key: str, entries: dict[Any, Any]) -> bool:
+        """Whether another live node holds a connection of the member ``key``."""
         others = set()
         for raw_field, raw_count in entries.items():
             node, _, user = _text(raw_field).partition("|")
-            if user == user_id and node != self.cluster.node_id and int(raw_count):
+            if user == key and node != self.cluster.node_id and int(raw_count):
                 others.add(node)
         if not others:
             return False
         async with self.link.gate:
             return bool(others & await self.cluster.live_nodes())
 
-    async def _update(self, channel: str, user_id: str) -> dict[Any, Any] | None:
+    async def _update(self, channel: str, key: str) -> dict[Any, Any] | None:
         """Write this node's entry and read the channel's entries; None while Redis is away."""
         if self.link.up:
             try:
                 async with self.link.gate, self.redis.pipeline(transaction=False) as pipe:
-                    self._write(pipe, channel, user_id)
+                    self._write(pipe, channel, key)
                     pipe.hgetall(f"{PREFIX}:presence:{channel}")
                     results = await pipe.execute()
                 entries: dict[Any, Any] = results[-1]
                 return entries
             except UNREACHABLE as error:
                 self.link.lost(error)
-        self._unsynced.add((channel, user_id))
+        self._unsynced.add((channel, key))
         return None
 
     async def add(self, channel: str, member: Member) -> bool:
         first_here = await self.local.add(channel, member)
-        entries = await self._update(channel, member.user_id)
+        entries = await self._update(channel, member.key)
         if entries is None or not first_here:
             return first_here
         try:
-            return not await self._others(channel, member.user_id, entries)
+            return not await self._others(channel, member.key, entries)
         except UNREACHABLE as error:
             self.link.lost(error)
             return True
 
     async def remove(self, channel: str, member: Member) -> bool:
         last_here = await self.local.remove(channel, member)
-        entries = await self._update(channel, member.user_id)
+        entries = await self._update(channel, member.key)
         if entries is None or not last_here:
             return last_here
         try:
-            if await self._others(channel, member.user_id, entries):
+            if await self._others(channel, member.key, entries):
                 return False
             async with self.link.gate:
-                await self.redis.hdel(f"{PREFIX}:presence-info:{channel}", member.user_id)
+                await self.redis.hdel(f"{PREFIX}:presence-info:{channel}", member.key)
         except UNREACHABLE as error:
             self.link.lost(error)
         return True
 
-    async def members(self, channel: str) -> dict[str, Any]:
+    async def members(self, channel: str) -> dict[str, Member]:
         here = await self.local.members(channel)
         if not self.link.up:
             return here
@@ -567,7 +572,7 @@ class RedisPresence:
             return here
         return {**elsewhere, **here}
 
-    async def _cluster_members(self, channel: str) -> dict[str, Any]:
+    async def _cluster_members(self, channel: str) -> dict[str, Member]:
         live = await self.cluster.live_nodes()
         present: list[str] = []
         stale: list[str] = []
@@ -585,10 +590,16 @@ class RedisPresence:
         if not present:
             return {}
         infos = await self.redis.hmget(f"{PREFIX}:presence-info:{channel}", present)
-        return {
-            user: json.loads(info) if info is not None else None
-            for user, info in zip(present, infos, strict=True)
-        }
+        return {key: _stored_member(key, info) for key, info in zip(present, infos, strict=True)}
+
+
+def _stored_member(key: str, stored: bytes | str | None) -> Member:
+    """A member as a node wrote it; its key alone when the entry is gone (the member left
+    between reading the counts and reading the entries)."""
+    if stored is None:
+        return Member(key)
+    entry = json.loads(stored)
+    return Member(entry["user_id"], entry["user_info"])
 
 
 def backplane_status(hub: Hub) -> str:

@@ -36,6 +36,7 @@ from notiflow.realtime import protocol
 from notiflow.realtime.cache import cache_replay
 from notiflow.realtime.hub import Hub, PresenceFull, websocket_frame
 from notiflow.realtime.protocol import (
+    OVER_CAPACITY_STATUS,
     Action,
     Close,
     ErrorCode,
@@ -227,7 +228,10 @@ class Connection(WSListener):
             self.enqueue(
                 websocket_frame(
                     protocol.subscription_error(
-                        channel, "LimitReached", "The presence channel is full", 403
+                        channel,
+                        "LimitReached",
+                        "The presence channel is full",
+                        OVER_CAPACITY_STATUS,
                     )
                 )
             )

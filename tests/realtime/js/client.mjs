@@ -9,6 +9,7 @@
 // Config: {wsHost, wsPort, key, authEndpoint, token?, mode: "echo"|"pusher",
 //          subscribe: [{kind?, name, listen?, listenForWhisper?, notification?, listenToAll?}],
 //          userAuthEndpoint?, wsPath?, activityTimeout?, pongTimeout?, csrfToken?, namespace?, authHeaders?,
+//          signAs?: {secret, user_id?, user_info?} (sign subscriptions here, as a backend's authorizer would),
 //          options?: {extra Pusher/Echo options}, trace?: bool (frames in and out), debug?: bool}
 // Commands: {"cmd":"subscribe", ...a subscribe entry}, {"cmd":"leave","channel"},
 //           {"cmd":"whisper","channel","event","data"}, {"cmd":"send","event","data","channel"?},
@@ -18,6 +19,7 @@ import { createInterface } from "node:readline";
 import { format } from "node:util";
 
 import Echo, { EventFormatter } from "laravel-echo";
+import ServerSdk from "pusher";
 import Pusher from "pusher-js";
 
 // stdout carries only our JSON lines: whatever the libraries log goes to stderr.
@@ -127,6 +129,24 @@ class ObservedPusher extends Pusher {
 
 // --------------------------------------------------------------- the client
 
+// signAs: this client signs its own private and presence subscriptions with the app secret, the
+// way a backend's authorizer would (the npm server SDK's authorizeChannel), with channel_data
+// {user_id, user_info} as given: a presence id can be a number, which /broadcasting/auth never
+// hands out.
+function signingAuthorizer({ secret, user_id: userId, user_info: userInfo }) {
+  const sdk = new ServerSdk({ appId: "1", key: config.key, secret, useTLS: false });
+  return ({ socketId, channelName }, callback) => {
+    try {
+      const presence = channelName.startsWith("presence-")
+        ? { user_id: userId, user_info: userInfo ?? {} }
+        : undefined;
+      callback(null, sdk.authorizeChannel(socketId, channelName, presence));
+    } catch (error) {
+      callback(error, null);
+    }
+  };
+}
+
 const authHeaders = { ...(config.authHeaders ?? {}) };
 let pusher;
 let echo;
@@ -156,6 +176,7 @@ if (mode === "echo") {
   if (config.pongTimeout !== undefined) options.pongTimeout = config.pongTimeout;
   if (config.csrfToken !== undefined) options.csrfToken = config.csrfToken;
   if (config.namespace !== undefined) options.namespace = config.namespace;
+  if (config.signAs) options.channelAuthorization = { customHandler: signingAuthorizer(config.signAs) };
   Object.assign(options, config.options ?? {});
   echo = new Echo(options);
   pusher = echo.connector.pusher;
@@ -175,6 +196,7 @@ if (mode === "echo") {
   if (config.wsPath !== undefined) options.wsPath = config.wsPath;
   if (config.activityTimeout !== undefined) options.activityTimeout = config.activityTimeout;
   if (config.pongTimeout !== undefined) options.pongTimeout = config.pongTimeout;
+  if (config.signAs) options.channelAuthorization.customHandler = signingAuthorizer(config.signAs);
   Object.assign(options, config.options ?? {});
   pusher = new ObservedPusher(config.key, options);
 }
@@ -269,6 +291,10 @@ function subscribePusher(entry) {
   });
   channel.bind("pusher:subscription_error", (error) =>
     emit({ type: "subscription_error", channel: wire, error: plain(error) }),
+  );
+  // A pusher:error frame that names this channel (a refused client event, say).
+  channel.bind("pusher:error", (error) =>
+    emit({ type: "channel_error", channel: wire, error: plain(error) }),
   );
   if (kind === "presence") {
     channel.bind("pusher:member_added", (m) =>

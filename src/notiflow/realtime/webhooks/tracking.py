@@ -91,8 +91,9 @@ def _dumps(value: Any) -> str:
 
 
 def _user_key(user_id: Any) -> str:
-    """A member's identity: its id as JSON, so that a numeric id and a string id differ."""
-    return _dumps(user_id)
+    """A member's identity: its id's string form, as for presence (``Member.key``): 42 and
+    "42" are one member, whose member_added / member_removed are told once."""
+    return str(user_id)
 
 
 def _message_fields(message: bytes) -> tuple[str, Any, Any] | None:
