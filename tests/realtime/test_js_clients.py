@@ -321,3 +321,57 @@ async def test_an_over_long_channel_name_is_answered_on_that_channel(
         error = await tab.wait_for({"type": "subscription_error", "channel": name})
         assert error["error"]["type"] == "LimitReached"
         assert error["error"]["status"] == 4009
+
+
+async def test_npm_sdk_gets_the_statuses_of_pusher_http_api(live: LiveStack) -> None:
+    """400 for invalid parameters, 413 for event data over 10 KB, user_count ignored on a
+    single non-presence channel, batch info per event (signed by the npm SDK, sent raw so its
+    own checks do not refuse first)."""
+    sdk = sdk_config(live)
+    event = {"name": "Ping", "data": "{}"}
+
+    async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await run_sdk(sdk, {"action": "post", "path": path, "body": body})
+
+    async def get(path: str, params: dict[str, str]) -> dict[str, Any]:
+        return await run_sdk(sdk, {"action": "get", "path": path, "params": params})
+
+    refusals = [
+        (await post("/events", {**event, "channels": [f"c{i}" for i in range(101)]}), 400),
+        (await post("/events", {**event, "channel": "c" * 201}), 400),
+        (await post("/events", {**event, "name": "n" * 201, "channel": "news"}), 400),
+        (await post("/batch_events", {"batch": [{**event, "channel": "news"}] * 11}), 400),
+        (await post("/events", {"name": "Big", "data": "x" * 10_241, "channel": "news"}), 413),
+        (await get("/channels", {"info": "user_count"}), 400),
+        (await get("/channels", {"filter_by_prefix": "private-", "info": "user_count"}), 400),
+        (await get("/channels/news/users", {}), 400),
+        (await get("/channels/" + "c" * 201, {}), 400),
+    ]
+    for answer, status in refusals:
+        assert answer["status"] == status, answer
+        assert answer["body"]["error"]["message"], answer
+    assert refusals[0][0]["body"]["error"]["code"] == "invalid_parameters"
+    assert refusals[4][0]["body"]["error"]["code"] == "payload_too_large"
+
+    news = await get("/channels/news", {"info": "user_count,subscription_count"})
+    assert news["status"] == 200, news
+    assert news["body"] == {"occupied": False, "subscription_count": 0}
+
+    presence = "presence-room"
+    entry = {"kind": "presence", "name": presence}
+    async with NodeClient(signed_browser(live, 7, subscribe=[entry]), name="member") as member:
+        await member.wait_for({"type": "subscribed", "channel": presence})
+        batch = await run_sdk(
+            sdk,
+            {
+                "action": "triggerBatch",
+                "batch": [
+                    {"channel": presence, "name": "Ping", "data": "{}", "info": "user_count"},
+                    {"channel": "news", "name": "Ping", "data": "{}"},
+                ],
+            },
+        )
+        assert batch["status"] == 200, batch
+        assert batch["body"] == {"batch": [{"user_count": 1}, {}]}
+        listed = await get("/channels", {"filter_by_prefix": "presence-", "info": "user_count"})
+        assert listed["body"] == {"channels": {presence: {"user_count": 1}}}

@@ -10,6 +10,7 @@ from unittest import mock
 import httpx
 import pusher
 import pytest
+from pusher.errors import PusherBadRequest
 from pusher.pusher_client import PusherClient
 
 from notiflow.models.tenancy import Role
@@ -375,3 +376,44 @@ async def test_http_api_refuses_bad_signatures(live: LiveStack, problem: str) ->
         )
     assert response.status_code == 401, response.text
     assert response.json()["error"]["code"] == "unauthenticated"
+
+
+async def test_pypi_sdk_gets_pusher_statuses_and_member_ids_as_given(live: LiveStack) -> None:
+    """The PyPI SDK raises its bad-request error on a 400 (a 422 was an unknown status to it),
+    reads user_count of a non-presence channel as simply absent, and gets numeric member ids
+    as numbers."""
+    settings = live.runtime.settings
+    sdk = pusher.Pusher(
+        app_id=settings.pusher_app_id,
+        key=settings.pusher_app_key,
+        secret=settings.pusher_app_secret,
+        host="127.0.0.1",
+        port=live.api_port,
+        ssl=False,
+    )
+    with pytest.raises(PusherBadRequest, match="filter_by_prefix"):
+        await asyncio.to_thread(sdk.channels_info, None, ["user_count"])
+    info = await asyncio.to_thread(sdk.channel_info, "news", ["user_count"])
+    assert info == {"occupied": False}
+
+    channel = "presence-room"
+    client = await WsClient.open(live.ws_port, live.key)
+    channel_data = json.dumps({"user_id": 42, "user_info": {"name": "Ada"}})
+    client.subscribe(
+        channel,
+        channel_auth(live.key, live.secret, client.socket_id, channel, channel_data),
+        channel_data,
+    )
+    await client.wait_for("pusher_internal:subscription_succeeded", channel=channel)
+    users = await asyncio.to_thread(sdk.users_info, channel)
+    assert users == {"users": [{"id": 42}]}
+    assert type(users["users"][0]["id"]) is int
+    batch = await asyncio.to_thread(
+        sdk.trigger_batch,
+        [
+            {"channel": channel, "name": "Ping", "data": {}, "info": "user_count"},
+            {"channel": "news", "name": "Ping", "data": {}, "info": "user_count"},
+        ],
+    )
+    assert batch == {"batch": [{"user_count": 1}, {}]}
+    await client.close()

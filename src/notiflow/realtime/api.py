@@ -3,7 +3,9 @@
 - ``POST /broadcasting/auth``: channel authorization for pusher-js / Laravel Echo (bearer token);
 - ``GET /api/v1/realtime/config``: what a front end needs to connect (spec 000 §6);
 - the Pusher HTTP API (``/apps/{app_id}/...``), signed exactly as the ``pusher`` SDKs sign, so any
-  backend can use notiflow as its Pusher server.
+  backend can use notiflow as its Pusher server. Its refusals keep notiflow's error shape with
+  Pusher's statuses: 400 for invalid parameters (where the rest of the API says 422), 413 for
+  event data over 10 KB.
 """
 
 from __future__ import annotations
@@ -12,16 +14,26 @@ import hmac
 import json
 import re
 import time
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Protocol
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from notiflow.auth.deps import CurrentAuth
 from notiflow.config import Settings
 from notiflow.kit.deps import app_context
-from notiflow.kit.errors import InvalidInput, NotFound, Unauthorized
+from notiflow.kit.errors import (
+    InvalidInput,
+    NotFound,
+    NotiflowError,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from notiflow.realtime.authorization import ChannelUser, require_channel, subscription_auth
 from notiflow.realtime.cache import cache_attribute
 from notiflow.realtime.hub import Hub
@@ -53,8 +65,55 @@ class RealtimeContext(Protocol):
 
 RealtimeContextDep = Annotated[RealtimeContext, Depends(app_context)]
 
+
+class InvalidParameters(NotiflowError):
+    """A Pusher HTTP API request that cannot be carried out as asked: 400, as Pusher answers
+    it (its SDKs raise their bad-request error on it)."""
+
+    status_code = 400
+    code = "invalid_parameters"
+
+
+# The pydantic error type of event data over MAX_EVENT_DATA_BYTES (answered 413).
+DATA_TOO_LARGE = "data_too_large"
+
+
+def _pusher_refusal(error: RequestValidationError) -> NotiflowError:
+    """The answer to a request body the Pusher HTTP API cannot take."""
+    details = [
+        {"loc": list(item.get("loc", ())), "msg": item.get("msg"), "type": item.get("type")}
+        for item in error.errors()
+    ]
+    first = details[0] if details else {"loc": [], "msg": "invalid"}
+    where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+    message = f"{where}: {first['msg']}"
+    if details and all(item["type"] == DATA_TOO_LARGE for item in details):
+        return PayloadTooLarge(message, details=details)
+    if any(item["type"] == "json_invalid" for item in details):
+        return InvalidParameters(
+            "the request body is not valid JSON", details=details, code="invalid_json"
+        )
+    return InvalidParameters(message, details=details)
+
+
+class PusherRoute(APIRoute):
+    """A route of the Pusher HTTP API: an invalid body is a 400 (413 for event data over
+    10 KB), not the 422 of notiflow's own API."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def pusher_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as error:
+                raise _pusher_refusal(error) from None
+
+        return pusher_handler
+
+
 auth_router = APIRouter(tags=["realtime"])
-pusher_router = APIRouter(prefix="/apps", tags=["pusher http api"])
+pusher_router = APIRouter(prefix="/apps", tags=["pusher http api"], route_class=PusherRoute)
 
 # ---------------------------------------------------------------------------- /broadcasting/auth
 
@@ -212,7 +271,11 @@ class TriggerEvent(BaseModel):
     @classmethod
     def _data_size(cls, value: str) -> str:
         if len(value.encode()) > MAX_EVENT_DATA_BYTES:
-            raise ValueError(f"data must be at most {MAX_EVENT_DATA_BYTES} bytes")
+            raise PydanticCustomError(
+                DATA_TOO_LARGE,
+                "data must be at most {limit} bytes",
+                {"limit": MAX_EVENT_DATA_BYTES},
+            )
         return value
 
     @model_validator(mode="after")
@@ -254,36 +317,43 @@ async def _channel_attributes(
     return attributes
 
 
-async def _trigger(context: RealtimeContext, event: TriggerEvent) -> dict[str, Any]:
+async def _publish(context: RealtimeContext, event: TriggerEvent) -> None:
     for channel in event.targets():
         await context.hub.publish(channel, event.name, event.data, event.socket_id)
-    if not event.info:
-        return {}
-    return {
-        "channels": {
-            channel: await _channel_attributes(context, channel, event.info)
-            for channel in event.targets()
-        }
-    }
 
 
 @pusher_router.post("/{app_id}/events")
 async def trigger_event(
     app_id: str, body: TriggerEvent, _signed: PusherSigned, context: RealtimeContextDep
 ) -> dict[str, Any]:
-    """Publish one event to up to 100 channels (optionally excluding ``socket_id``)."""
-    return await _trigger(context, body)
+    """Publish one event to up to 100 channels (optionally excluding ``socket_id``); with
+    ``info``, the attributes of each channel: ``{"channels": {name: {...}}}``."""
+    await _publish(context, body)
+    if not body.info:
+        return {}
+    return {
+        "channels": {
+            channel: await _channel_attributes(context, channel, body.info)
+            for channel in body.targets()
+        }
+    }
 
 
 @pusher_router.post("/{app_id}/batch_events")
 async def trigger_batch(
     app_id: str, body: BatchEvents, _signed: PusherSigned, context: RealtimeContextDep
 ) -> dict[str, Any]:
-    """Publish up to 10 events in one request."""
-    results = [await _trigger(context, event) for event in body.batch]
-    if any(results):
-        return {"batch": [result.get("channels", {}) for result in results]}
-    return {"batch": [{} for _ in results]}
+    """Publish up to 10 events in one request; the answer has an entry per event, the
+    attributes its ``info`` asked for of its channel (``{}`` without ``info``). An event given
+    several ``channels`` (Pusher's batch has one ``channel``) answers for the first."""
+    for event in body.batch:
+        await _publish(context, event)
+    return {
+        "batch": [
+            await _channel_attributes(context, event.targets()[0], event.info)
+            for event in body.batch
+        ]
+    }
 
 
 @pusher_router.get("/{app_id}/channels")
@@ -297,7 +367,7 @@ async def list_channels(
     """Occupied channels, optionally filtered by prefix; ``info=user_count`` needs presence-."""
     wanted = {item.strip() for item in (info or "").split(",") if item.strip()}
     if "user_count" in wanted and not (filter_by_prefix or "").startswith("presence-"):
-        raise InvalidInput("info=user_count requires filter_by_prefix=presence-")
+        raise InvalidParameters("info=user_count requires filter_by_prefix=presence-")
     counts = await context.hub.channel_counts(filter_by_prefix)
     channels: dict[str, Any] = {}
     for name in sorted(counts):
@@ -313,11 +383,10 @@ async def channel_details(
     context: RealtimeContextDep,
     info: str | None = None,
 ) -> dict[str, Any]:
+    """``occupied``, and the ``info`` attributes (``user_count`` is answered for presence
+    channels only and ignored for others, as Pusher does)."""
     if not valid_channel_name(channel_name):
-        raise InvalidInput("invalid channel name")
-    wanted = {item.strip() for item in (info or "").split(",") if item.strip()}
-    if "user_count" in wanted and channel_kind(channel_name) is not ChannelKind.PRESENCE:
-        raise InvalidInput("user_count is only available for presence channels")
+        raise InvalidParameters("invalid channel name")
     details = await context.hub.channel_info(channel_name)
     return {"occupied": details.occupied, **await _channel_attributes(context, channel_name, info)}
 
@@ -326,8 +395,10 @@ async def channel_details(
 async def channel_users(
     app_id: str, channel_name: str, _signed: PusherSigned, context: RealtimeContextDep
 ) -> dict[str, Any]:
+    """The members of a presence channel, each ``id`` as its authorizer gave it (``42`` stays
+    a number)."""
     if channel_kind(channel_name) is not ChannelKind.PRESENCE or not valid_channel_name(
         channel_name
     ):
-        raise InvalidInput("users are only listed for presence channels")
+        raise InvalidParameters("users are only listed for presence channels")
     return {"users": [{"id": user_id} for user_id in await context.hub.users(channel_name)]}
