@@ -197,6 +197,8 @@ def serve(
 ) -> None:
     """Apply migrations, then serve the API (default http://127.0.0.1:8000, docs at /docs) and
     the Pusher-protocol WebSocket server (default ws://127.0.0.1:6001) in one process."""
+    import contextlib
+
     import uvicorn
     import uvloop
 
@@ -239,11 +241,26 @@ def serve(
             redis="enabled" if runtime.redis is not None else "disabled",
         )
         server = uvicorn.Server(config)
-        _stop_uvicorn_on_signals(server)
+        # SIGTERM and SIGINT are handled here, not by uvicorn: through uvicorn, the WebSocket
+        # clients would hear of it only once every HTTP request still running had finished (a
+        # slow upload, a large send). They are told at once (4200: pusher-js reconnects to
+        # another node) and their presence ends cluster-wide, while uvicorn lets the running
+        # requests finish.
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # our handlers below
+        stopping: list[asyncio.Task[None]] = []
+
+        def stop() -> None:
+            server.should_exit = True
+            if not stopping:
+                stopping.append(asyncio.create_task(realtime.stop()))
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop)
         try:
             await server.serve()
         finally:
-            await realtime.stop()
+            await realtime.stop()  # waits for the one a signal started
             await _shut_down(runtime, background)
 
     uvloop.run(main())
@@ -371,10 +388,12 @@ def realtime(
         try:
             await stop.wait()
         finally:
+            # The WebSocket clients first (4200, their presence ended cluster-wide), whatever
+            # the health server is still answering.
+            await server.stop()
             if http is not None and http_task is not None:
                 http.should_exit = True
                 await http_task
-            await server.stop()
             await close_hub()
 
     uvloop.run(main())

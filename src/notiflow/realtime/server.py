@@ -119,9 +119,7 @@ class Connection(WSListener):
         self.transport = transport
         self.raw = transport.underlying_transport
         if self.refusal is not None:
-            code, message = self.refusal
-            self.enqueue(websocket_frame(protocol.error_message(code, message)))
-            self.close(code, message)
+            self.refuse(*self.refusal)
             return
         self.server.connections[self.socket_id] = self
         self.perform(self.protocol.open())
@@ -155,7 +153,7 @@ class Connection(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closing = True
-        self.server.connections.pop(self.socket_id, None)
+        self.server.forget(self)
         self.pending.clear()
         self._fragments = None
         if self._abort_timer is not None:
@@ -290,6 +288,11 @@ class Connection(WSListener):
         pending.clear()
         return raw
 
+    def refuse(self, code: int, reason: str) -> None:
+        """Say why in a ``pusher:error``, then close with the same code."""
+        self.enqueue(websocket_frame(protocol.error_message(code, reason)))
+        self.close(code, reason)
+
     def close(self, code: int, reason: str) -> None:
         transport = self.transport
         if transport is None or transport.is_disconnected or self.closing:
@@ -350,6 +353,10 @@ class RealtimeServer:
         self.reap_interval = reap_interval
         self.socket_ids = SocketIds()
         self.connections: dict[str, Connection] = {}
+        self.stopping = False
+        # Set once stopping and every connection is gone (their channels being left).
+        self._all_gone = asyncio.Event()
+        self._stopped: asyncio.Future[None] | None = None
         self._dirty: list[Connection] = []
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -393,16 +400,46 @@ class RealtimeServer:
         log.info("realtime_listening", url=f"ws://{host}:{self.port}/app/{self.config.app_key}")
 
     async def stop(self) -> None:
-        """Close every connection with 4200 (pusher-js reconnects at once, elsewhere)."""
+        """Stop listening, close every connection with 4200 (pusher-js reconnects at once, to
+        another node), and return once every connection is gone and has left its channels:
+        its presence members are then removed cluster-wide (the other nodes' subscribers got
+        ``member_removed``), so the hub can be closed next. A second call waits for the first.
+        """
+        if self._stopped is None:
+            self._stopped = asyncio.ensure_future(self._shut_down())
+        await asyncio.shield(self._stopped)
+
+    async def _shut_down(self) -> None:
+        self.stopping = True
         if self._reaper is not None:
             self._reaper.cancel()
-        for connection in list(self.connections.values()):
-            connection.close(ErrorCode.RECONNECT, "Server shutting down")
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
         if self._server is not None:
+            # First, so pusher-js's immediate reconnect finds this node closed and goes on to
+            # another one (a connection accepted meanwhile is refused with 4200 too).
             self._server.close()
-            await self._server.wait_closed()
-        if self._tasks:
+        for connection in list(self.connections.values()):
+            connection.refuse(ErrorCode.RECONNECT, "Server shutting down")
+        if not self.connections:
+            self._all_gone.set()
+        # Each close writes what is queued and the close frame; a client that does not read
+        # them is reset after close_grace. Either way its socket is gone by then.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_gone.wait(), self.close_grace + 1.0)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), self.close_grace)
+        # The leaves of the closed connections (presence members removed, member_removed
+        # published to the other nodes) and anything they started.
+        while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def forget(self, connection: Connection) -> None:
+        """A connection's socket is gone."""
+        self.connections.pop(connection.socket_id, None)
+        if self.stopping and not self.connections:
+            self._all_gone.set()
 
     def _accept(self, request: WSUpgradeRequest) -> Connection | None:
         target = urlsplit(request.path.decode("latin-1"))
@@ -410,7 +447,9 @@ class RealtimeServer:
         if prefix or not key or "/" in key:
             return None  # 404
         refusal: tuple[int, str] | None = None
-        if key != self.config.app_key:
+        if self.stopping:
+            refusal = (ErrorCode.RECONNECT, "Server shutting down")
+        elif key != self.config.app_key:
             refusal = (ErrorCode.APP_NOT_FOUND, f"App key {key[:64]} does not exist")
         elif not origin_allowed(request.headers.get("Origin"), self.allowed_origins):
             refusal = (ErrorCode.UNAUTHORIZED, "Origin not allowed")
