@@ -6,8 +6,6 @@ The processes end to end (two ``notiflow realtime`` nodes, ``notiflow scheduler`
 that is down for several retries) are in ``test_webhook_delivery.py``.
 """
 
-# ruff: noqa: ASYNC109 - timeouts as arguments read better in tests
-
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +13,7 @@ import contextlib
 import json
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -59,6 +57,7 @@ from notiflow.realtime.webhooks.events import (
 from notiflow.realtime.webhooks.tracking import STREAM, _Op, reap_dead_nodes
 from tests.admin.webhook_receiver import WebhookReceiver
 from tests.conftest import TEST_PUSHER_APP_ID, MakeMember, make_settings
+from tests.delivery.processes import eventually
 from tests.realtime.conftest import LiveStack
 from tests.realtime.node import NodeClient
 from tests.realtime.wsclient import WsClient
@@ -71,17 +70,6 @@ def hooks_app(
     url: str = "http://receiver.test/pusher", app_id: str = TEST_PUSHER_APP_ID
 ) -> WebhookApp:
     return WebhookApp(app_id, KEY, SECRET, url, ALL_EVENTS)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last: {result!r})")
-        await asyncio.sleep(0.05)
 
 
 # ---------------------------------------------------------------------------- body, signature

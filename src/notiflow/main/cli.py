@@ -147,6 +147,15 @@ def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         raise  # unreachable: _fail exits
 
 
+async def _until_signalled() -> None:
+    """Return at SIGINT or SIGTERM (the process then shuts down cleanly and exits 0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
 async def _shut_down(runtime: Runtime, tasks: Sequence[asyncio.Task[Any]]) -> None:
     """Stop a process's loops and close its runtime.
 
@@ -346,7 +355,6 @@ def realtime(
 ) -> None:
     """Run only the Pusher-protocol WebSocket server (scale-out: one or more per machine)."""
     import contextlib
-    import signal
 
     import uvicorn
     import uvloop
@@ -381,12 +389,8 @@ def realtime(
             # SIGTERM is handled below, for both servers.
             http.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # keep our handlers
             http_task = asyncio.create_task(http.serve())
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         try:
-            await stop.wait()
+            await _until_signalled()
         finally:
             # The WebSocket clients first (4200, their presence ended cluster-wide), whatever
             # the health server is still answering.
@@ -406,8 +410,6 @@ def worker(
     ] = 20,
 ) -> None:
     """Run jobs from the Redis queue (NOTIFLOW_REDIS_URL); start as many as needed."""
-    import signal
-
     import uvloop
     from taskiq.api import run_receiver_task
 
@@ -428,12 +430,8 @@ def worker(
             run_receiver_task(runtime.queue.broker, max_async_tasks=concurrency)
         )
         structlog.get_logger("notiflow").info("worker_started", concurrency=concurrency)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         try:
-            await stop.wait()
+            await _until_signalled()
         finally:
             await _shut_down(runtime, [receiver])
 
@@ -444,8 +442,6 @@ def worker(
 def scheduler() -> None:
     """Run the one scheduler of a scale-out deployment: the outbox sweeper, the due-post
     scanner and the periodic jobs (`notiflow schedule list`)."""
-    import signal
-
     import uvloop
 
     from notiflow.main.scheduler import start_background
@@ -457,12 +453,8 @@ def scheduler() -> None:
         runtime = await _prepare(settings, join_cluster=True)
         tasks = start_background(runtime)
         structlog.get_logger("notiflow").info("scheduler_started")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         try:
-            await stop.wait()
+            await _until_signalled()
         finally:
             await _shut_down(runtime, tasks)
 

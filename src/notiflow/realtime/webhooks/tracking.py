@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ def _message_fields(message: bytes) -> tuple[str, Any, Any] | None:
     return parsed["event"], parsed.get("data"), parsed.get("user_id")
 
 
-class _NodeWebhooks:
+class _NodeWebhooks(ABC):
     """This node's own transitions: a channel's first and last subscriber here (the hub says
     which), a member's first and last connection here (counted by socket id, so a socket that
     subscribes twice is one connection)."""
@@ -189,13 +190,15 @@ class _NodeWebhooks:
         # Channel names have no ":" (protocol.CHANNEL_NAME_RE): the key is unambiguous.
         return f"member:{channel}:{user_key}"
 
+    @abstractmethod
     def _joined(
         self, key: str, event: dict[str, Any] | None, leave_event: dict[str, Any] | None
     ) -> None:
-        raise NotImplementedError
+        """Record that this node now holds ``key`` (``event`` if it is the first anywhere)."""
 
+    @abstractmethod
     def _left(self, key: str, event: dict[str, Any] | None) -> None:
-        raise NotImplementedError
+        """Record that this node no longer holds ``key`` (``event`` if it was the last)."""
 
     def _emit(self, event: dict[str, Any]) -> None:
         raise NotImplementedError
