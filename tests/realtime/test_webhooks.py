@@ -22,7 +22,7 @@ import pusher
 import pytest
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from notiflow.admin import failed_jobs
 from notiflow.config import WEBHOOK_EVENTS, Environment, Settings
@@ -326,11 +326,15 @@ async def test_a_crashed_senders_events_are_taken_over_once_its_lease_ran_out(
     )
     other = WebhookSender(runtime.sessionmaker, app, timing, transport=httpx.MockTransport(taking))
     try:
-        crashed.lease = timedelta(seconds=0.2)
         assert await crashed._claim()  # claimed, then the process died before posting
         assert (await other.send_due()).wait, "not while the lease holds"
         assert received == []
-        await asyncio.sleep(0.25)
+        # The lease runs out (moved into the past rather than waited for).
+        async with runtime.sessionmaker() as session:
+            await session.execute(
+                update(WebhookEvent).values(lease_until=utcnow() - timedelta(seconds=1))
+            )
+            await session.commit()
         await drain(other)
     finally:
         await crashed.close()
