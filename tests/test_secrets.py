@@ -15,6 +15,7 @@ from tests.conftest import make_settings
 STRONG = {
     "secret_key": secrets.token_urlsafe(32),
     "pusher_app_secret": "7f3a9c2e41b8d05e6a1f",  # 20 hex digits, as Pusher's dashboard gives
+    "smtp_host": "mail.example.com",  # production must say how email is sent
 }
 ZEROS = base64.urlsafe_b64encode(bytes(32)).decode()
 
@@ -56,6 +57,7 @@ def test_generated_secrets_are_accepted_in_production() -> None:
             env=Environment.PRODUCTION,
             secret_key=secrets.token_hex(16),
             pusher_app_secret=secrets.token_urlsafe(12),
+            smtp_host="mail.example.com",
         )
 
 

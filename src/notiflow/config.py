@@ -7,6 +7,7 @@ import math
 from collections import Counter
 from enum import StrEnum
 from functools import lru_cache
+from pathlib import Path
 from typing import Self
 from urllib.parse import urlsplit
 
@@ -45,6 +46,11 @@ class SmtpTls(StrEnum):
     NONE = "none"
     STARTTLS = "starttls"
     TLS = "tls"
+
+
+class MailDriver(StrEnum):
+    SMTP = "smtp"  # the SMTP server of NOTIFLOW_SMTP_*
+    FILE = "file"  # one .eml file per message in NOTIFLOW_MAIL_DIR, nothing sent
 
 
 class Settings(BaseSettings):
@@ -96,7 +102,11 @@ class Settings(BaseSettings):
     # How long a cache channel keeps its last event (Pusher: up to 30 minutes).
     ws_cache_ttl_seconds: float = Field(default=1800.0, gt=0, le=86_400)
 
-    # Email (SMTP).
+    # Email: over SMTP, or written to a folder (docs/delivery.md, "Where email goes"). Unset,
+    # the driver follows from the rest: an SMTP setting given means SMTP; in development with
+    # none, the folder; in production one of the two must be said.
+    mail_driver: MailDriver | None = None
+    mail_dir: Path = Path("var/mail")
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=1025, ge=1, le=65535)
     smtp_username: str | None = None
@@ -215,6 +225,16 @@ class Settings(BaseSettings):
                     self.pusher_encryption_master_key,
                     _GENERATE_MASTER,
                 )
+        if (
+            self.env is Environment.PRODUCTION
+            and self.mail_driver is None
+            and not self.model_fields_set & _SMTP_FIELDS
+        ):
+            raise ValueError(
+                "say how email is sent in production: NOTIFLOW_SMTP_HOST (and _PORT, _USERNAME, "
+                "_PASSWORD, _TLS) for an SMTP server, or NOTIFLOW_MAIL_DRIVER=file to write each "
+                "email to NOTIFLOW_MAIL_DIR"
+            )
         parse_push_rollout(self.push_rollout)
         parse_webhook_events(self.webhook_events)
         if self.webhook_url:
@@ -222,9 +242,21 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def mail_transport(self) -> MailDriver:
+        """Where email goes: the driver named, else SMTP when any SMTP setting is given (or
+        outside development), else (development) the mail folder."""
+        if self.mail_driver is not None:
+            return self.mail_driver
+        if self.env is Environment.DEVELOPMENT and not self.model_fields_set & _SMTP_FIELDS:
+            return MailDriver.FILE
+        return MailDriver.SMTP
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+
+_SMTP_FIELDS = frozenset({"smtp_host", "smtp_port", "smtp_username", "smtp_password", "smtp_tls"})
 
 # Below these a secret was typed, not generated ("x" * 32, "abab...", "abcdabcd..."). Random
 # values clear them: 16 random hex digits fail about once in 10,000 draws, 20 (a Pusher secret)

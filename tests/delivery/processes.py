@@ -95,10 +95,17 @@ class NotiflowProcess:
     than a pipe holds would block on its next log line. ``logs()`` gives the tail, for the
     message of a failed assertion."""
 
-    def __init__(self, args: list[str], env: dict[str, str], ready_url: str | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        ready_url: str | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.args = args
         self.env = env
         self.ready_url = ready_url
+        self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
         log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept open across restarts
             prefix="notiflow-", suffix=".log", delete=False
@@ -120,6 +127,7 @@ class NotiflowProcess:
         self.process = subprocess.Popen(  # noqa: S603 - our own console script
             [NOTIFLOW, *self.args],
             env=self.env,
+            cwd=self.cwd,
             stdout=subprocess.DEVNULL,
             stderr=self.log_file,
         )
@@ -164,5 +172,10 @@ class NotiflowProcess:
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A one-off command with the same environment."""
         return subprocess.run(  # noqa: S603 - our own console script
-            [NOTIFLOW, *args], env=self.env, capture_output=True, text=True, check=False
+            [NOTIFLOW, *args],
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            check=False,
         )

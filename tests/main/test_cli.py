@@ -116,6 +116,8 @@ async def serve(cli: Cli, tmp_path: Path) -> AsyncIterator[str]:
             "127.0.0.1",
             "--port",
             str(port),
+            "--ws-port",
+            str(_free_port()),
             env=cli.env,
             cwd=cli.cwd,
             stdout=log,

@@ -20,7 +20,8 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from notiflow.config import Settings, SmtpTls
+from notiflow.config import MailDriver, Settings, SmtpTls
+from notiflow.delivery.mail_folder import write_message
 from notiflow.kit.tenant_scope import in_tenant
 from notiflow.models import Membership, User
 from notiflow.models.tenancy import Role
@@ -153,6 +154,9 @@ def email_tenant_admins(
             f"{alert.text()}\n\nSee `notiflow jobs failed` for details; "
             "`notiflow jobs retry --all` runs failed jobs again.\n"
         )
+        if settings.mail_transport is MailDriver.FILE:
+            await write_message(settings.mail_dir, message)
+            return
         await aiosmtplib.send(
             message,
             hostname=settings.smtp_host,

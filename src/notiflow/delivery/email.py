@@ -384,7 +384,7 @@ def delivery_message_id(context: DeliveryContext) -> str:
     return f"<{context.delivery_id}@{mail_domain(context.settings)}>"
 
 
-def _looks_like_address(address: str) -> bool:
+def looks_like_address(address: str) -> bool:
     """Refuse what no server could deliver to (or what would break the envelope); the rest is
     the receiving server's call."""
     local, at, domain = address.rpartition("@")
@@ -442,7 +442,7 @@ class EmailSender:
 
     async def send(self, context: DeliveryContext) -> SendResult:
         user = context.user
-        if not _looks_like_address(user.email):
+        if not looks_like_address(user.email):
             return SendResult.failed(f"invalid email address: {user.email!r}")
         message_id = delivery_message_id(context)
         message = build_email(context.notification, user, context.settings, message_id=message_id)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from notiflow.config import Settings
 from notiflow.delivery.channels import ChannelSender
-from notiflow.delivery.email import EmailSender
+from notiflow.delivery.mail_folder import build_email_sender
 from notiflow.delivery.sms import build_sms_sender
 from notiflow.delivery.webpush import WebPushSender
 
 
 def build_senders(settings: Settings) -> dict[str, ChannelSender]:
     senders: dict[str, ChannelSender] = {
-        "email": EmailSender(settings),
+        "email": build_email_sender(settings),
         "sms": build_sms_sender(settings),
         "push": WebPushSender(),
     }

@@ -211,6 +211,7 @@ def serve(
     import uvicorn
     import uvloop
 
+    from notiflow.delivery.mail_folder import describe_mail_transport
     from notiflow.kit import metrics
     from notiflow.main.app import create_app
     from notiflow.main.scheduler import start_background
@@ -248,6 +249,7 @@ def serve(
             docs=f"http://{bind_host}:{bind_port}/docs",
             database=runtime.engine.url.render_as_string(hide_password=True),
             redis="enabled" if runtime.redis is not None else "disabled",
+            **describe_mail_transport(settings),
         )
         server = uvicorn.Server(config)
         # SIGTERM and SIGINT are handled here, not by uvicorn: through uvicorn, the WebSocket
@@ -413,6 +415,8 @@ def worker(
     import uvloop
     from taskiq.api import run_receiver_task
 
+    from notiflow.delivery.mail_folder import describe_mail_transport
+
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     if not settings.redis_url:
@@ -429,7 +433,9 @@ def worker(
         receiver = asyncio.create_task(
             run_receiver_task(runtime.queue.broker, max_async_tasks=concurrency)
         )
-        structlog.get_logger("notiflow").info("worker_started", concurrency=concurrency)
+        structlog.get_logger("notiflow").info(
+            "worker_started", concurrency=concurrency, **describe_mail_transport(settings)
+        )
         try:
             await _until_signalled()
         finally:

@@ -25,7 +25,7 @@ from notiflow.audit import service as audit
 from notiflow.config import Settings
 from notiflow.delivery.channels import DeliveryContext, Outcome
 from notiflow.delivery.channels import SendResult as ChannelResult
-from notiflow.delivery.email import EmailSender
+from notiflow.delivery.mail_folder import build_email_sender
 from notiflow.kit.ids import utcnow
 from notiflow.kit.uow import unit_of_work
 from notiflow.models import (
@@ -99,7 +99,7 @@ async def send_final_notice(
         await _record_notice(sessionmaker, request.id, {"status": "sent", "at": _now_iso()})
         handed_over = True
 
-    sender = EmailSender(settings)
+    sender = build_email_sender(settings)
     try:
         result: ChannelResult = await sender.send(
             DeliveryContext(
