@@ -136,6 +136,10 @@ class Settings(BaseSettings):
 
     # How often the outbox sweeper hands out due retries and abandoned deliveries.
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    # Any number of `serve` / `scheduler` processes elect one scheduler with a lease in the
+    # database; a leader that dies unannounced is replaced once it runs out. Workers beat as
+    # often, and /health counts a worker alive while its last beat is younger than this.
+    scheduler_lease_seconds: float = Field(default=15.0, ge=1, le=600)
     # First retry delay of a push or SMS delivery; each next one doubles (with jitter), up to an
     # hour. Email retries follow email_retry_horizon_seconds instead.
     delivery_backoff_seconds: float = Field(default=30.0, gt=0)

@@ -57,6 +57,8 @@ async def test_killed_worker_loses_nothing_and_sends_nothing_twice(
         "sweep_interval_seconds": "0.3",
         "delivery_lease_seconds": "2",
         "delivery_backoff_seconds": "0.3",
+        # The restarted `serve` takes over the scheduler of the one killed within 3 s.
+        "scheduler_lease_seconds": "3",
         "log_level": "WARNING",
     }
     if mode == "redis":

@@ -9,6 +9,8 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notiflow.kit import locks
+from notiflow.main.runtime import Runtime
 from notiflow.models import AuditLog, IdempotencyKey, Notification, NotificationDelivery
 from notiflow.models.tenancy import Role
 from notiflow.notifications.types import NotificationType
@@ -801,14 +803,27 @@ async def test_tenant_settings_change_is_audited(
 # ---------------------------------------------------------------- health and documentation
 
 
-async def test_health_reports_the_database(client: httpx.AsyncClient) -> None:
+async def test_health_reports_the_database_and_whether_jobs_run(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
     response = await client.get("/health")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ok"
     assert body["database"] == "ok"
     assert body["redis"] == "disabled"
     assert body["version"]
+    # Without Redis, jobs run where they are queued; no scheduler is elected anywhere yet.
+    assert body["worker"] == "in-process"
+    assert body["scheduler"] == "none alive"
+    assert body["status"] == "degraded"
+
+    await locks.acquire(runtime.sessionmaker, "scheduler", "another-process", 60)
+    try:
+        elected = (await client.get("/health")).json()
+        assert elected["scheduler"] == "ok"
+        assert elected["status"] == "ok"
+    finally:
+        await locks.release(runtime.sessionmaker, "scheduler", "another-process")
 
 
 async def test_docs_and_openapi_are_served(client: httpx.AsyncClient) -> None:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -47,6 +47,44 @@ async def acquire(
     except IntegrityError:  # held by someone else, and not expired
         return False
     return True
+
+
+async def renew(
+    sessionmaker: async_sessionmaker[AsyncSession], key: str, holder: str, seconds: float
+) -> bool:
+    """Extend a lease this holder has (from now); False when it is not this holder's any more
+    (it expired and another took it, or it was released)."""
+    async with unit_of_work(sessionmaker) as session:
+        renewed = await session.execute(
+            update(JobLock)
+            .where(JobLock.key == key, JobLock.holder == holder)
+            .values(expires_at=utcnow() + timedelta(seconds=seconds))
+        )
+    return bool(renewed.rowcount == 1)  # type: ignore[attr-defined] # CursorResult has rowcount
+
+
+async def live_leases(sessionmaker: async_sessionmaker[AsyncSession], prefix: str) -> int:
+    """How many unexpired leases have a key starting with ``prefix``."""
+    async with sessionmaker() as session:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(JobLock)
+            .where(JobLock.key.startswith(prefix, autoescape=True), JobLock.expires_at > utcnow())
+        )
+    return int(count or 0)
+
+
+async def forget_expired(
+    sessionmaker: async_sessionmaker[AsyncSession], prefix: str, *, older_than: float
+) -> None:
+    """Delete leases under ``prefix`` that expired more than ``older_than`` seconds ago."""
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    async with unit_of_work(sessionmaker) as session:
+        await session.execute(
+            delete(JobLock).where(
+                JobLock.key.startswith(prefix, autoescape=True), JobLock.expires_at < cutoff
+            )
+        )
 
 
 async def release(sessionmaker: async_sessionmaker[AsyncSession], key: str, holder: str) -> None:

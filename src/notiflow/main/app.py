@@ -32,6 +32,7 @@ from notiflow.kit.errors import NotiflowError, ServiceUnavailable, error_body
 from notiflow.kit.metrics import router as metrics_router
 from notiflow.kit.outages import DATABASE
 from notiflow.main.runtime import Runtime, create_runtime
+from notiflow.main.scheduler import jobs_health
 from notiflow.notifications.api import router as notifications_router
 from notiflow.notifications.api import tenant_router
 from notiflow.privacy.api import router as privacy_router
@@ -123,8 +124,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         if current.cluster is not None:  # events reach the other nodes only through it
             checks["realtime"] = backplane_status(current.hub)
         healthy = all(value in ("ok", "disabled") for value in checks.values())
+        # Whether jobs run anywhere: reported (and "degraded") but not a 503, which would take
+        # this API out of a load balancer for what another process lacks.
+        jobs = await jobs_health(current) if checks["database"] == "ok" else {}
+        running = all(value in ("ok", "in-process") for value in jobs.values())
         return JSONResponse(
-            {"status": "ok" if healthy else "degraded", "version": __version__, **checks},
+            {
+                "status": "ok" if healthy and running else "degraded",
+                "version": __version__,
+                **checks,
+                **jobs,
+            },
             status_code=200 if healthy else 503,
         )
 

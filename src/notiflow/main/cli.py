@@ -214,7 +214,7 @@ def serve(
     from notiflow.delivery.mail_folder import describe_mail_transport
     from notiflow.kit import metrics
     from notiflow.main.app import create_app
-    from notiflow.main.scheduler import start_background
+    from notiflow.main.scheduler import start_elected_scheduler, start_worker
     from notiflow.realtime.server import build_realtime_server
 
     settings = get_settings()
@@ -240,9 +240,13 @@ def serve(
         realtime = build_realtime_server(settings, runtime.hub)
         await realtime.start(settings.ws_host, settings.ws_port)
         metrics.set_realtime_connections_source(lambda: realtime.connection_count)
-        # Embedded: jobs run in this process; the sweeper hands out retries and anything a
-        # restart left behind (with Redis, `notiflow scheduler` does this instead).
-        background = start_background(runtime) if not settings.redis_url else []
+        # Everything a deployment needs runs here, whatever the configuration: jobs (with
+        # Redis, a worker on the shared queue; without, in this process as they are queued)
+        # and a candidate for the one scheduler (the sweeper hands out retries and anything a
+        # restart left behind). `notiflow worker` / `notiflow scheduler` add more of each.
+        background = start_elected_scheduler(runtime)
+        if settings.redis_url:
+            background += start_worker(runtime, SERVE_WORKER_CONCURRENCY)
         structlog.get_logger("notiflow").info(
             "api_listening",
             url=f"http://{bind_host}:{bind_port}",
@@ -307,6 +311,10 @@ async def _seed_demo(runtime: Runtime, api_url: str) -> None:
             indent=2,
         )
     )
+
+
+# Jobs a `serve` process runs at once from the Redis queue (next to the API and WebSocket).
+SERVE_WORKER_CONCURRENCY = 10
 
 
 @app.command()
@@ -413,9 +421,9 @@ def worker(
 ) -> None:
     """Run jobs from the Redis queue (NOTIFLOW_REDIS_URL); start as many as needed."""
     import uvloop
-    from taskiq.api import run_receiver_task
 
     from notiflow.delivery.mail_folder import describe_mail_transport
+    from notiflow.main.scheduler import start_worker
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
@@ -428,36 +436,34 @@ def worker(
 
     async def main() -> None:
         runtime = await _prepare(settings, join_cluster=True)
-        assert runtime.queue is not None  # noqa: S101 - wire_jobs always sets it
-        runtime.queue.broker.is_worker_process = True
-        receiver = asyncio.create_task(
-            run_receiver_task(runtime.queue.broker, max_async_tasks=concurrency)
-        )
+        tasks = start_worker(runtime, concurrency)
         structlog.get_logger("notiflow").info(
             "worker_started", concurrency=concurrency, **describe_mail_transport(settings)
         )
         try:
             await _until_signalled()
         finally:
-            await _shut_down(runtime, [receiver])
+            await _shut_down(runtime, tasks)
 
     uvloop.run(main())
 
 
 @app.command()
 def scheduler() -> None:
-    """Run the one scheduler of a scale-out deployment: the outbox sweeper, the due-post
-    scanner and the periodic jobs (`notiflow schedule list`)."""
+    """Run the scheduler of a scale-out deployment: the outbox sweeper, the due-post scanner and
+    the periodic jobs (`notiflow schedule list`). Start as many as wanted (every `serve` is one
+    too): they elect one, and another takes over within NOTIFLOW_SCHEDULER_LEASE_SECONDS when
+    it dies."""
     import uvloop
 
-    from notiflow.main.scheduler import start_background
+    from notiflow.main.scheduler import start_elected_scheduler
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
         runtime = await _prepare(settings, join_cluster=True)
-        tasks = start_background(runtime)
+        tasks = start_elected_scheduler(runtime)
         structlog.get_logger("notiflow").info("scheduler_started")
         try:
             await _until_signalled()

@@ -6,11 +6,65 @@ from __future__ import annotations
 
 import asyncio
 
+from taskiq.api import run_receiver_task
+
 from notiflow.content.jobs import scan_forever
 from notiflow.delivery.jobs import sweep_forever
+from notiflow.kit.leadership import beat_forever, lead_forever
+from notiflow.kit.locks import live_leases
 from notiflow.main.runtime import Runtime
 from notiflow.realtime.webhooks import StreamIngest
 from notiflow.schedule import run_schedule
+
+# The scheduler's lease, and the prefix of each worker process's heartbeat (kit/leadership).
+SCHEDULER_LEASE = "scheduler"
+WORKER_HEARTBEATS = "heartbeat:worker:"
+
+
+def start_elected_scheduler(runtime: Runtime) -> list[asyncio.Task[None]]:
+    """Take part in the election of the one scheduler: while this process is elected, it runs
+    the scheduler's loops (:func:`start_background`)."""
+    election = lead_forever(
+        runtime.sessionmaker,
+        SCHEDULER_LEASE,
+        lambda: start_background(runtime),
+        lease_seconds=runtime.settings.scheduler_lease_seconds,
+    )
+    return [asyncio.create_task(election, name="scheduler-election")]
+
+
+def start_worker(runtime: Runtime, concurrency: int) -> list[asyncio.Task[None]]:
+    """Run jobs from the Redis queue in this process, and say so with a heartbeat."""
+    assert runtime.queue is not None  # noqa: S101 - wire_jobs always sets it
+    runtime.queue.broker.is_worker_process = True
+    receiver = run_receiver_task(runtime.queue.broker, max_async_tasks=concurrency)
+    heartbeat = beat_forever(
+        runtime.sessionmaker,
+        WORKER_HEARTBEATS,
+        lease_seconds=runtime.settings.scheduler_lease_seconds,
+    )
+    return [
+        asyncio.create_task(receiver, name="job-receiver"),
+        asyncio.create_task(heartbeat, name="worker-heartbeat"),
+    ]
+
+
+async def jobs_health(runtime: Runtime) -> dict[str, str]:
+    """Whether jobs run anywhere: a scheduler elected, and (with the Redis queue) a worker
+    alive; without Redis, jobs run in the process that queues them."""
+    try:
+        scheduler = await live_leases(runtime.sessionmaker, SCHEDULER_LEASE)
+        workers = (
+            1
+            if runtime.redis is None
+            else await live_leases(runtime.sessionmaker, WORKER_HEARTBEATS)
+        )
+    except Exception as error:  # the database check reports the cause
+        return {"scheduler": f"unknown: {type(error).__name__}", "worker": "unknown"}
+    return {
+        "scheduler": "ok" if scheduler else "none alive",
+        "worker": ("in-process" if runtime.redis is None else "ok") if workers else "none alive",
+    }
 
 
 def start_background(runtime: Runtime) -> list[asyncio.Task[None]]:
