@@ -103,10 +103,14 @@ def _free_port() -> int:
         return port
 
 
+SERVED_WS_PORTS: dict[str, int] = {}
+
+
 @pytest.fixture
 async def serve(cli: Cli, tmp_path: Path) -> AsyncIterator[str]:
     """``notiflow serve`` on a free port over the same database; yields its base URL."""
     port = _free_port()
+    ws_port = _free_port()
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
@@ -117,7 +121,7 @@ async def serve(cli: Cli, tmp_path: Path) -> AsyncIterator[str]:
             "--port",
             str(port),
             "--ws-port",
-            str(_free_port()),
+            str(ws_port),
             env=cli.env,
             cwd=cli.cwd,
             stdout=log,
@@ -126,6 +130,7 @@ async def serve(cli: Cli, tmp_path: Path) -> AsyncIterator[str]:
     base_url = f"http://127.0.0.1:{port}"
     try:
         await _wait_until_healthy(base_url, process, log_path)
+        SERVED_WS_PORTS[base_url] = ws_port
         yield base_url
     finally:
         if process.returncode is None:
@@ -251,6 +256,23 @@ async def test_tokens_from_the_cli_work_against_the_served_api(cli: Cli, serve: 
             "/api/v1/user", headers={"Authorization": f"Bearer {token_id_only(second['token'])}|x"}
         )
         assert unknown.status_code == 401
+
+
+async def test_public_urls_follow_the_ports_served(cli: Cli, serve: str) -> None:
+    """No NOTIFLOW_PUBLIC_URL: what Echo is told (and links) point at the API and WebSocket
+    ports actually served, not at the defaults."""
+    created = await cli.run(
+        "users", "create", "--tenant", "Acme", "--email", "a@x.io", "--with-token"
+    )
+    token = created.json()["token"]
+    async with httpx.AsyncClient(base_url=serve, timeout=10) as client:
+        response = await client.get(
+            "/api/v1/realtime/config", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 200, response.text
+    echo = response.json()["data"]["echo"]
+    assert echo["authEndpoint"] == f"{serve}/broadcasting/auth"
+    assert echo["wsPort"] == SERVED_WS_PORTS[serve]
 
 
 async def test_users_create_without_token_and_in_an_existing_tenant(cli: Cli) -> None:

@@ -92,6 +92,36 @@ async def _upgrade_or_fail(engine: AsyncEngine) -> None:
         _fail(f"cannot reach the database at {where}: {reason}", "database_error")
 
 
+def served_settings(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    ws_port: int | None = None,
+) -> Settings:
+    """The settings with the command line's address, and public URLs that follow it.
+
+    Links in emails, export downloads and the authorization endpoint handed to Echo point at
+    ``NOTIFLOW_PUBLIC_URL``; when it is not set, they point at the API as actually served
+    (``--host`` / ``--port``), so ``serve --port 8080`` hands out ``:8080`` links, not ``:8000``.
+    """
+    update: dict[str, Any] = {}
+    if host is not None:
+        update["api_host"] = host
+    if port is not None:
+        update["api_port"] = port
+    if ws_port is not None:
+        update["ws_port"] = ws_port
+    if "public_url" not in settings.model_fields_set:
+        served_host = update.get("api_host", settings.api_host)
+        if served_host in ("0.0.0.0", "::", ""):  # noqa: S104 - naming it, not binding it
+            served_host = "127.0.0.1"
+        elif ":" in served_host:
+            served_host = f"[{served_host}]"
+        update["public_url"] = f"http://{served_host}:{update.get('api_port', settings.api_port)}"
+    return settings.model_copy(update=update) if update else settings
+
+
 async def _prepare(settings: Settings, *, join_cluster: bool = False) -> Runtime:
     """The whole runtime (queue, senders, realtime) over a migrated database. Imported here,
     not at the top: commands that only touch the database start without it."""
@@ -217,16 +247,14 @@ def serve(
     from notiflow.main.scheduler import start_elected_scheduler, start_worker
     from notiflow.realtime.server import build_realtime_server
 
-    settings = get_settings()
-    if ws_port is not None:
-        settings = settings.model_copy(update={"ws_port": ws_port})
+    settings = served_settings(get_settings(), host=host, port=port, ws_port=ws_port)
     if demo:  # the demo's sandbox account has news every minute
         settings = settings.model_copy(update={"inbox_sync_interval_minutes": 1})
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
         runtime = await _prepare(settings, join_cluster=True)
-        bind_host, bind_port = host or settings.api_host, port or settings.api_port
+        bind_host, bind_port = settings.api_host, settings.api_port
         if demo:
             await _seed_demo(runtime, f"http://{bind_host}:{bind_port}")
         config = uvicorn.Config(
@@ -329,15 +357,15 @@ def api(
 
     from notiflow.main.app import create_app
 
-    settings = get_settings()
+    settings = served_settings(get_settings(), host=host, port=port)
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
         runtime = await _prepare(settings, join_cluster=True)
         config = uvicorn.Config(
             create_app(runtime=runtime),
-            host=host or settings.api_host,
-            port=port or settings.api_port,
+            host=settings.api_host,
+            port=settings.api_port,
             access_log=False,
             log_config=None,
             http="httptools",
