@@ -405,3 +405,37 @@ async def test_db_upgrade_reports_ok_and_is_repeatable(cli: Cli) -> None:
         result = await cli.run("db", "upgrade")
         assert result.returncode == 0, result.stderr
         assert result.json() == {"status": "ok"}
+
+
+# ---------------------------------------------------------------- taken ports
+
+
+@pytest.mark.parametrize(
+    ("command", "taken", "flag"),
+    [
+        ("serve", "api", "--port or NOTIFLOW_API_PORT"),
+        ("serve", "ws", "--ws-port or NOTIFLOW_WS_PORT"),
+        ("api", "api", "--port or NOTIFLOW_API_PORT"),
+        ("realtime", "ws", "--port or NOTIFLOW_WS_PORT"),
+        ("realtime", "http", "--http-port"),
+    ],
+)
+async def test_a_taken_port_is_one_line_saying_which_and_how_to_change_it(
+    cli: Cli, command: str, taken: str, flag: str
+) -> None:
+    ports = {"api": _free_port(), "ws": _free_port(), "http": _free_port()}
+    arguments = {
+        "serve": ["--port", str(ports["api"]), "--ws-port", str(ports["ws"])],
+        "api": ["--port", str(ports["api"])],
+        "realtime": ["--port", str(ports["ws"]), "--http-port", str(ports["http"])],
+    }[command]
+    with socket.create_server(("127.0.0.1", ports[taken])):
+        result = await cli.run(command, "--host", "127.0.0.1", *arguments)
+
+    assert result.returncode == 1
+    error = result.error()  # one JSON line on stderr, no traceback
+    assert error["code"] == "port_unavailable"
+    assert f"127.0.0.1:{ports[taken]} is taken" in error["message"]
+    assert flag in error["message"]
+    # Nothing claimed to listen that did not.
+    assert "_listening" not in result.stdout + result.stderr

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import json
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import structlog
 import typer
@@ -55,9 +57,39 @@ def _print_json(payload: dict[str, Any]) -> None:
     typer.echo(json.dumps(payload, default=str))
 
 
-def _fail(message: str, code: str = "error") -> None:
+def _fail(message: str, code: str = "error") -> NoReturn:
     typer.echo(json.dumps({"error": {"code": code, "message": message}}), err=True)
     raise typer.Exit(1)
+
+
+_PORT_PROBLEMS = {
+    errno.EADDRINUSE: "is taken (another program listens there)",
+    errno.EACCES: "needs privileges this process lacks",
+    errno.EADDRNOTAVAIL: "is on an address this machine does not have",
+}
+
+
+def _unavailable_port(
+    error: OSError, what: str, host: str, port: int, flag: str, variable: str | None = None
+) -> NoReturn:
+    """One line saying which port could not be listened on and what changes it (exit 1)."""
+    problem = _PORT_PROBLEMS.get(error.errno or 0, f"cannot be listened on ({error.strerror})")
+    change = f"{flag} or {variable}" if variable else flag
+    _fail(
+        f"the {what} port {host}:{port} {problem}; choose another with {change}", "port_unavailable"
+    )
+    raise AssertionError  # unreachable: _fail exits
+
+
+def listen_socket(
+    host: str, port: int, what: str, flag: str, variable: str | None = None
+) -> socket.socket:
+    """A listening socket on ``host:port``, or one line about why not (exit 1)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=4096)
+    except OSError as error:
+        _unavailable_port(error, what, host, port, flag, variable)
 
 
 def _text_option(value: str, label: str, max_length: int) -> str:
@@ -253,8 +285,9 @@ def serve(
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
-        runtime = await _prepare(settings, join_cluster=True)
         bind_host, bind_port = settings.api_host, settings.api_port
+        api_socket = listen_socket(bind_host, bind_port, "API", "--port", "NOTIFLOW_API_PORT")
+        runtime = await _prepare(settings, join_cluster=True)
         if demo:
             await _seed_demo(runtime, f"http://{bind_host}:{bind_port}")
         config = uvicorn.Config(
@@ -266,7 +299,15 @@ def serve(
             http="httptools",
         )
         realtime = build_realtime_server(settings, runtime.hub)
-        await realtime.start(settings.ws_host, settings.ws_port)
+        try:
+            await realtime.start(settings.ws_host, settings.ws_port)
+        except OSError as error:
+            api_socket.close()
+            await _shut_down(runtime, [])
+            _unavailable_port(
+                error, "WebSocket", settings.ws_host, settings.ws_port, "--ws-port",
+                "NOTIFLOW_WS_PORT",
+            )  # fmt: skip
         metrics.set_realtime_connections_source(lambda: realtime.connection_count)
         # Everything a deployment needs runs here, whatever the configuration: jobs (with
         # Redis, a worker on the shared queue; without, in this process as they are queued)
@@ -301,7 +342,7 @@ def serve(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop)
         try:
-            await server.serve()
+            await server.serve(sockets=[api_socket])
         finally:
             await realtime.stop()  # waits for the one a signal started
             await _shut_down(runtime, background)
@@ -361,6 +402,9 @@ def api(
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
+        api_socket = listen_socket(
+            settings.api_host, settings.api_port, "API", "--port", "NOTIFLOW_API_PORT"
+        )
         runtime = await _prepare(settings, join_cluster=True)
         config = uvicorn.Config(
             create_app(runtime=runtime),
@@ -373,7 +417,7 @@ def api(
         server = uvicorn.Server(config)
         _stop_uvicorn_on_signals(server)
         try:
-            await server.serve()
+            await server.serve(sockets=[api_socket])
         finally:
             await _shut_down(runtime, [])
 
@@ -406,14 +450,25 @@ def realtime(
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
-        bind_host = host or settings.ws_host
+        bind_host, bind_port = host or settings.ws_host, port or settings.ws_port
+        http_socket = (
+            listen_socket(bind_host, http_port, "health and metrics", "--http-port")
+            if http_port is not None
+            else None
+        )
         hub, close_hub = await build_hub(settings)
         server = build_realtime_server(settings, hub)
-        await server.start(bind_host, port or settings.ws_port)
+        try:
+            await server.start(bind_host, bind_port)
+        except OSError as error:
+            await close_hub()
+            _unavailable_port(
+                error, "WebSocket", bind_host, bind_port, "--port", "NOTIFLOW_WS_PORT"
+            )
         metrics.set_realtime_connections_source(lambda: server.connection_count)
         http: uvicorn.Server | None = None
         http_task: asyncio.Task[None] | None = None
-        if http_port is not None:
+        if http_socket is not None and http_port is not None:
             http = uvicorn.Server(
                 uvicorn.Config(
                     node_app(hub, lambda: server.connection_count),
@@ -426,7 +481,7 @@ def realtime(
             )
             # SIGTERM is handled below, for both servers.
             http.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # keep our handlers
-            http_task = asyncio.create_task(http.serve())
+            http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
         try:
             await _until_signalled()
         finally:
