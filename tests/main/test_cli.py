@@ -325,6 +325,20 @@ async def test_an_invalid_email_fails_cleanly(cli: Cli, email: str) -> None:
     assert created.json()["tenant_created"] is True
 
 
+async def test_development_accepts_addresses_on_the_test_domains(cli: Cli) -> None:
+    """bob@acme.test is what people make up (and the demo seeds .localhost users): accepted in
+    development, refused where mail must be deliverable."""
+    refused = await cli.run("users", "create", "--tenant", "Acme", "--email", "bob@acme.test")
+    assert refused.returncode == 1
+    assert "special-use" in refused.error()["message"]
+
+    development = Cli(env={**cli.env, "NOTIFLOW_ENV": "development"}, cwd=cli.cwd)
+    for email in ("bob@acme.test", "ada@demo.notiflow.localhost"):
+        created = await development.run("users", "create", "--tenant", "Acme", "--email", email)
+        assert created.returncode == 0, created.stderr
+        assert created.json()["email"] == email
+
+
 @pytest.mark.parametrize(
     "options",
     [

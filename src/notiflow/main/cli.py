@@ -849,8 +849,10 @@ def analytics_fetch_metrics() -> None:
 def main() -> None:
     from pydantic import ValidationError
 
+    from notiflow.kit.emails import accept_test_domains
+
     try:
-        get_settings()
+        accept_test_domains(get_settings())
     except ValidationError as error:
         problems = "; ".join(str(item["msg"]) for item in error.errors())
         typer.echo(
