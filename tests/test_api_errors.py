@@ -228,6 +228,9 @@ async def test_a_json_body_sent_as_text_is_refused(
         headers={**admin.headers, "Content-Type": "text/plain"},
     )
     assert_error(response, 422, "validation_failed")
+    message = response.json()["error"]["message"]
+    assert "Content-Type: application/json" in message
+    assert "text/plain" in message
 
 
 # ---------------------------------------------------------------- malformed input elsewhere

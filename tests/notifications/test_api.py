@@ -401,6 +401,27 @@ async def test_put_preferences_returns_the_full_list_and_applies_spec_defaults(
     assert again.json()["data"] == items
 
 
+async def test_put_preferences_takes_one_update_preference_data_object(
+    client: httpx.AsyncClient, make_member: MakeMember
+) -> None:
+    alice = await make_member()
+    one = {"notification_type": "new_mention", "email_enabled": False}
+    response = await client.put(f"{API}/preferences", json=one, headers=alice.headers)
+
+    assert response.status_code == 200, response.text
+    by_type = {item["notification_type"]: item for item in response.json()["data"]}
+    assert by_type["new_mention"]["email_enabled"] is False
+    assert by_type["new_mention"]["in_app_enabled"] is True
+    # Bad input in that shape is refused field by field, and changes nothing.
+    bad = await client.put(
+        f"{API}/preferences",
+        json={"notification_type": "new_mention", "email_enabled": "sometimes"},
+        headers=alice.headers,
+    )
+    assert bad.status_code == 422
+    assert "email_enabled" in bad.json()["error"]["message"]
+
+
 async def test_preference_changes_are_audited_with_before_and_after(
     client: httpx.AsyncClient, make_member: MakeMember, session: AsyncSession
 ) -> None:

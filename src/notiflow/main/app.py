@@ -141,6 +141,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     return app
 
 
+# What pydantic says when the body is not an object (e.g. text, because of the content type).
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "dict_type"})
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotiflowError)
     async def notiflow_error(_request: Request, error: NotiflowError) -> JSONResponse:
@@ -149,7 +153,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         details = [
             {"loc": list(item.get("loc", ())), "msg": item.get("msg"), "type": item.get("type")}
             for item in error.errors()
@@ -161,10 +165,17 @@ def _install_error_handlers(app: FastAPI) -> None:
             )
         first = details[0] if details else {"loc": [], "msg": "invalid"}
         where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
-        return JSONResponse(
-            error_body("validation_failed", f"{where}: {first['msg']}", details),
-            status_code=422,
-        )
+        message = f"{where}: {first['msg']}"
+        if first["loc"] == ["body"] and first["type"] in _NOT_AN_OBJECT:
+            content_type = request.headers.get("content-type", "")
+            if "json" not in content_type.lower():
+                # FastAPI reads a body as JSON only with a JSON content type; otherwise the
+                # object it expected arrives as text, and pydantic's message says nothing useful.
+                message = (
+                    "the body must be a JSON object sent with Content-Type: application/json "
+                    f"(it came as {content_type or 'no content type'})"
+                )
+        return JSONResponse(error_body("validation_failed", message, details), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:

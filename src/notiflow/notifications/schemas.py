@@ -118,9 +118,19 @@ class UpdatePreferenceData(BaseModel):
 
 
 class UpdatePreferencesRequest(BaseModel):
+    """``{"preferences": [UpdatePreferenceData, ...]}``, or one UpdatePreferenceData object on
+    its own (the shape of spec 003 §6.1), taken as a list of one."""
+
     model_config = ConfigDict(extra="forbid")
 
     preferences: Annotated[list[UpdatePreferenceData], Field(min_length=1, max_length=64)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_preference(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "preferences" not in data and "notification_type" in data:
+            return {"preferences": [data]}
+        return data
 
     @model_validator(mode="after")
     def _unique_types(self) -> Self:
