@@ -453,3 +453,51 @@ async def test_a_taken_port_is_one_line_saying_which_and_how_to_change_it(
     assert flag in error["message"]
     # Nothing claimed to listen that did not.
     assert "_listening" not in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- the delivery ledger
+
+
+async def test_deliveries_lists_the_tenants_ledger_and_says_when_nothing_matches(
+    cli: Cli, serve: str
+) -> None:
+    owner = await cli.run(
+        "users", "create", "--tenant", "Acme", "--email", "o@x.io", "--role", "owner",
+        "--with-token",
+    )  # fmt: skip
+    member = await cli.run("users", "create", "--tenant", "Acme", "--email", "m@x.io")
+    assert member.returncode == 0, member.stderr
+    async with httpx.AsyncClient(base_url=serve, timeout=10) as client:
+        sent = await client.post(
+            "/api/v1/notifications/send",
+            headers={"Authorization": f"Bearer {owner.json()['token']}"},
+            json={
+                "user_ids": [member.json()["user_id"]],
+                "type": "payment_failed",
+                "title": "Payment failed",
+                "message": "Update your card.",
+            },
+        )
+    assert sent.status_code == 202, sent.text
+
+    listed = await cli.run(
+        "deliveries", "--tenant", "Acme", "--user", "m@x.io", "--channel", "push"
+    )
+    assert listed.returncode == 0, listed.stderr
+    row = listed.json()
+    assert row["user_id"] == member.json()["user_id"]
+    assert (row["channel"], row["status"], row["title"]) == ("push", "suppressed", "Payment failed")
+
+    nothing = await cli.run("deliveries", "--tenant", "Acme", "--status", "failed")
+    assert nothing.returncode == 0
+    assert nothing.stdout == ""
+    assert "no deliveries match" in nothing.stderr
+
+    unknown = await cli.run("deliveries", "--tenant", "Acme", "--status", "lost")
+    assert unknown.returncode == 1
+    assert "known: pending" in unknown.error()["message"]
+    naive = await cli.run("deliveries", "--tenant", "Acme", "--since", "2026-01-01T00:00:00")
+    assert naive.returncode == 1
+    assert "time zone" in naive.error()["message"]
+    elsewhere = await cli.run("deliveries", "--tenant", "Nobody")
+    assert elsewhere.error()["code"] == "not_found"

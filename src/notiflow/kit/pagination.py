@@ -68,11 +68,13 @@ async def paginate(
     page: int,
     per_page: int,
     cursor: Cursor | None,
+    rows: bool = False,
 ) -> Page[ItemT]:
     """One page of ``query`` (ordered by ``key``, a (timestamp, id) column pair, descending).
     With ``cursor`` it pages by key, a row comparison that is an index bound, so a page deep in
     the history costs as little as the first (no totals); otherwise by page number with the
-    total. ``position`` gives an item's (timestamp, id) for the next cursor."""
+    total. ``position`` gives an item's (timestamp, id) for the next cursor. Items are the
+    first column's values, or whole rows with ``rows=True`` (a query of several columns)."""
     total: int | None = None
     if cursor is not None:
         query = query.where(tuple_(*key) < tuple_(cursor.created_at, cursor.id))
@@ -81,10 +83,13 @@ async def paginate(
             select(func.count()).select_from(query.order_by(None).subquery())
         )
         query = query.offset((page - 1) * per_page)
-    rows = list((await session.scalars(query.limit(per_page + 1))).all())
-    items = rows[:per_page]
+    limited = query.limit(per_page + 1)
+    found: list[Any] = list(
+        (await session.execute(limited)).all() if rows else (await session.scalars(limited)).all()
+    )
+    items = found[:per_page]
     next_cursor = None
-    if len(rows) > per_page and items:
+    if len(found) > per_page and items:
         created_at, last_id = position(items[-1])
         next_cursor = Cursor(created_at=created_at, id=last_id).encode()
     return Page(

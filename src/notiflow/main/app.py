@@ -35,6 +35,7 @@ from notiflow.main.runtime import Runtime, create_runtime
 from notiflow.main.scheduler import jobs_health
 from notiflow.notifications.api import router as notifications_router
 from notiflow.notifications.api import tenant_router
+from notiflow.notifications.ledger_api import router as ledger_router
 from notiflow.privacy.api import router as privacy_router
 from notiflow.realtime.api import auth_router as realtime_router
 from notiflow.realtime.api import pusher_router
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(analytics_router)
     app.include_router(notifications_router)
     app.include_router(tenant_router)
+    app.include_router(ledger_router)
     app.include_router(realtime_router)
     app.include_router(pusher_router)
     app.include_router(push_router)

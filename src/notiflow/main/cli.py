@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import gc
 import json
@@ -578,6 +579,104 @@ def jobs_failed(
 
     for row in _with_session(work):
         _print_json(row)
+
+
+@app.command()
+def deliveries(
+    tenant: Annotated[str, typer.Option(help="Tenant name.")],
+    user: Annotated[str | None, typer.Option(help="Only this user's (email address).")] = None,
+    channel: Annotated[
+        str | None, typer.Option(help="Only this channel: email, push or sms.")
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="pending, sending, sent, failed, suppressed or outcome_unknown."),
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Only this reason, e.g. user_global_off.")
+    ] = None,
+    type_: Annotated[
+        str | None, typer.Option("--type", help="Only this notification type.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Created at or after (ISO-8601 with a time zone).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Created before (ISO-8601 with a time zone).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="At most this many rows.")] = 50,
+) -> None:
+    """The tenant's delivery ledger, newest first, one JSON object per line (the API's
+    GET /api/v1/tenant/deliveries)."""
+    from datetime import datetime
+
+    from notiflow.notifications.ledger_search import LedgerFilters, LedgerStatus, search_ledger
+    from notiflow.notifications.types import NotificationChannel, NotificationType
+
+    def choice(value: str | None, kind: type[Any], label: str) -> Any:
+        if value is None:
+            return None
+        try:
+            return kind(value)
+        except ValueError:
+            known = ", ".join(item.value for item in kind)
+            _fail(f"unknown {label} {value!r}; known: {known}", "validation_failed")
+
+    def moment(value: str | None, label: str) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            _fail(f"--{label} must be ISO-8601 with a time zone, e.g. 2026-12-06T09:00:00Z",
+                  "validation_failed")  # fmt: skip
+        return parsed
+
+    filters = LedgerFilters(
+        channel=choice(channel, NotificationChannel, "channel"),
+        status=choice(status, LedgerStatus, "status"),
+        reason=reason,
+        type=choice(type_, NotificationType, "type"),
+        since=moment(since, "since"),
+        until=moment(until, "until"),
+    )
+
+    async def work(session: AsyncSession) -> list[dict[str, Any]]:
+        tenant_id = await session.scalar(select(Tenant.id).where(Tenant.name == tenant.strip()))
+        if tenant_id is None:
+            raise NotiflowError(f"no tenant named {tenant!r}", code="not_found")
+        search = filters
+        if user is not None:
+            user_id = await session.scalar(
+                select(User.id).where(User.email == user.strip().lower())
+            )
+            if user_id is None:
+                raise NotiflowError(f"no user with email {user}", code="not_found")
+            search = dataclasses.replace(filters, user_id=user_id)
+        page = await search_ledger(session, tenant_id, search, per_page=limit)
+        return [
+            {
+                "created_at": entry.delivery.created_at,
+                "user_id": entry.delivery.user_id,
+                "notification_id": entry.delivery.notification_id,
+                "type": entry.notification_type,
+                "title": entry.title,
+                "channel": entry.delivery.channel,
+                "status": entry.delivery.status,
+                "reason": entry.delivery.reason,
+                "attempts": entry.delivery.attempts,
+                "last_error": entry.delivery.last_error,
+            }
+            for entry in page.items
+        ]
+
+    rows = _with_session(work)
+    for row in rows:
+        _print_json(row)
+    if not rows:
+        typer.echo("no deliveries match", err=True)
 
 
 @jobs_app.command("retry")

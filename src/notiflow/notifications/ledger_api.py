@@ -1,0 +1,97 @@
+"""``GET /api/v1/tenant/deliveries``: the tenant's delivery ledger for its owners and admins."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime, BaseModel
+
+from notiflow.auth.deps import TenantAdmin
+from notiflow.kit.deps import SessionDep
+from notiflow.kit.pagination import Cursor, PageMeta, page_meta
+from notiflow.notifications.ledger_search import (
+    LedgerEntry,
+    LedgerFilters,
+    LedgerStatus,
+    search_ledger,
+)
+from notiflow.notifications.schemas import DeliveryData
+from notiflow.notifications.types import NotificationChannel, NotificationType
+
+router = APIRouter(prefix="/api/v1/tenant", tags=["tenant"])
+
+
+class LedgerEntryData(DeliveryData):
+    id: uuid.UUID
+    notification_id: uuid.UUID
+    user_id: uuid.UUID
+    type: str
+    title: str
+    created_at: str
+
+    @classmethod
+    def from_entry(cls, entry: LedgerEntry) -> LedgerEntryData:
+        delivery = entry.delivery
+        return cls(
+            **DeliveryData.from_model(delivery).model_dump(),
+            id=delivery.id,
+            notification_id=delivery.notification_id,
+            user_id=delivery.user_id,
+            type=entry.notification_type,
+            title=entry.title,
+            created_at=_iso(delivery.created_at),
+        )
+
+
+class LedgerPage(BaseModel):
+    data: list[LedgerEntryData]
+    meta: PageMeta
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+@router.get("/deliveries", response_model=LedgerPage)
+async def tenant_deliveries(
+    auth: TenantAdmin,
+    session: SessionDep,
+    user_id: uuid.UUID | None = None,
+    channel: NotificationChannel | None = None,
+    status: LedgerStatus | None = None,
+    reason: Annotated[str | None, Query(min_length=1, max_length=50)] = None,
+    type: NotificationType | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> LedgerPage:
+    """Every delivery of the tenant's notifications, newest first: by user, channel, status
+    (including ``outcome_unknown``), reason (e.g. ``user_global_off``), notification type and
+    creation time (``since`` inclusive, ``until`` exclusive, ISO-8601 with a time zone). Page
+    with page/per_page (totals included) or with ``cursor`` from ``meta.next_cursor``.
+    Owners and admins only."""
+    result = await search_ledger(
+        session,
+        auth.tenant_id,
+        LedgerFilters(
+            user_id=user_id,
+            channel=channel,
+            status=status,
+            reason=reason,
+            type=type,
+            since=since,
+            until=until,
+        ),
+        page=page,
+        per_page=per_page,
+        cursor=Cursor.decode(cursor) if cursor else None,
+    )
+    return LedgerPage(
+        data=[LedgerEntryData.from_entry(entry) for entry in result.items],
+        meta=page_meta(result),
+    )
