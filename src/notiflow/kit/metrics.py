@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -191,3 +191,11 @@ router = APIRouter(tags=["metrics"])
 @router.get("/metrics", include_in_schema=False)
 async def metrics_endpoint() -> Response:
     return Response(METRICS.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_app() -> FastAPI:
+    """An app serving only ``/metrics``: what ``notiflow worker`` and ``notiflow scheduler``
+    answer on ``--metrics-port``."""
+    app = FastAPI(title="notiflow metrics", openapi_url=None, docs_url=None, redoc_url=None)
+    app.include_router(router)
+    return app

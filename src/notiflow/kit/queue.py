@@ -35,6 +35,7 @@ from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import structlog
 from pydantic import AwareDatetime, BaseModel, ConfigDict, PlainSerializer, ValidationError
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -45,7 +46,7 @@ from notiflow.config import Settings
 from notiflow.kit.db import database_unavailable
 from notiflow.kit.failures import FinalFailure, JobAlerter, give_up
 from notiflow.kit.ids import utcnow
-from notiflow.kit.metrics import record_failed_job, record_job, record_retry
+from notiflow.kit.metrics import record_failed_job, record_job, record_retry, set_queue_depth
 from notiflow.kit.outages import (
     BACKOFF_CAP_SECONDS,
     DATABASE,
@@ -469,13 +470,39 @@ def _outage_of(error: BaseException) -> Outage | None:
     return None
 
 
+# The Redis stream of jobs (with NOTIFLOW_REDIS_URL).
+JOB_STREAM = "notiflow:jobs"
+QUEUE_SAMPLE_SECONDS = 5.0
+
+
 def build_broker(redis_url: str | None) -> AsyncBroker:
     if redis_url:
         # Streams with consumer groups: a message is acknowledged only after its job ran, and
         # one a dead worker held is claimed by another after the idle timeout.
         return JobStreamBroker(
-            redis_url, queue_name="notiflow:jobs", maxlen=1_000_000, idle_timeout=120_000
+            redis_url, queue_name=JOB_STREAM, maxlen=1_000_000, idle_timeout=120_000
         )
     # No more jobs at once than the database pool can serve (10 + 20 overflow): beyond that,
     # jobs only wait for a connection and time out.
     return InMemoryBroker(max_async_tasks=JOB_CONCURRENCY)
+
+
+async def job_queue_depth(redis: Redis) -> int:
+    """Jobs waiting in the Redis stream: not yet handed to a worker (the group's ``lag``) plus
+    handed out and not acknowledged (``pending``: running, or held by a dead worker)."""
+    try:
+        groups = await redis.xinfo_groups(JOB_STREAM)
+        if not groups:  # no worker has read yet: every entry waits
+            return int(await redis.xlen(JOB_STREAM))
+    except ResponseError:  # no stream yet: nothing was ever queued
+        return 0
+    return sum(int(group.get("lag") or 0) + int(group.get("pending") or 0) for group in groups)
+
+
+async def sample_queue_depth_forever(redis: Redis, interval: float = QUEUE_SAMPLE_SECONDS) -> None:
+    """Keep ``notiflow_queue_depth{queue="jobs"}`` current in this process's /metrics."""
+    while True:
+        # An outage is told by the process's other loops; the gauge keeps its last value.
+        with contextlib.suppress(*REDIS_UNAVAILABLE_ERRORS):
+            set_queue_depth("jobs", await job_queue_depth(redis))
+        await asyncio.sleep(interval)

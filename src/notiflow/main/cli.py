@@ -210,6 +210,22 @@ def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         raise  # unreachable: _fail exits
 
 
+def _serve_metrics(host: str, port: int) -> asyncio.Task[None]:
+    """``/metrics`` on ``host:port`` (``--metrics-port`` of worker and scheduler), as a task."""
+    import contextlib
+
+    import uvicorn
+
+    from notiflow.kit.metrics import metrics_app
+
+    sock = listen_socket(host, port, "metrics", "--metrics-port")
+    server = uvicorn.Server(
+        uvicorn.Config(metrics_app(), access_log=False, log_config=None, lifespan="off")
+    )
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # the command's own handlers
+    return asyncio.create_task(server.serve(sockets=[sock]), name="metrics")
+
+
 async def _until_signalled() -> None:
     """Return at SIGINT or SIGTERM (the process then shuts down cleanly and exits 0)."""
     stop = asyncio.Event()
@@ -277,7 +293,11 @@ def serve(
     from notiflow.delivery.mail_folder import describe_mail_transport
     from notiflow.kit import metrics
     from notiflow.main.app import create_app
-    from notiflow.main.scheduler import start_elected_scheduler, start_worker
+    from notiflow.main.scheduler import (
+        start_elected_scheduler,
+        start_queue_sampler,
+        start_worker,
+    )
     from notiflow.realtime.server import build_realtime_server
 
     settings = served_settings(get_settings(), host=host, port=port, ws_port=ws_port)
@@ -314,7 +334,7 @@ def serve(
         # Redis, a worker on the shared queue; without, in this process as they are queued)
         # and a candidate for the one scheduler (the sweeper hands out retries and anything a
         # restart left behind). `notiflow worker` / `notiflow scheduler` add more of each.
-        background = start_elected_scheduler(runtime)
+        background = start_elected_scheduler(runtime) + start_queue_sampler(runtime)
         if settings.redis_url:
             background += start_worker(runtime, SERVE_WORKER_CONCURRENCY)
         structlog.get_logger("notiflow").info(
@@ -398,6 +418,7 @@ def api(
     import uvloop
 
     from notiflow.main.app import create_app
+    from notiflow.main.scheduler import start_queue_sampler
 
     settings = served_settings(get_settings(), host=host, port=port)
     configure_logging(settings.log_level, json=settings.log_json)
@@ -407,6 +428,7 @@ def api(
             settings.api_host, settings.api_port, "API", "--port", "NOTIFLOW_API_PORT"
         )
         runtime = await _prepare(settings, join_cluster=True)
+        sampler = start_queue_sampler(runtime)
         config = uvicorn.Config(
             create_app(runtime=runtime),
             host=settings.api_host,
@@ -420,7 +442,7 @@ def api(
         try:
             await server.serve(sockets=[api_socket])
         finally:
-            await _shut_down(runtime, [])
+            await _shut_down(runtime, sampler)
 
     uvloop.run(main())
 
@@ -502,12 +524,16 @@ def worker(
     concurrency: Annotated[
         int, typer.Option(min=1, max=1_000, help="Jobs run at once (<= the database pool).")
     ] = 20,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /metrics on this port (on NOTIFLOW_API_HOST; default: off)."),
+    ] = None,
 ) -> None:
     """Run jobs from the Redis queue (NOTIFLOW_REDIS_URL); start as many as needed."""
     import uvloop
 
     from notiflow.delivery.mail_folder import describe_mail_transport
-    from notiflow.main.scheduler import start_worker
+    from notiflow.main.scheduler import start_queue_sampler, start_worker
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
@@ -520,7 +546,9 @@ def worker(
 
     async def main() -> None:
         runtime = await _prepare(settings, join_cluster=True)
-        tasks = start_worker(runtime, concurrency)
+        tasks = start_worker(runtime, concurrency) + start_queue_sampler(runtime)
+        if metrics_port is not None:
+            tasks.append(_serve_metrics(settings.api_host, metrics_port))
         structlog.get_logger("notiflow").info(
             "worker_started", concurrency=concurrency, **describe_mail_transport(settings)
         )
@@ -533,21 +561,28 @@ def worker(
 
 
 @app.command()
-def scheduler() -> None:
+def scheduler(
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /metrics on this port (on NOTIFLOW_API_HOST; default: off)."),
+    ] = None,
+) -> None:
     """Run the scheduler of a scale-out deployment: the outbox sweeper, the due-post scanner and
     the periodic jobs (`notiflow schedule list`). Start as many as wanted (every `serve` is one
     too): they elect one, and another takes over within NOTIFLOW_SCHEDULER_LEASE_SECONDS when
     it dies."""
     import uvloop
 
-    from notiflow.main.scheduler import start_elected_scheduler
+    from notiflow.main.scheduler import start_elected_scheduler, start_queue_sampler
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
         runtime = await _prepare(settings, join_cluster=True)
-        tasks = start_elected_scheduler(runtime)
+        tasks = start_elected_scheduler(runtime) + start_queue_sampler(runtime)
+        if metrics_port is not None:
+            tasks.append(_serve_metrics(settings.api_host, metrics_port))
         structlog.get_logger("notiflow").info("scheduler_started")
         try:
             await _until_signalled()

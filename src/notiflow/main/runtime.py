@@ -26,6 +26,7 @@ from notiflow.kit.outages import REDIS, redis_unavailable
 from notiflow.kit.queue import JobQueue, build_broker
 from notiflow.kit.uow import create_sessionmaker
 from notiflow.main.jobs import ALL_JOBS, AllJobsContext
+from notiflow.notifications.counting import CountCreated
 from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.service import NotificationService
 from notiflow.notifications.unread import (
@@ -223,6 +224,7 @@ def create_runtime(settings: Settings) -> Runtime:
         cipher=TokenCipher.from_settings(settings),
         providers=build_providers(settings),
     )
+    runtime.events.subscribe(CountCreated())
     wire_realtime(runtime)
     wire_jobs(runtime)
     wire_webhooks(runtime)

@@ -12,6 +12,7 @@ from notiflow.content.jobs import scan_forever
 from notiflow.delivery.jobs import sweep_forever
 from notiflow.kit.leadership import beat_forever, lead_forever
 from notiflow.kit.locks import live_leases
+from notiflow.kit.queue import sample_queue_depth_forever
 from notiflow.main.runtime import Runtime
 from notiflow.realtime.webhooks import StreamIngest
 from notiflow.schedule import run_schedule
@@ -47,6 +48,14 @@ def start_worker(runtime: Runtime, concurrency: int) -> list[asyncio.Task[None]]
         asyncio.create_task(receiver, name="job-receiver"),
         asyncio.create_task(heartbeat, name="worker-heartbeat"),
     ]
+
+
+def start_queue_sampler(runtime: Runtime) -> list[asyncio.Task[None]]:
+    """With the Redis queue, keep this process's ``notiflow_queue_depth{queue="jobs"}``
+    current (every process that serves /metrics runs one)."""
+    if runtime.redis is None:
+        return []
+    return [asyncio.create_task(sample_queue_depth_forever(runtime.redis), name="queue-depth")]
 
 
 async def jobs_health(runtime: Runtime) -> dict[str, str]:
