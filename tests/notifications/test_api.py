@@ -334,6 +334,45 @@ async def test_read_multiple_ignores_ids_that_are_not_mine(
     assert await unread_count(client, bob) == 1
 
 
+async def test_archive_and_delete_take_notifications_out_of_the_feed_and_the_count(
+    client: httpx.AsyncClient, make_member: MakeMember
+) -> None:
+    admin = await make_member(role=Role.ADMIN)
+    alice = await make_member()
+    bob = await make_member()
+    ids = [(await send(client, admin, [alice]))["notifications"][0]["id"] for _ in range(4)]
+    bobs = (await send(client, admin, [bob]))["notifications"][0]["id"]
+    assert await unread_count(client, alice) == 4
+
+    archived = await client.post(f"{API}/{ids[0]}/archive", headers=alice.headers)
+    assert archived.json() == {"data": {"updated": 1}}
+    several = await client.post(
+        f"{API}/archive-multiple", json={"ids": [ids[0], ids[1], bobs]}, headers=alice.headers
+    )
+    assert several.json() == {"data": {"updated": 1}}  # ids[0] already was; bob's is not hers
+    deleted = await client.delete(f"{API}/{ids[2]}", headers=alice.headers)
+    assert deleted.status_code == 204
+
+    assert [item["id"] for item in (await feed(client, alice))["data"]] == [ids[3]]
+    assert await unread_count(client, alice) == 1
+    # Archived: kept with its ledger; deleted: gone, ledger too.
+    assert (
+        await client.get(f"{API}/{ids[0]}/deliveries", headers=alice.headers)
+    ).status_code == 200
+    gone = await client.get(f"{API}/{ids[2]}/deliveries", headers=alice.headers)
+    assert gone.status_code == 404
+
+    # Someone else's notification: 404 for one, ignored in a list; bob's stays.
+    assert (await client.delete(f"{API}/{bobs}", headers=alice.headers)).status_code == 404
+    assert (await client.post(f"{API}/{bobs}/archive", headers=alice.headers)).status_code == 404
+    many = await client.post(
+        f"{API}/delete-multiple", json={"ids": [ids[3], bobs]}, headers=alice.headers
+    )
+    assert many.json() == {"data": {"updated": 1}}
+    assert await unread_count(client, alice) == 0
+    assert await unread_count(client, bob) == 1
+
+
 # ---------------------------------------------------------------- preferences
 
 

@@ -788,9 +788,14 @@ def loadtest_ws(
     connections: Annotated[int, typer.Option(min=1, max=50_000)] = 100,
     rate: Annotated[float, typer.Option(min=0.1, help="Notifications per second.")] = 10.0,
     duration: Annotated[float, typer.Option(min=0.1, max=3600, help="Seconds of sending.")] = 10.0,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the notifications sent (default: deleted).")
+    ] = False,
 ) -> None:
     """Open N connections on the caller's private channel, send notifications at RATE/s for
-    DURATION s through the API, and report delivered/expected, throughput and latency."""
+    DURATION s through the API, and report delivered/expected, throughput and latency. Progress
+    goes to stderr, the report (one JSON object) to stdout; the notifications it sent are
+    deleted from the caller's feed at the end unless --keep."""
     import uvloop
 
     from notiflow.main.loadtest import run_ws_load
@@ -803,6 +808,8 @@ def loadtest_ws(
             rate=rate,
             duration=duration,
             ws_url=ws_url,
+            keep=keep,
+            progress=lambda line: typer.echo(line, err=True),
         )
     )
     _print_json(result)

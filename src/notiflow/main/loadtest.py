@@ -14,6 +14,7 @@ import asyncio
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -22,6 +23,8 @@ import httpx
 from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
 MARK = "loadtest_sent_at"
+PROGRESS_SECONDS = 1.0
+DELETE_BATCH = 1000
 
 
 class _Listener(WSListener):
@@ -103,8 +106,14 @@ async def run_ws_load(
     duration: float,
     ws_url: str | None = None,
     drain_seconds: float = 2.0,
+    keep: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
+    """Run the load test; ``progress`` hears a line about once a second; the notifications
+    sent are deleted at the end unless ``keep``."""
     report = LoadReport()
+    tell = progress or (lambda _line: None)
+    created: list[str] = []
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=30) as api:
         me = (await api.get("/api/v1/user")).raise_for_status().json()["data"]
@@ -143,11 +152,17 @@ async def run_ws_load(
                 if await asyncio.wait_for(listener.subscribed, 10):
                     report.subscribed += 1
 
+        tell(f"opening {connections} connections on {url}")
         await asyncio.gather(*(open_one() for _ in range(connections)))
         report.connect_seconds = time.perf_counter() - started
+        tell(
+            f"{report.subscribed}/{connections} subscribed in {report.connect_seconds:.1f} s; "
+            f"sending {max(1, int(rate * duration))} notifications at {rate}/s"
+        )
 
         total = max(1, int(rate * duration))
         send_started = time.perf_counter()
+        next_report = send_started + PROGRESS_SECONDS
         for index in range(total):
             target = send_started + index / rate
             delay = target - time.perf_counter()
@@ -166,8 +181,15 @@ async def run_ws_load(
             )
             if response.status_code == 202:
                 report.sent += 1
+                created.extend(item["id"] for item in response.json()["data"]["notifications"])
             else:
                 report.send_errors += 1
+            if time.perf_counter() >= next_report:
+                next_report += PROGRESS_SECONDS
+                tell(
+                    f"sent {report.sent}/{total}, errors {report.send_errors}, "
+                    f"received {report.received}/{report.sent * report.subscribed}"
+                )
         deadline = time.perf_counter() + drain_seconds
         expected = report.sent * report.subscribed
         # polling a counter that frame callbacks feed
@@ -176,4 +198,23 @@ async def run_ws_load(
         report.send_seconds = time.perf_counter() - send_started
         for transport in transports:
             transport.disconnect()
-    return report.summary()
+        tell(f"received {report.received}/{expected}")
+        summary = report.summary()
+        if keep:
+            summary["notifications_kept"] = len(created)
+        else:
+            summary["notifications_deleted"] = await _delete(api, created)
+            tell(f"deleted the {summary['notifications_deleted']} notifications it sent")
+    return summary
+
+
+async def _delete(api: httpx.AsyncClient, ids: list[str]) -> int:
+    """Delete the load test's notifications from the caller's feed, 1,000 at a time."""
+    deleted = 0
+    for start in range(0, len(ids), DELETE_BATCH):
+        response = await api.post(
+            "/api/v1/notifications/delete-multiple", json={"ids": ids[start : start + DELETE_BATCH]}
+        )
+        response.raise_for_status()
+        deleted += int(response.json()["data"]["updated"])
+    return deleted

@@ -100,6 +100,26 @@ async def mark_multiple_as_read(
     return DataEnvelope(data=UpdatedCountData(updated=updated))
 
 
+@router.post("/archive-multiple", response_model=DataEnvelope[UpdatedCountData])
+async def archive_multiple(
+    body: MarkMultipleReadRequest, auth: CurrentAuth, service: NotificationServiceDep
+) -> DataEnvelope[UpdatedCountData]:
+    """Archive the given ids: out of the feed and the unread count, kept with their ledger;
+    ids that are not the caller's (or already archived) are ignored (not counted)."""
+    updated = await service.archive(auth.user.id, auth.tenant_id, body.ids)
+    return DataEnvelope(data=UpdatedCountData(updated=updated))
+
+
+@router.post("/delete-multiple", response_model=DataEnvelope[UpdatedCountData])
+async def delete_multiple(
+    body: MarkMultipleReadRequest, auth: CurrentAuth, service: NotificationServiceDep
+) -> DataEnvelope[UpdatedCountData]:
+    """Delete the given ids and their ledger rows; ids that are not the caller's are ignored
+    (not counted)."""
+    deleted = await service.delete(auth.user.id, auth.tenant_id, body.ids)
+    return DataEnvelope(data=UpdatedCountData(updated=deleted))
+
+
 @router.get("/preferences", response_model=DataEnvelope[list[NotificationPreferenceData]])
 async def preferences(
     auth: CurrentAuth, service: NotificationServiceDep
@@ -174,6 +194,25 @@ async def mark_as_read(
     notification = await service.get_for_user(auth.user.id, auth.tenant_id, notification_id)
     notification = await service.mark_as_read(notification)
     return DataEnvelope(data=NotificationData.from_model(notification))
+
+
+@router.post("/{notification_id}/archive", response_model=DataEnvelope[UpdatedCountData])
+async def archive(
+    notification_id: uuid.UUID, auth: CurrentAuth, service: NotificationServiceDep
+) -> DataEnvelope[UpdatedCountData]:
+    """Archive one of the caller's notifications (404 if it is not theirs)."""
+    notification = await service.get_for_user(auth.user.id, auth.tenant_id, notification_id)
+    updated = await service.archive(auth.user.id, auth.tenant_id, [notification.id])
+    return DataEnvelope(data=UpdatedCountData(updated=updated))
+
+
+@router.delete("/{notification_id}", status_code=204)
+async def delete(
+    notification_id: uuid.UUID, auth: CurrentAuth, service: NotificationServiceDep
+) -> None:
+    """Delete one of the caller's notifications and its ledger (404 if it is not theirs)."""
+    notification = await service.get_for_user(auth.user.id, auth.tenant_id, notification_id)
+    await service.delete(auth.user.id, auth.tenant_id, [notification.id])
 
 
 @router.get("/{notification_id}/deliveries", response_model=DataEnvelope[LedgerData])

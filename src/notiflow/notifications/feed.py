@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Delete, Select, Update, delete, func, select, update
 
 from notiflow.kit.bulk import chunks
 from notiflow.kit.errors import NotFound
@@ -90,6 +90,53 @@ class NotificationFeed(NotificationContext):
         if updated:
             self._after_unread_change([(user_id, tenant_id)])
         return updated
+
+    async def archive(
+        self, user_id: uuid.UUID, tenant_id: uuid.UUID, ids: Sequence[uuid.UUID]
+    ) -> int:
+        """Take the user's notifications out of the feed and the unread count (kept, with
+        their ledger, until retention removes them); ids not the user's are ignored."""
+        now = utcnow()
+        statement = (
+            update(Notification)
+            .where(
+                Notification.user_id == user_id,
+                in_tenant(Notification, tenant_id),
+                Notification.archived_at.is_(None),
+            )
+            .values(archived_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return await self._change_each(statement, list(dict.fromkeys(ids)), user_id, tenant_id)
+
+    async def delete(
+        self, user_id: uuid.UUID, tenant_id: uuid.UUID, ids: Sequence[uuid.UUID]
+    ) -> int:
+        """Delete the user's notifications and their ledger rows; ids not the user's are
+        ignored."""
+        statement = (
+            delete(Notification)
+            .where(Notification.user_id == user_id, in_tenant(Notification, tenant_id))
+            .execution_options(synchronize_session=False)
+        )
+        return await self._change_each(statement, list(dict.fromkeys(ids)), user_id, tenant_id)
+
+    async def _change_each(
+        self,
+        statement: Update | Delete,
+        ids: list[uuid.UUID],
+        user_id: uuid.UUID,
+        tenant_id: uuid.UUID,
+    ) -> int:
+        changed = 0
+        for chunk in chunks(ids):
+            cursor_result: Any = await self.session.execute(
+                statement.where(Notification.id.in_(chunk))
+            )
+            changed += cursor_result.rowcount or 0
+        if changed:
+            self._after_unread_change([(user_id, tenant_id)])
+        return changed
 
     async def list_for_user(
         self,
