@@ -208,7 +208,9 @@ async def realtime_config(
                 wsPort=port,
                 wssPort=port,
                 forceTLS=force_tls,
-                enabledTransports=["wss"] if force_tls else ["ws", "wss"],
+                # Both names, always: with forceTLS pusher-js connects through the transport
+                # named "ws" (over TLS); "wss" alone leaves it none, and it fails at once.
+                enabledTransports=["ws", "wss"],
                 authEndpoint=auth_endpoint,
             ),
         )
