@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -76,6 +77,52 @@ def test_serve_demo_prints_tokens_for_a_seeded_workspace(tmp_path: Path) -> None
     finally:
         process.terminate()
         process.communicate(timeout=10)  # also closes the pipe
+
+
+def test_the_demo_has_its_own_database_and_news_in_the_first_minute(tmp_path: Path) -> None:
+    """Started as the README says (no database setting): the demo writes ./var/demo.db, never
+    the walk-through's ./var/notiflow.db, and the owner hears of a comment and a mention at
+    once, not after a random wait."""
+    port, ws_port = free_port(), free_port()
+    env = notiflow_env(
+        env="test",
+        secret_key="demo-test-secret-key-0123456789abcdef",
+        pusher_app_secret=TEST_PUSHER_SECRET,
+    )
+    process = subprocess.Popen(  # noqa: S603 - our own console script
+        [NOTIFLOW, "serve", "--demo", "--port", str(port), "--ws-port", str(ws_port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        seed = _read_demo_block(process)
+        assert str(seed["database"]).endswith("/var/demo.db")
+        assert (tmp_path / "var" / "demo.db").exists()
+        assert not (tmp_path / "var" / "notiflow.db").exists()
+        owner = {"Authorization": f"Bearer {seed['owner_token']}"}
+        news: set[str] = set()
+        texts: list[str] = []
+        with httpx.Client(timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while not {"new_comment", "new_mention"} <= news and time.monotonic() < deadline:
+                try:
+                    feed = client.get(
+                        f"http://127.0.0.1:{port}/api/v1/notifications", headers=owner
+                    ).json()["data"]
+                except httpx.HTTPError:
+                    feed = []
+                news = {item["type"] for item in feed}
+                texts = [item["message"] for item in feed]
+                time.sleep(0.5)
+        assert {"new_comment", "new_mention"} <= news, news
+        # Texts read like posts: no counters or bucket numbers.
+        assert not any(re.search(r"\(\d+\.\d+\)", text) for text in texts), texts
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
 
 
 async def test_the_demo_post_goes_out_and_its_author_is_told(runtime: Runtime) -> None:

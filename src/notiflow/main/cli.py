@@ -301,8 +301,13 @@ def serve(
     from notiflow.realtime.server import build_realtime_server
 
     settings = served_settings(get_settings(), host=host, port=port, ws_port=ws_port)
-    if demo:  # the demo's sandbox account has news every minute
-        settings = settings.model_copy(update={"inbox_sync_interval_minutes": 1})
+    if demo:
+        # The demo's sandbox account has news every minute; its data never mixes with the
+        # walk-through's (a database of its own unless NOTIFLOW_DATABASE_URL names one).
+        demo_update: dict[str, Any] = {"inbox_sync_interval_minutes": 1}
+        if "database_url" not in settings.model_fields_set:
+            demo_update["database_url"] = DEMO_DATABASE_URL
+        settings = settings.model_copy(update=demo_update)
     configure_logging(settings.log_level, json=settings.log_json)
 
     async def main() -> None:
@@ -383,6 +388,7 @@ async def _seed_demo(runtime: Runtime, api_url: str) -> None:
         json.dumps(
             {
                 "demo": {
+                    "database": runtime.engine.url.render_as_string(hide_password=True),
                     "owner_token": seed.owner_token,
                     "editor_token": seed.editor_token,
                     "workspace_id": seed.workspace_id,
@@ -403,6 +409,8 @@ async def _seed_demo(runtime: Runtime, api_url: str) -> None:
     )
 
 
+# `serve --demo`'s own database (the default one is ./var/notiflow.db).
+DEMO_DATABASE_URL = "sqlite+aiosqlite:///./var/demo.db"
 # Jobs a `serve` process runs at once from the Redis queue (next to the API and WebSocket).
 SERVE_WORKER_CONCURRENCY = 10
 

@@ -20,7 +20,7 @@ from notiflow.kit.ids import utcnow
 from notiflow.kit.tenant_scope import in_tenant
 from notiflow.kit.timezones import local_iso
 from notiflow.models import Membership, Post, PostTarget, SocialAccount, User, Workspace
-from notiflow.models.platform import AccountStatus, PostStatus, TargetStatus
+from notiflow.models.platform import AccountStatus, PostStatus, TargetStatus, WorkspaceSchedule
 from notiflow.models.tenancy import Role
 from notiflow.notifications.service import NotificationService
 from notiflow.notifications.types import NotificationType
@@ -31,15 +31,18 @@ DEMO_WORKSPACE = "Demo Brand"
 DEMO_TIMEZONE = "Asia/Baku"
 OWNER_EMAIL = "owner@demo.notiflow.localhost"
 EDITOR_EMAIL = "editor@demo.notiflow.localhost"
-# Comments and mentions arrive every minute or so; the demo post goes out in two minutes.
+# One comment and one mention every minute, the first of each at the first sync (the minute
+# before the demo started), which runs at the scheduler's first look; the demo post goes out in
+# two minutes.
 SANDBOX_OPTIONS = {
     "username": "demo_brand",
     "latency_ms": 150,
-    "comment_rate": 0.6,
-    "mention_rate": 0.3,
+    "comment_rate": 1.0,
+    "mention_rate": 1.0,
     "bucket_seconds": 60,
-    "initial_buckets": 0,
+    "initial_buckets": 1,
 }
+INBOX_SYNC_JOB = "inbox.sync"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,22 @@ async def seed_demo(
             tenant_id=tenant.id,
         )
 
+    else:
+        account.options = dict(SANDBOX_OPTIONS)
+
     now = utcnow()
+    first_sync = await session.scalar(
+        select(WorkspaceSchedule).where(
+            WorkspaceSchedule.workspace_id == workspace.id,
+            WorkspaceSchedule.job_name == INBOX_SYNC_JOB,
+        )
+    )
+    if first_sync is None:
+        session.add(
+            WorkspaceSchedule(workspace_id=workspace.id, job_name=INBOX_SYNC_JOB, next_run_at=now)
+        )
+    else:
+        first_sync.next_run_at = now
     scheduled_at = (now + timedelta(minutes=2)).replace(microsecond=0)
     post = Post(
         tenant_id=tenant.id,

@@ -249,11 +249,8 @@ class SandboxProvider:
         if kind == "comment" and post_ids:
             reply_to = post_ids[int(draw("reply", seed, bucket, index) * len(post_ids))]
         me = self._username(credentials)
-        text = (
-            f"Nice post, @{me}! ({bucket}.{index})"
-            if kind == "comment"
-            else f"Hey @{me}, have a look at this ({bucket}.{index})"
-        )
+        phrases = _COMMENTS if kind == "comment" else _MENTIONS
+        text = phrases[int(draw("text", seed, bucket, kind, index) * len(phrases))].format(me=me)
         return InboxEntry(
             external_id=external_id,
             kind=kind,
@@ -316,6 +313,28 @@ class SandboxProvider:
 
     async def close(self) -> None:
         return None
+
+
+# What the sandbox's people write: a comment under one of the account's posts, or a post
+# mentioning it (``{me}`` is the account's username).
+_COMMENTS = (
+    "Great shot, @{me}! Where was this taken?",
+    "Love this. Saving it for later.",
+    "This made my morning, thank you!",
+    "Finally someone said it.",
+    "Is the new collection out already?",
+    "Beautiful colours in this one.",
+    "Congrats to the whole team!",
+    "Can you share the recipe?",
+)
+_MENTIONS = (
+    "Thanks @{me} for the quick reply yesterday, order arrived today!",
+    "@{me} you have to see this view from the old town.",
+    "Shoutout to @{me} for the great service this week.",
+    "Anyone else excited for the @{me} launch on Friday?",
+    "Just tried the new menu at @{me}, highly recommended.",
+    "@{me} any plans to open in Ganja?",
+)
 
 
 def _parse_bucket(cursor: str | None) -> int | None:
