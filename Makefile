@@ -28,7 +28,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: help serve install dev services test lint lint-check lint-format lint-types bench clean
 
 help:
-	@echo "make serve   set up (first time) and start notiflow on http://127.0.0.1:8000"
+	@echo "make serve   set up (first time) and start notiflow (http://127.0.0.1:8000 unless SERVE_ARGS=\"--port N\")"
 	@echo "make test    run the test suite on SQLite and PostgreSQL (starts PostgreSQL/Redis)"
 	@echo "make lint    ruff check, ruff format --check, mypy --strict"
 	@echo "make bench   run the benchmarks in bench/"
@@ -37,10 +37,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
+	@echo "notiflow: installing into $(VENV) (first run only, about a minute)..."
 	$(BIN)/python -m pip install --quiet --editable .
 	@touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
+	@echo "notiflow: installing into $(VENV) with the development tools (first run only, a minute or two)..."
 	$(BIN)/python -m pip install --quiet --editable '.[dev]'
 	@touch $@ $(RUNTIME_STAMP)
 
@@ -49,7 +51,7 @@ install: $(RUNTIME_STAMP)
 dev: $(DEV_STAMP)
 
 serve: $(RUNTIME_STAMP)
-	@echo "notiflow: starting the API (default http://127.0.0.1:8000, docs at /docs); Ctrl-C stops it"
+	@echo "notiflow: starting notiflow serve $(SERVE_ARGS); its api_listening line says where (docs at /docs); Ctrl-C stops it"
 	$(BIN)/notiflow serve $(SERVE_ARGS)
 
 services:

@@ -501,3 +501,29 @@ async def test_deliveries_lists_the_tenants_ledger_and_says_when_nothing_matches
     assert "time zone" in naive.error()["message"]
     elsewhere = await cli.run("deliveries", "--tenant", "Nobody")
     assert elsewhere.error()["code"] == "not_found"
+
+
+def test_every_command_and_option_says_what_it_does() -> None:
+    """`--help` explains every command and option (typer adds each default)."""
+    import typer.main
+
+    from notiflow.main.cli import app
+
+    missing: list[str] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        context = type(command).context_class(command)
+        if hasattr(command, "list_commands"):  # a group
+            for name in command.list_commands(context):
+                walk(command.get_command(context, name), [*path, name])
+            return
+        if not command.help:
+            missing.append(" ".join(path))
+        missing.extend(
+            f"{' '.join(path)} {parameter.opts[0]}"
+            for parameter in command.params
+            if parameter.param_type_name == "option" and not parameter.help
+        )
+
+    walk(typer.main.get_command(app), [])
+    assert missing == []

@@ -620,8 +620,11 @@ def jobs_failed(
         jobs = await failed_jobs.list_failed(session, include_retried=all_)
         return [failed_jobs.describe(job) for job in jobs]
 
-    for row in _with_session(work):
+    rows = _with_session(work)
+    for row in rows:
         _print_json(row)
+    if not rows:
+        typer.echo("no failed jobs" if not all_ else "no failed jobs, retried or not", err=True)
 
 
 @app.command()
@@ -793,7 +796,9 @@ def loadtest_ws(
     ws_url: Annotated[
         str | None, typer.Option(help="WebSocket base URL (default: from /realtime/config).")
     ] = None,
-    connections: Annotated[int, typer.Option(min=1, max=50_000)] = 100,
+    connections: Annotated[
+        int, typer.Option(min=1, max=50_000, help="WebSocket connections to open.")
+    ] = 100,
     rate: Annotated[float, typer.Option(min=0.1, help="Notifications per second.")] = 10.0,
     duration: Annotated[float, typer.Option(min=0.1, max=3600, help="Seconds of sending.")] = 10.0,
     keep: Annotated[
