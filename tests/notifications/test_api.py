@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -909,3 +911,37 @@ async def test_docs_and_openapi_are_served(client: httpx.AsyncClient) -> None:
         "/api/v1/auth/login",
     ]:
         assert path in paths, path
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_the_api_docs_load_everything_from_notiflow(
+    client: httpx.AsyncClient, page: str
+) -> None:
+    """Swagger UI and ReDoc come from notiflow itself, so /docs works offline."""
+    html = (await client.get(page)).text
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
+    assert assets
+    for asset in assets:
+        assert not asset.startswith(("http://", "https://", "//")), asset
+        served = await client.get(asset)
+        assert served.status_code == 200, asset
+        assert len(served.content) > 1000, asset
+
+
+async def test_the_openapi_document_marks_operations_that_need_a_bearer_token(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert schema["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A personal access token: `Authorization: Bearer <token>`.",
+    }
+    paths = schema["paths"]
+    needs = [{"bearerAuth": []}]
+    assert paths["/api/v1/notifications"]["get"]["security"] == needs
+    assert paths["/api/v1/notifications/send"]["post"]["security"] == needs
+    assert paths["/broadcasting/auth"]["post"]["security"] == needs
+    # Open or otherwise signed: no bearer token.
+    assert "security" not in paths["/api/v1/auth/login"]["post"]
+    assert "security" not in paths["/health"]["get"]

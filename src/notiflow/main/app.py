@@ -10,6 +10,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -78,11 +79,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             if owned:
                 await app.state.runtime.close()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from notiflow itself: they work offline.
+    app = FastAPIOffline(
         title="notiflow",
         version=__version__,
         description="Notifications and background jobs for a multi-tenant social-media platform.",
         lifespan=lifespan,
+        static_url="/docs-assets",
     )
     if runtime is not None:
         app.state.runtime = runtime

@@ -206,7 +206,7 @@ async def archive(
     return DataEnvelope(data=UpdatedCountData(updated=updated))
 
 
-@router.delete("/{notification_id}", status_code=204)
+@router.delete("/{notification_id:uuid}", status_code=204)
 async def delete(
     notification_id: uuid.UUID, auth: CurrentAuth, service: NotificationServiceDep
 ) -> None:
