@@ -459,9 +459,11 @@ async def test_unknown_routes_and_methods_use_the_error_shape(
     assert_error(
         await client.get(f"{API}/read-all", headers=alice.headers), 405, "method_not_allowed"
     )
-    assert_error(
-        await client.delete(f"{API}/preferences", headers=alice.headers), 405, "method_not_allowed"
-    )
+    refused = await client.delete(f"{API}/preferences", headers=alice.headers)
+    assert_error(refused, 405, "method_not_allowed")
+    # Every method of the path, though GET and PUT are two routes.
+    assert refused.headers["Allow"] == "GET, PUT"
+    assert "allowed: GET, PUT" in refused.json()["error"]["message"]
 
 
 # ---------------------------------------------------------------- authentication

@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from notiflow import __version__
@@ -146,6 +147,19 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     return app
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at this request's path."""
+    allowed: list[str] = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 # What pydantic says when the body is not an object (e.g. text, because of the content type).
 _NOT_AN_OBJECT = frozenset({"model_attributes_type", "dict_type"})
 
@@ -183,12 +197,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("validation_failed", message, details), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(error.status_code, "http_error")
+        headers = dict(getattr(error, "headers", None) or {})
+        message = str(error.detail)
+        if error.status_code == 405:
+            # The router names the methods of the first route with this path only; a path
+            # served by several routes (GET and PUT apart) allows all of theirs.
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed here; allowed: {headers['Allow']}"
         return JSONResponse(
-            error_body(code, str(error.detail)),
-            status_code=error.status_code,
-            headers=getattr(error, "headers", None),
+            error_body(code, message), status_code=error.status_code, headers=headers or None
         )
 
     async def database_error(request: Request, error: Exception) -> JSONResponse:
