@@ -554,6 +554,20 @@ async def test_patch_global_switches_changes_only_what_is_given(
     assert user["email_notifications_enabled"] is False
     assert user["push_notifications_enabled"] is True
 
+    # null is not a choice (the schema says boolean); nothing changes.
+    refused = await client.patch(
+        "/api/v1/me/notification-preferences",
+        json={"email_notifications_enabled": None},
+        headers=alice.headers,
+    )
+    assert refused.status_code == 422
+    assert "email_notifications_enabled" in refused.json()["error"]["message"]
+    user = (await client.get("/api/v1/user", headers=alice.headers)).json()["data"]
+    assert user["email_notifications_enabled"] is False
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    switch = schema["GlobalPreferencesRequest"]["properties"]["email_notifications_enabled"]
+    assert switch["type"] == "boolean"
+
 
 # ---------------------------------------------------------------- the delivery ledger
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from notiflow.kit.pagination import PageMeta
 from notiflow.models import Notification, NotificationDelivery
@@ -151,8 +152,16 @@ class GlobalPreferencesRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    email_notifications_enabled: bool | None = None
-    push_notifications_enabled: bool | None = None
+    # Either may be left out; neither may be null (the schema shows a boolean only).
+    email_notifications_enabled: bool | SkipJsonSchema[None] = None
+    push_notifications_enabled: bool | SkipJsonSchema[None] = None
+
+    @field_validator("email_notifications_enabled", "push_notifications_enabled", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must be true or false (leave the field out to keep it)")
+        return value
 
     @model_validator(mode="after")
     def _something(self) -> Self:
