@@ -676,3 +676,31 @@ async def test_a_large_body_under_the_limit_is_not_refused_for_its_size(
     response = await client.post(f"{API}/read-multiple", json=body, headers=admin.headers)
     assert response.status_code == 200
     assert response.json() == {"data": {"updated": 0}}
+
+
+async def test_every_operation_documents_the_errors_it_can_answer(
+    client: httpx.AsyncClient, alice: Member
+) -> None:
+    """/openapi.json lists the shared error answers, in the one error shape, for every
+    operation: a client generated from it knows each status it may get."""
+    schema = (await client.get("/openapi.json")).json()
+    error = {"$ref": "#/components/schemas/Error"}
+    assert schema["components"]["schemas"]["Error"]["required"] == ["error"]
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert responses["503"]["content"]["application/json"]["schema"] == error
+            if path in ("/health", "/metrics"):
+                continue
+            for status in ("401", "403", "404", "422"):
+                assert responses[status]["content"]["application/json"]["schema"] == error, (
+                    method,
+                    path,
+                    status,
+                )
+            if "requestBody" in operation:
+                assert {"400", "413"} <= set(responses), (method, path)
+    # An answer of one of those statuses has that shape.
+    missing = await client.get(f"{API}/{uuid.uuid4()}/deliveries", headers=alice.headers)
+    assert missing.status_code == 404
+    assert set(missing.json()["error"]) == {"code", "message", "details"}

@@ -32,6 +32,7 @@ from notiflow.kit.db import (
 )
 from notiflow.kit.errors import NotiflowError, ServiceUnavailable, error_body
 from notiflow.kit.metrics import router as metrics_router
+from notiflow.kit.openapi import document_errors
 from notiflow.kit.outages import DATABASE
 from notiflow.main.runtime import Runtime, create_runtime
 from notiflow.main.scheduler import jobs_health
@@ -88,6 +89,15 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         lifespan=lifespan,
         static_url="/docs-assets",
     )
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # Built once, with the error answers every operation shares (kit/openapi.py).
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     if runtime is not None:
         app.state.runtime = runtime
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
