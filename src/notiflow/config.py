@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     ws_close_grace_seconds: float = Field(default=3.0, gt=0, le=60)
     # How long a cache channel keeps its last event (Pusher: up to 30 minutes).
     ws_cache_ttl_seconds: float = Field(default=1800.0, gt=0, le=86_400)
+    # Replay of missed notifications on private-notifications.{userId} (docs/realtime.md,
+    # "Replay of missed notifications"): at most this many events, none older than this; past
+    # the window one ResyncRequired instead. 0 events turns replay and the snapshot off.
+    ws_replay_max_events: int = Field(default=100, ge=0, le=1_000)
+    ws_replay_max_age_seconds: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
+    # A replay whose database work takes longer is given up (ResyncRequired).
+    ws_replay_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
     # Email: over SMTP, or written to a folder (docs/delivery.md, "Where email goes"). Unset,
     # the driver follows from the rest: an SMTP setting given means SMTP; in development with

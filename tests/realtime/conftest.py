@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from notiflow.main.app import create_app
-from notiflow.main.runtime import Runtime, channel_cache, wire_realtime
+from notiflow.main.runtime import Runtime, channel_cache, replay_source, wire_realtime
 from notiflow.realtime.hub import Hub
 from notiflow.realtime.server import RealtimeServer, build_realtime_server
 
@@ -67,7 +67,9 @@ async def live(runtime: Runtime) -> AsyncIterator[LiveStack]:
         presence_limit=runtime.settings.ws_presence_limit, cache=channel_cache(runtime.settings)
     )
     wire_realtime(runtime)
-    realtime = build_realtime_server(runtime.settings, runtime.hub)
+    realtime = build_realtime_server(
+        runtime.settings, runtime.hub, replay_source(runtime.settings, runtime.sessionmaker)
+    )
     await realtime.start("127.0.0.1", 0)
     server, task, port = await start_api(runtime)
     runtime.settings = runtime.settings.model_copy(

@@ -293,6 +293,7 @@ def serve(
     from notiflow.delivery.mail_folder import describe_mail_transport
     from notiflow.kit import metrics
     from notiflow.main.app import create_app
+    from notiflow.main.runtime import replay_source
     from notiflow.main.scheduler import (
         start_elected_scheduler,
         start_queue_sampler,
@@ -324,7 +325,9 @@ def serve(
             log_config=None,
             http="httptools",
         )
-        realtime = build_realtime_server(settings, runtime.hub)
+        realtime = build_realtime_server(
+            settings, runtime.hub, replay_source(settings, runtime.sessionmaker)
+        )
         try:
             await realtime.start(settings.ws_host, settings.ws_port)
         except OSError as error:
@@ -473,7 +476,9 @@ def realtime(
     import uvloop
 
     from notiflow.kit import metrics
-    from notiflow.main.runtime import build_hub
+    from notiflow.kit.db import create_engine
+    from notiflow.kit.uow import create_sessionmaker
+    from notiflow.main.runtime import build_hub, replay_source
     from notiflow.realtime.health import node_app
     from notiflow.realtime.server import build_realtime_server
 
@@ -488,11 +493,16 @@ def realtime(
             else None
         )
         hub, close_hub = await build_hub(settings)
-        server = build_realtime_server(settings, hub)
+        # Only to read what a reconnecting client missed (no migrations: the API owns the
+        # schema); connected on the first replay, so a node starts whatever the database does.
+        engine = create_engine(settings.database_url, echo=settings.database_echo)
+        replay = replay_source(settings, create_sessionmaker(engine))
+        server = build_realtime_server(settings, hub, replay)
         try:
             await server.start(bind_host, bind_port)
         except OSError as error:
             await close_hub()
+            await engine.dispose()
             _unavailable_port(
                 error, "WebSocket", bind_host, bind_port, "--port", "NOTIFLOW_WS_PORT"
             )
@@ -523,6 +533,7 @@ def realtime(
                 http.should_exit = True
                 await http_task
             await close_hub()
+            await engine.dispose()
 
     uvloop.run(main())
 

@@ -43,7 +43,7 @@ from notiflow.realtime.broadcast import (
 )
 from notiflow.realtime.cache import ChannelCache, MemoryCacheStore, RedisCacheStore
 from notiflow.realtime.hub import Hub
-from notiflow.realtime.notifier import RealtimeNotifier
+from notiflow.realtime.notifier import DatabaseReplaySource, RealtimeNotifier
 from notiflow.realtime.redis import (
     Cluster,
     RedisBackplane,
@@ -321,6 +321,17 @@ async def build_hub(settings: Settings) -> tuple[Hub, Callable[[], Awaitable[Non
         await redis.aclose()
 
     return hub, close
+
+
+def replay_source(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> DatabaseReplaySource:
+    """Where a node reads the notifications a reconnecting client missed (docs/realtime.md)."""
+    return DatabaseReplaySource(
+        sessionmaker,
+        max_events=settings.ws_replay_max_events,
+        max_age_seconds=settings.ws_replay_max_age_seconds,
+    )
 
 
 def channel_cache(settings: Settings, store: RedisCacheStore | None = None) -> ChannelCache:

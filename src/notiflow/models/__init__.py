@@ -9,6 +9,7 @@ from notiflow.models.notifications import (
     NotificationDelivery,
     NotificationPreference,
     PushSubscription,
+    UserSequence,
 )
 from notiflow.models.platform import (
     DataDeletionRequest,
@@ -47,6 +48,7 @@ __all__ = [
     "SocialAccount",
     "Tenant",
     "User",
+    "UserSequence",
     "WebhookEvent",
     "Workspace",
     "WorkspaceSchedule",

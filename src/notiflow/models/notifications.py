@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ForeignKey,
     Index,
     Integer,
@@ -49,6 +50,15 @@ class Notification(IdMixin, TimestampMixin, Base):
             sqlite_where=text("read_at IS NULL AND archived_at IS NULL"),
         ),
         UniqueConstraint("user_id", "channel", "dedupe_key"),
+        # Replay of missed live events: a user's notifications after a sequence, in order.
+        Index(
+            "ix_notifications_user_sequence",
+            "user_id",
+            "sequence",
+            unique=True,
+            postgresql_where=text("sequence IS NOT NULL"),
+            sqlite_where=text("sequence IS NOT NULL"),
+        ),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -68,6 +78,21 @@ class Notification(IdMixin, TimestampMixin, Base):
     archived_at: Mapped[datetime | None] = mapped_column(default=None)
     event_id: Mapped[uuid.UUID] = mapped_column(index=True)
     dedupe_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    # The user's live event sequence of its NotificationCreated (docs/realtime.md); None when
+    # no live event was sent for it (push was not allowed).
+    sequence: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class UserSequence(Base):
+    """The last live event sequence handed out for a user, across tenants. Its row lock orders
+    a user's concurrent sends: sequence order is commit order."""
+
+    __tablename__ = "user_sequences"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    last_sequence: Mapped[int] = mapped_column(BigInteger)
 
 
 class NotificationPreference(IdMixin, TimestampMixin, Base):

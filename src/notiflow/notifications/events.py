@@ -38,6 +38,8 @@ class NotificationRecord:
     created_at: datetime
     push_allowed: bool
     pending_delivery_ids: tuple[uuid.UUID, ...] = ()
+    # The user's live event sequence (set exactly when push_allowed).
+    sequence: int | None = None
 
 
 class NotificationListener(Protocol):

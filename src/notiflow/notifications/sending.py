@@ -43,6 +43,7 @@ from notiflow.notifications.policy import (
     resolve,
 )
 from notiflow.notifications.recipients import load_recipients
+from notiflow.notifications.sequences import next_sequences
 from notiflow.notifications.types import (
     EXTERNAL_CHANNELS,
     NotificationChannel,
@@ -218,6 +219,7 @@ class NotificationSender(NotificationContext):
                     "read_at": None if visible else now,
                     "event_id": event_id,
                     "dedupe_key": payload.dedupe_key,
+                    "sequence": None,
                     "created_at": now,
                     "updated_at": now,
                 }
@@ -226,6 +228,7 @@ class NotificationSender(NotificationContext):
         result = SendResult(event_id=event_id)
         if not notification_rows:
             return result
+        await self._assign_sequences(notification_rows, decisions_by_id)
         inserted_rows = await self._insert_notifications(notification_rows, payload.dedupe_key)
         if len(inserted_rows) != len(notification_rows):
             inserted_users = {row["user_id"] for row in inserted_rows}
@@ -293,6 +296,7 @@ class NotificationSender(NotificationContext):
                     created_at=now,
                     push_allowed=push is not None and push.allowed,
                     pending_delivery_ids=tuple(pending_by_notification.get(row["id"], ())),
+                    sequence=row["sequence"],
                 )
             )
         unread_keys = [
@@ -311,6 +315,23 @@ class NotificationSender(NotificationContext):
 
         after_commit(self.session, announce)
         return result
+
+    async def _assign_sequences(
+        self,
+        rows: list[dict[str, Any]],
+        decisions_by_id: dict[uuid.UUID, dict[NotificationChannel, Decision]],
+    ) -> None:
+        """Give each notification that will raise a live event its user's next sequence (a
+        deduplicated one leaves a gap: sequences increase, they are not consecutive)."""
+        pushed = [
+            row
+            for row in rows
+            if (push := decisions_by_id[row["id"]].get(NotificationChannel.PUSH)) is not None
+            and push.allowed
+        ]
+        sequences = await next_sequences(self.session, [row["user_id"] for row in pushed])
+        for row in pushed:
+            row["sequence"] = sequences[row["user_id"]]
 
     async def _without_web_push(self, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
         """Of these users, those Web Push cannot reach, with the ledger reason (the same the

@@ -34,16 +34,22 @@ from notiflow.kit.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from notiflow.realtime.authorization import ChannelUser, require_channel, subscription_auth
+from notiflow.realtime.authorization import (
+    ChannelUser,
+    parse_last_sequence,
+    require_channel,
+    subscription_auth,
+)
 from notiflow.realtime.cache import cache_attribute
 from notiflow.realtime.hub import Hub
-from notiflow.realtime.notifier import NOTIFICATION_CREATED, UNREAD_COUNT_CHANGED, user_channel
+from notiflow.realtime.notifier import user_channel
 from notiflow.realtime.protocol import (
     MAX_EVENT_NAME,
     ChannelKind,
     channel_kind,
     valid_channel_name,
 )
+from notiflow.realtime.replay import NOTIFICATION_CREATED, UNREAD_COUNT_CHANGED
 from notiflow.realtime.signing import body_md5, request_signature
 
 SOCKET_ID_RE = re.compile(r"^\d+\.\d+$")
@@ -129,7 +135,12 @@ async def _auth_form(request: Request) -> dict[str, str]:
             raise InvalidInput("the request body is not valid JSON", code="invalid_json") from None
         if not isinstance(parsed, dict):
             raise InvalidInput("expected a JSON object with socket_id and channel_name")
-        return {key: value for key, value in parsed.items() if isinstance(value, str)}
+        # A number is kept in its text form, as a form would carry it (last_sequence).
+        return {
+            key: value if isinstance(value, str) else str(value)
+            for key, value in parsed.items()
+            if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+        }
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {key: values[0] for key, values in fields.items()}
 
@@ -148,7 +159,8 @@ async def broadcasting_auth(
         raise InvalidInput("socket_id must look like '123.456'")
     user = ChannelUser(user_id=auth.user.id, tenant_id=auth.tenant_id, name=auth.user.name)
     require_channel(user, channel)
-    return subscription_auth(context.settings, user, socket_id, channel)
+    last_sequence = parse_last_sequence(form.get("last_sequence"))
+    return subscription_auth(context.settings, user, socket_id, channel, last_sequence)
 
 
 # ---------------------------------------------------------------------------- front-end config

@@ -27,10 +27,12 @@ from enum import StrEnum
 from notiflow.config import Settings
 from notiflow.kit.errors import Forbidden, InvalidInput
 from notiflow.realtime.protocol import ChannelKind, channel_kind, valid_channel_name
+from notiflow.realtime.replay import MAX_SEQUENCE, REPLAYED_CHANNEL
 from notiflow.realtime.signing import channel_auth, shared_secret
 
 _NOTIFICATIONS = re.compile(r"^notifications\.(?P<user>[0-9a-fA-F-]{36})$")
 _TENANT = re.compile(r"^tenant\.(?P<tenant>[0-9a-fA-F-]{36})$")
+_SEQUENCE = re.compile(r"^[0-9]{1,19}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +96,16 @@ def require_channel(user: ChannelUser, channel: str) -> ChannelKind:
 
 
 def subscription_auth(
-    settings: Settings, user: ChannelUser, socket_id: str, channel: str
+    settings: Settings,
+    user: ChannelUser,
+    socket_id: str,
+    channel: str,
+    last_sequence: int | None = None,
 ) -> dict[str, str]:
     """The reply of ``/broadcasting/auth`` for an authorized subscription: the signed ``auth``,
-    plus ``channel_data`` (presence) or ``shared_secret`` (private-encrypted)."""
+    plus ``channel_data`` (presence, or the ``last_sequence`` the client has seen on its
+    ``private-notifications.{userId}``, signed in so the server replays what it missed) or
+    ``shared_secret`` (private-encrypted). ``last_sequence`` is ignored on other channels."""
     kind = channel_kind(channel)
     key, secret = settings.pusher_app_key, settings.pusher_app_secret
     if kind is ChannelKind.PRESENCE:
@@ -109,11 +117,30 @@ def subscription_auth(
             "auth": channel_auth(key, secret, socket_id, channel, channel_data),
             "channel_data": channel_data,
         }
+    if last_sequence is not None and REPLAYED_CHANNEL.match(channel):
+        channel_data = json.dumps({"last_sequence": last_sequence}, separators=(",", ":"))
+        return {
+            "auth": channel_auth(key, secret, socket_id, channel, channel_data),
+            "channel_data": channel_data,
+        }
     reply = {"auth": channel_auth(key, secret, socket_id, channel)}
     if kind is ChannelKind.ENCRYPTED:
         master_key = encryption_master_key(settings)
         reply["shared_secret"] = base64.b64encode(shared_secret(master_key, channel)).decode()
     return reply
+
+
+def parse_last_sequence(value: str | None) -> int | None:
+    """The ``last_sequence`` field of an authorization request: a sequence the client saw, or
+    nothing (absent or empty)."""
+    if value is None or value == "":
+        return None
+    if not _SEQUENCE.match(value) or int(value) > MAX_SEQUENCE:
+        raise InvalidInput(
+            "last_sequence must be the sequence of a NotificationCreated event (a whole "
+            "number, 0 or more)"
+        )
+    return int(value)
 
 
 def encryption_master_key(settings: Settings) -> bytes:

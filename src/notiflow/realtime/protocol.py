@@ -217,6 +217,9 @@ class Join:
 
     channel: str
     member: Member | None = None
+    # A private channel's channel_data, when the auth signed it too (the replay's last seen
+    # sequence on a user's notifications channel: notiflow.realtime.replay).
+    signed_data: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,18 +394,21 @@ class PusherConnection:
             self.subscriptions[channel] = None
             return [Join(channel)]
 
+        signed_data: str | None = None
         if kind is not ChannelKind.PRESENCE:
-            channel_data = None  # signed only on presence channels
+            # A private channel's channel_data counts when the auth signs it too
+            # (socket_id:channel:channel_data, as the SDKs' authorizeChannel signs data);
+            # otherwise it is ignored, as Soketi ignores it.
+            if (
+                channel_data is not None
+                and auth is not None
+                and self._signed(channel, auth, channel_data)
+            ):
+                signed_data = channel_data
+            channel_data = None
         elif channel_data is None:
             return [self._auth_error(channel, "Presence channels need channel_data")]
-        if auth is None or not verify_channel_auth(
-            self.config.app_key,
-            self.config.app_secret,
-            self.socket_id,
-            channel,
-            auth,
-            channel_data,
-        ):
+        if signed_data is None and (auth is None or not self._signed(channel, auth, channel_data)):
             return [self._auth_error(channel, "Invalid signature")]
 
         member: Member | None = None
@@ -417,7 +423,12 @@ class PusherConnection:
                 self.subscriptions[channel] = member
                 return [Leave(channel, previous), Join(channel, member)]
         self.subscriptions[channel] = member
-        return [Join(channel, member)]
+        return [Join(channel, member, signed_data)]
+
+    def _signed(self, channel: str, auth: str, channel_data: str | None) -> bool:
+        return verify_channel_auth(
+            self.config.app_key, self.config.app_secret, self.socket_id, channel, auth, channel_data
+        )
 
     def _presence_member(self, channel: str, channel_data: str) -> Member | Send:
         if len(channel_data.encode()) > self.config.max_member_info_bytes:

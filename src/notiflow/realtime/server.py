@@ -48,6 +48,7 @@ from notiflow.realtime.protocol import (
     Send,
     Whisper,
 )
+from notiflow.realtime.replay import ReplaySource, missed_replay
 
 log = structlog.get_logger(__name__)
 
@@ -209,16 +210,23 @@ class Connection(WSListener):
                     self.server.hub.whisper(action.channel, action.frame, self.socket_id)
                 )
             elif isinstance(action, Join):
-                self.server.spawn(self._join(action.channel, action.member))
+                self.server.spawn(self._join(action.channel, action.member, action.signed_data))
             elif isinstance(action, Leave):
                 self.server.spawn(self.server.hub.leave(action.channel, self, action.member))
             elif isinstance(action, Close):
                 self.close(action.code, action.reason)
 
-    async def _join(self, channel: str, member: Member | None) -> None:
+    async def _join(
+        self, channel: str, member: Member | None, signed_data: str | None = None
+    ) -> None:
         # A cache channel is joined through a stand-in that holds what is published until the
-        # cached event (or pusher:cache_miss) has followed subscription_succeeded.
-        replay = cache_replay(self.server.hub, channel, self)
+        # cached event (or pusher:cache_miss) has followed subscription_succeeded; a user's
+        # notifications channel through one that holds it until the missed events and the
+        # unread counts have.
+        server = self.server
+        replay = cache_replay(server.hub, channel, self) or missed_replay(
+            server.replay, server.hub, channel, self, signed_data, server.replay_timeout
+        )
         try:
             members = await self.server.hub.join(channel, replay or self, member)
         except PresenceFull:
@@ -341,6 +349,8 @@ class RealtimeServer:
         max_buffered_bytes: int = MAX_WRITE_BUFFER_BYTES,
         close_grace: float = 3.0,
         reap_interval: float = 5.0,
+        replay: ReplaySource | None = None,
+        replay_timeout: float = 5.0,
     ) -> None:
         self.config = config
         self.hub = hub or Hub()
@@ -351,6 +361,9 @@ class RealtimeServer:
         self.max_buffered_bytes = max_buffered_bytes
         self.close_grace = close_grace
         self.reap_interval = reap_interval
+        # Where missed notifications are read on a subscribe to private-notifications.{userId}.
+        self.replay = replay
+        self.replay_timeout = replay_timeout
         self.socket_ids = SocketIds()
         self.connections: dict[str, Connection] = {}
         self.stopping = False
@@ -491,8 +504,11 @@ class RealtimeServer:
                     connection.perform(actions)
 
 
-def build_realtime_server(settings: Settings, hub: Hub) -> RealtimeServer:
-    """The WebSocket server configured from ``NOTIFLOW_*`` settings."""
+def build_realtime_server(
+    settings: Settings, hub: Hub, replay: ReplaySource | None = None
+) -> RealtimeServer:
+    """The WebSocket server configured from ``NOTIFLOW_*`` settings; ``replay`` reads missed
+    notifications (none without it, or with NOTIFLOW_WS_REPLAY_MAX_EVENTS=0)."""
     return RealtimeServer(
         ProtocolConfig(
             app_key=settings.pusher_app_key,
@@ -507,4 +523,6 @@ def build_realtime_server(settings: Settings, hub: Hub) -> RealtimeServer:
         max_fragments=settings.ws_max_message_fragments,
         max_buffered_bytes=settings.ws_max_buffered_bytes,
         close_grace=settings.ws_close_grace_seconds,
+        replay=replay if settings.ws_replay_max_events > 0 else None,
+        replay_timeout=settings.ws_replay_timeout_seconds,
     )
