@@ -61,11 +61,19 @@ async def test_echo_receives_notification_created_on_its_private_channel(
     async with NodeClient(config, name="owner") as tab:
         await tab.connected()
         await tab.wait_for({"type": "subscribed", "channel": f"private-notifications.{owner.id}"})
+        # every subscribe starts with the unread count (the snapshot), before any send
+        snapshot = await tab.wait_for({"type": "event", "event": "UnreadCountChanged"})
+        assert snapshot["data"] == {
+            "count": 0,
+            "tenant_id": str(owner.tenant_id),
+            "sequence": 0,
+        }
         notification_id = await send_to(live, owner, owner, "Your post is live")
         event = await tab.wait_for({"type": "event", "event": "NotificationCreated"})
         assert event["data"]["id"] == notification_id
         assert event["data"]["title"] == "Your post is live"
         assert event["data"]["action_url"] == "/posts/42"
+        assert event["data"]["sequence"] == 1
         badge = await tab.wait_for({"type": "event", "event": "UnreadCountChanged"})
         assert badge["data"]["count"] == 1
 

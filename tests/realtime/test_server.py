@@ -40,6 +40,11 @@ async def subscribed_to_own_channel(live: LiveStack, member: Member) -> WsClient
     assert response.status_code == 200, response.text
     client.subscribe(channel, response.json()["auth"])
     await client.wait_for("pusher_internal:subscription_succeeded", channel=channel)
+    # Every subscribe to it starts with the unread count of each tenant (the snapshot): the
+    # tests below look at what comes after it.
+    snapshot = await client.wait_for("UnreadCountChanged", channel=channel)
+    assert json.loads(snapshot["data"])["tenant_id"] == str(member.tenant_id)
+    client.messages.clear()
     return client
 
 
@@ -127,7 +132,9 @@ async def test_notification_created_reaches_only_its_user(
         "is_read",
         "read_at",
         "created_at",
+        "sequence",
     }
+    assert payload["sequence"] == 1
     badge = await mine.wait_for("UnreadCountChanged")
     assert json.loads(badge["data"]) == {"count": 1, "tenant_id": str(owner.tenant_id)}
     assert await theirs.quiet() == []

@@ -10,11 +10,13 @@
 //          subscribe: [{kind?, name, listen?, listenForWhisper?, notification?, listenToAll?}],
 //          userAuthEndpoint?, wsPath?, activityTimeout?, pongTimeout?, csrfToken?, namespace?, authHeaders?,
 //          signAs?: {secret, user_id?, user_info?} (sign subscriptions here, as a backend's authorizer would),
+//          replay?: {userId} (use clients/js/notiflow-replay.js for last_sequence),
 //          options?: {extra Pusher/Echo options}, trace?: bool (frames in and out), debug?: bool}
 // Commands: {"cmd":"subscribe", ...a subscribe entry}, {"cmd":"leave","channel"},
 //           {"cmd":"whisper","channel","event","data"}, {"cmd":"send","event","data","channel"?},
 //           {"cmd":"disconnect"}, {"cmd":"connect"}, {"cmd":"state"}, {"cmd":"quit"}
 
+import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
 import { format } from "node:util";
 
@@ -151,6 +153,12 @@ const authHeaders = { ...(config.authHeaders ?? {}) };
 let pusher;
 let echo;
 
+// replay: {userId}: the shipped helper (clients/js/notiflow-replay.js) supplies last_sequence,
+// exactly as the README tells a front end to use it.
+const replay = config.replay
+  ? createRequire(import.meta.url)("../../../clients/js/notiflow-replay.js")(config.replay.userId)
+  : null;
+
 if (mode === "echo") {
   const options = {
     broadcaster: "pusher",
@@ -165,7 +173,7 @@ if (mode === "echo") {
     disableStats: true,
     Pusher: ObservedPusher,
     // Echo copies these into the same object for every instance, so give it a fresh one.
-    auth: { headers: { ...authHeaders } },
+    auth: replay ? { headers: { ...authHeaders }, params: replay.params } : { headers: { ...authHeaders } },
     userAuthentication: {
       endpoint: config.userAuthEndpoint ?? String(config.authEndpoint).replace(/auth$/, "user-auth"),
       headers: { ...authHeaders },
@@ -180,6 +188,7 @@ if (mode === "echo") {
   Object.assign(options, config.options ?? {});
   echo = new Echo(options);
   pusher = echo.connector.pusher;
+  if (replay) replay.watch(pusher);
 } else {
   const headers = { ...authHeaders };
   if (config.token) headers.Authorization = "Bearer " + config.token;
@@ -197,8 +206,10 @@ if (mode === "echo") {
   if (config.activityTimeout !== undefined) options.activityTimeout = config.activityTimeout;
   if (config.pongTimeout !== undefined) options.pongTimeout = config.pongTimeout;
   if (config.signAs) options.channelAuthorization.customHandler = signingAuthorizer(config.signAs);
+  if (replay) options.channelAuthorization.params = replay.params;
   Object.assign(options, config.options ?? {});
   pusher = new ObservedPusher(config.key, options);
+  if (replay) replay.watch(pusher);
 }
 
 const PREFIX = { private: "private-", presence: "presence-", encrypted: "private-encrypted-" };
