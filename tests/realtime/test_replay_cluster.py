@@ -241,12 +241,12 @@ async def subscribed_with_snapshot(client: NodeClient, channel: str, times: int 
     """Wait for the ``times``-th subscription and the snapshot that follows it."""
     await until(
         client,
-        lambda: sum(m.get("type") == "subscribed" and m["channel"] == channel for m in client.messages)
-        >= times
-        and len(
-            [m for m in of_event(client, "UnreadCountChanged") if "sequence" in m["data"]]
-        )
-        >= times,
+        lambda: (
+            sum(m.get("type") == "subscribed" and m["channel"] == channel for m in client.messages)
+            >= times
+            and len([m for m in of_event(client, "UnreadCountChanged") if "sequence" in m["data"]])
+            >= times
+        ),
     )
 
 
@@ -282,9 +282,7 @@ async def assert_healed(
     await asyncio.sleep(1.0)  # room for a duplicate to show up
     events = created(client)
     assert [event["data"]["id"] for event in events] == expected_ids, client.transcript()
-    assert [event["data"]["sequence"] for event in events] == list(
-        range(1, len(expected_ids) + 1)
-    )
+    assert [event["data"]["sequence"] for event in events] == list(range(1, len(expected_ids) + 1))
     assert of_event(client, "ResyncRequired") == []
     assert of_event(client, "UnreadCountChanged")[-1]["data"]["count"] == unread
 
