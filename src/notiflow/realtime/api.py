@@ -49,7 +49,7 @@ from notiflow.realtime.protocol import (
     channel_kind,
     valid_channel_name,
 )
-from notiflow.realtime.replay import NOTIFICATION_CREATED, UNREAD_COUNT_CHANGED
+from notiflow.realtime.replay import NOTIFICATION_CREATED, RESYNC_REQUIRED, UNREAD_COUNT_CHANGED
 from notiflow.realtime.signing import body_md5, request_signature
 
 SOCKET_ID_RE = re.compile(r"^\d+\.\d+$")
@@ -212,7 +212,7 @@ async def realtime_config(
             force_tls=force_tls,
             auth_endpoint=auth_endpoint,
             channel=user_channel(auth.user.id),
-            events=[NOTIFICATION_CREATED, UNREAD_COUNT_CHANGED],
+            events=[NOTIFICATION_CREATED, UNREAD_COUNT_CHANGED, RESYNC_REQUIRED],
             echo=EchoOptions(
                 key=settings.pusher_app_key,
                 cluster=settings.pusher_cluster,
