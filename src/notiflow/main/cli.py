@@ -469,7 +469,8 @@ def realtime(
         ),
     ] = None,
 ) -> None:
-    """Run only the Pusher-protocol WebSocket server (scale-out: one or more per machine)."""
+    """Run only the Pusher-protocol WebSocket server (scale-out: one or more per machine). It
+    reads NOTIFLOW_DATABASE_URL only to replay missed notifications to reconnecting clients."""
     import contextlib
 
     import uvicorn

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -129,7 +130,7 @@ class MissedReplay:
                 batch = await self.source.replay(self.user_id, self.after)
         except Exception as error:  # the subscription and its live events stand
             if not told_as_outage(error, component="realtime_replay"):
-                log.exception("realtime_replay_failed", channel=self.channel)
+                _FAILURES.failed(error)
             batch = None
         subscribers = self.hub.channels.get(self.channel)
         current = subscribers.get(self.socket_id) if subscribers is not None else None
@@ -173,6 +174,35 @@ class MissedReplay:
             if covered is None or not _covered(frame, covered):
                 frames.append(frame)
         return frames
+
+
+class _FailureLog:
+    """Replays that failed for another reason than an outage (a timeout, a database without the
+    tables): logged with a traceback at most once a minute, with how many failed meanwhile, so a
+    reconnect storm against a broken database does not write one per client."""
+
+    INTERVAL_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self.next_log_at = 0.0
+        self.unlogged = 0
+
+    def failed(self, error: BaseException) -> None:
+        self.unlogged += 1
+        now = time.monotonic()
+        if now < self.next_log_at:
+            return
+        self.next_log_at = now + self.INTERVAL_SECONDS
+        log.error(
+            "realtime_replay_failed",
+            failures=self.unlogged,
+            error=f"{type(error).__name__}: {error}"[:300],
+            exc_info=error,
+        )
+        self.unlogged = 0
+
+
+_FAILURES = _FailureLog()
 
 
 def _resync(channel: str, sequence: int | None, reason: str) -> bytes:
