@@ -24,6 +24,7 @@ from notiflow.realtime.signing import channel_auth
 from tests.conftest import MakeMember, Member
 from tests.delivery.processes import free_port
 from tests.realtime.conftest import LiveStack
+from tests.realtime.node import run_sdk
 from tests.realtime.wsclient import WsClient
 
 KEY, SECRET = "replay-key", "replay-secret-0123456789"
@@ -251,3 +252,27 @@ async def test_without_the_database_the_subscription_and_live_events_stand(
         await client.close()
     finally:
         await nowhere.dispose()
+
+
+async def test_a_backends_own_authorizer_can_sign_the_last_sequence_with_a_pusher_sdk(
+    live: LiveStack, make_member: MakeMember
+) -> None:
+    """A backend that authorizes channels itself (the npm ``pusher`` SDK's authorizeChannel with
+    data, as for presence) gets the same replay: the data is signed as notiflow signs it."""
+    ada = await make_member("acme", role=Role.OWNER)
+    missed = [await send(live, ada, "one"), await send(live, ada, "two")]
+    client = await WsClient.open(live.ws_port, live.key)
+    channel = f"private-notifications.{ada.id}"
+    signed = await run_sdk(
+        {"appId": "1", "key": live.key, "secret": live.secret, "useTLS": False},
+        {
+            "action": "authorizeChannel",
+            "socket_id": client.socket_id,
+            "channel": channel,
+            "presenceData": {"last_sequence": 0},
+        },
+    )
+    client.subscribe(channel, signed["result"]["auth"], signed["result"]["channel_data"])
+    await settle(client, lambda: len(events(client, "NotificationCreated")) == 2)
+    assert [event["id"] for event in events(client, "NotificationCreated")] == missed
+    await client.close()

@@ -255,18 +255,20 @@ async def drop_and_miss(
 ) -> list[str]:
     """Drop the client's connection (or kill its node, A) and send ``count`` notifications
     before it may reconnect (to B when A was killed); then let it reconnect."""
+
+    def drops() -> int:
+        return sum(
+            m.get("type") == "state" and m["previous"] == "connected" for m in client.messages
+        )
+
+    before = drops()
     proxy = deployment.proxy
     proxy.hold()
     if kill:
         deployment.nodes[0].kill()
         proxy.upstream = deployment.node_ports[1]
     proxy.cut()
-    await until(
-        client,
-        lambda: any(
-            m.get("type") == "state" and m["previous"] == "connected" for m in client.messages
-        ),
-    )
+    await until(client, lambda: drops() > before)
     ids = await deployment.send(user, count)
     proxy.release()
     return ids
