@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     ws_close_grace_seconds: float = Field(default=3.0, gt=0, le=60)
     # How long a cache channel keeps its last event (Pusher: up to 30 minutes).
     ws_cache_ttl_seconds: float = Field(default=1800.0, gt=0, le=86_400)
+    # Close connections that have not signed in (pusher:signin) within this many seconds, with
+    # 4009 (Soketi's userAuthenticationTimeout); 0 turns it off.
+    ws_user_auth_timeout_seconds: float = Field(default=0.0, ge=0, le=3600)
 
     # Email: over SMTP, or written to a folder (docs/delivery.md, "Where email goes"). Unset,
     # the driver follows from the rest: an SMTP setting given means SMTP; in development with
