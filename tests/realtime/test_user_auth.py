@@ -123,6 +123,12 @@ async def test_pusher_js_signs_in_and_hears_send_to_user_from_the_npm_and_the_py
         # the events went to ada only
         await bob_tab.assert_silent({"type": "user_event"}, within=0.5)
 
+        # the PyPI SDK ends ada's connections too (the npm SDK: the two-node test)
+        await asyncio.to_thread(sdk.terminate_user_connections, str(ada.id))
+        closed = await ada_tab.wait_for({"type": "closed"}, EVENT_BOUND)
+        assert closed["code"] == 4009, ada_tab.transcript()
+        await bob_tab.assert_silent({"type": "closed"}, within=0.5)
+
 
 async def test_echo_signs_in_through_the_user_auth_endpoint(
     live: LiveStack, make_member: MakeMember
@@ -402,3 +408,8 @@ async def test_the_http_api_refuses_bad_server_to_user_targets(
         {"action": "terminateUserConnections", "user_id": "42"},
     )
     assert unsigned["status"] == 401, unsigned
+    # the PyPI SDK's path (no /apps/{id}) is signed like the rest
+    async with httpx.AsyncClient(base_url=live.api_url) as http:
+        forged = await http.post("/users/42/terminate_connections", json={})
+    assert forged.status_code == 401
+    assert forged.json()["error"]["code"] == "unauthenticated"

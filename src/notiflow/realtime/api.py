@@ -456,3 +456,24 @@ async def terminate_user_connections(
         raise InvalidParameters("user ids are 1-200 printable characters")
     await context.hub.terminate_user_connections(user_id)
     return {}
+
+
+# The PyPI SDK (3.3) posts terminate_user_connections to /users/{id}/terminate_connections,
+# without /apps/{id}: the same request, signed for that path, for the app of its auth_key.
+pusher_users_router = APIRouter(tags=["pusher http api"], route_class=PusherRoute)
+
+
+async def _verify_pusher_signature_without_app_id(
+    request: Request, context: RealtimeContextDep
+) -> None:
+    await verify_pusher_signature(request, context.settings.pusher_app_id, context)
+
+
+@pusher_users_router.post("/users/{user_id}/terminate_connections")
+async def terminate_user_connections_without_app_id(
+    user_id: str,
+    _signed: Annotated[None, Depends(_verify_pusher_signature_without_app_id)],
+    context: RealtimeContextDep,
+) -> dict[str, Any]:
+    """``POST /apps/{app_id}/users/{user_id}/terminate_connections`` as the PyPI SDK sends it."""
+    return await terminate_user_connections(context.settings.pusher_app_id, user_id, None, context)
