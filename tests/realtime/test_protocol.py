@@ -513,8 +513,10 @@ def test_a_malformed_signin_is_answered_4200_and_the_connection_stays(data: obje
 def test_signing_in_as_another_user_leaves_the_first_users_channel() -> None:
     conn = connection()
     conn.receive(signin('{"id":"42"}'), 1.0)
+    # the same user again: answered, nothing joined twice
     again = conn.receive(signin('{"id":"42"}'), 2.0)
-    assert [type(action) for action in again] == [SignIn]
+    assert [type(action) for action in again] == [Send]
+    assert sent(again)[0]["event"] == "pusher:signin_success"
     other = conn.receive(signin('{"id":"43"}'), 3.0)
     assert other[0] == Leave("#server-to-user-42")
     assert isinstance(other[1], SignIn)

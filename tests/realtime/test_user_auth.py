@@ -17,12 +17,13 @@ from typing import Any
 import httpx
 import pusher
 import pytest
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from notiflow.realtime.server import build_realtime_server
 from notiflow.realtime.signing import user_auth
 from tests.admin.webhook_receiver import WebhookReceiver
-from tests.conftest import REDIS_URL, MakeMember
+from tests.conftest import REDIS_URL, MakeMember, make_settings
 from tests.delivery.processes import NotiflowProcess, eventually, free_port, scale_out_env
 from tests.realtime.conftest import LiveStack
 from tests.realtime.node import NodeClient, run_sdk
@@ -310,6 +311,14 @@ async def test_a_signed_in_users_channel_is_occupied_and_vacated_in_webhooks(
 
     await eventually(both)
     assert received_events(receiver) == expected
+
+
+def test_the_sign_in_deadline_is_off_or_at_least_a_second() -> None:
+    assert make_settings().ws_user_auth_timeout_seconds == 0
+    assert make_settings(ws_user_auth_timeout_seconds="30").ws_user_auth_timeout_seconds == 30
+    for bad in ("0.5", "-1", "3601", "soon"):
+        with pytest.raises(ValidationError, match="ws_user_auth_timeout_seconds"):
+            make_settings(ws_user_auth_timeout_seconds=bad)
 
 
 # ---------------------------------------------------------------- two nodes (real processes)

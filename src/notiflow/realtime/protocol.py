@@ -529,8 +529,10 @@ class PusherConnection:
                 "user_data must be a JSON object whose id is a non-empty string"
             )
         assert isinstance(user_id, str)  # noqa: S101 - valid_user_id checked it
+        if self.user_id == user_id:
+            return [Send(signin_success(user_data))]  # again: already in the user's channel
         actions: list[Action] = []
-        if self.user_id is not None and self.user_id != user_id:
+        if self.user_id is not None:
             # Signed in again as someone else: the old user's events stop here.
             actions.append(Leave(server_to_user_channel(self.user_id)))
         self.user_id = user_id
