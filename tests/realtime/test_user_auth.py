@@ -123,6 +123,15 @@ async def test_pusher_js_signs_in_and_hears_send_to_user_from_the_npm_and_the_py
         again = await ada_tab.wait_for({"type": "user_event", "event": "Hello"}, EVENT_BOUND)
         assert again["data"] == {"n": 2}
 
+        # a batch may address users too
+        batch = [{"channel": f"#server-to-user-{ada.id}", "name": "Batched", "data": {"n": 3}}]
+        answer = await run_sdk(
+            sdk_config(app, live.api_port), {"action": "triggerBatch", "batch": batch}
+        )
+        assert answer["status"] == 200, answer
+        batched = await ada_tab.wait_for({"type": "user_event", "event": "Batched"}, EVENT_BOUND)
+        assert batched["data"] == {"n": 3}
+
         # the events went to ada only
         await bob_tab.assert_silent({"type": "user_event"}, within=0.5)
 
