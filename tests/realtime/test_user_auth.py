@@ -212,6 +212,20 @@ async def test_the_user_auth_endpoint_answers_like_laravel_and_refuses_like_chan
         }
 
 
+async def test_pusher_js_hears_a_refused_user_auth_request_as_signin_error(
+    live: LiveStack,
+) -> None:
+    config = browser(live.ws_port, live.key, live.api_url, "not-a-token")
+    async with NodeClient(config, name="stranger") as tab:
+        refused = await tab.wait_for({"type": "signin_error"}, EVENT_BOUND)
+        assert refused["error"]["type"] == "AuthError"
+        assert refused["error"]["status"] == 401
+        # the connection itself stays, unsigned
+        await tab.send({"cmd": "state"})
+        assert (await tab.wait_for({"type": "ack", "cmd": "state"}))["current"] == "connected"
+        await tab.assert_silent({"type": "signed_in"}, within=0.3)
+
+
 async def test_a_forged_signin_or_one_for_another_socket_is_refused_with_4009(
     live: LiveStack, make_member: MakeMember
 ) -> None:
