@@ -486,13 +486,15 @@ def test_a_forged_signin_is_refused_with_4009_and_closed(auth: str) -> None:
         "not json",
         "[]",
         "{}",
-        '{"id":42}',
         '{"id":""}',
         '{"id":null}',
+        '{"id":true}',
+        '{"id":4.2}',
+        json.dumps({"id": "a\nb"}),
         json.dumps({"id": "a" * 201}),
     ],
 )
-def test_signed_user_data_without_a_string_id_is_refused_with_4009(user_data: str) -> None:
+def test_signed_user_data_without_a_usable_id_is_refused_with_4009(user_data: str) -> None:
     actions = connection().receive(signin(user_data), 1.0)
     [error] = sent(actions)
     assert error["data"]["code"] == 4009
@@ -508,6 +510,15 @@ def test_a_malformed_signin_is_answered_4200_and_the_connection_stays(data: obje
     assert error["data"]["code"] == 4200
     assert "pusher:signin" in error["data"]["message"]
     assert not conn.closed
+
+
+def test_a_numeric_id_signs_in_as_its_string_form() -> None:
+    """As Soketi takes it: a backend returning its numeric primary key keeps its connection."""
+    conn = connection()
+    [action] = conn.receive(signin('{"id":42,"name":"Ada"}'), 1.0)
+    assert isinstance(action, SignIn)
+    assert (action.user_id, action.channel) == ("42", "#server-to-user-42")
+    assert json.loads(action.frame)["data"] == {"user_data": '{"id":42,"name":"Ada"}'}
 
 
 def test_signing_in_as_another_user_leaves_the_first_users_channel() -> None:

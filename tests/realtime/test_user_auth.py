@@ -267,6 +267,23 @@ async def test_a_forged_signin_or_one_for_another_socket_is_refused_with_4009(
     await victim.close()
 
 
+async def test_a_numeric_id_from_a_backend_signs_in_as_its_string_form(live: LiveStack) -> None:
+    """A backend returning its numeric primary key (as Soketi takes it): the connection stays
+    and can be ended by that id."""
+    client = await WsClient.open(live.ws_port, live.key)
+    user_data = '{"id":4242,"name":"Ada"}'
+    auth = user_auth(live.key, live.secret, client.socket_id, user_data)
+    client.send({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}})
+    success = await client.wait_for("pusher:signin_success", timeout=EVENT_BOUND)
+    assert success["data"] == {"user_data": user_data}
+    config = sdk_config(live_app(live), live.api_port)
+    await run_sdk(config, {"action": "sendToUser", "user_id": "4242", "event": "E", "data": 1})
+    assert (await client.wait_for("E", timeout=EVENT_BOUND))["channel"] == "#server-to-user-4242"
+    answer = await run_sdk(config, {"action": "terminateUserConnections", "user_id": "4242"})
+    assert answer["status"] == 200, answer
+    assert await client.wait_closed(timeout=EVENT_BOUND) == 4009
+
+
 async def test_subscribing_to_someone_elses_server_to_user_channel_hears_nothing(
     live: LiveStack, make_member: MakeMember
 ) -> None:

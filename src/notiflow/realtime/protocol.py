@@ -99,8 +99,8 @@ def server_to_user_id(channel: object) -> str | None:
 
 
 def valid_user_id(user_id: object) -> bool:
-    """A signed-in user's id: a non-empty string (pusher-js drops a sign-in whose id is not
-    one) of at most 200 characters without control characters."""
+    """A signed-in user's id: a non-empty string of at most 200 characters without control
+    characters (what the SDKs' sendToUser and terminateUserConnections take)."""
     return isinstance(user_id, str) and 0 < len(user_id) <= MAX_USER_ID and user_id.isprintable()
 
 
@@ -524,6 +524,11 @@ class PusherConnection:
         except (ValueError, RecursionError):
             user = None
         user_id = user.get("id") if isinstance(user, dict) else None
+        if isinstance(user_id, int) and not isinstance(user_id, bool):
+            # A backend's numeric primary key (Laravel's userAuthenticationUsing returning
+            # $user->id): its string form, as Soketi takes it, rather than closing the
+            # connection. pusher-js itself only uses a sign-in whose id is a string.
+            user_id = str(user_id)
         if not valid_user_id(user_id):
             return self._refuse_signin(
                 "user_data must be a JSON object whose id is a non-empty string"
