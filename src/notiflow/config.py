@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_SECRET_KEY = "development-only-secret-key-change-me"  # noqa: S105 - refused outside development
@@ -108,6 +108,18 @@ class Settings(BaseSettings):
     ws_replay_max_age_seconds: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
     # A replay whose database work takes longer is given up (ResyncRequired).
     ws_replay_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Close connections that have not signed in (pusher:signin) within this many seconds, with
+    # 4009 (Soketi's userAuthenticationTimeout); 0 turns it off.
+    ws_user_auth_timeout_seconds: float = Field(default=0.0, ge=0, le=3600)
+
+    @field_validator("ws_user_auth_timeout_seconds")
+    @classmethod
+    def _user_auth_timeout_off_or_reachable(cls, seconds: float) -> float:
+        # Under a second no front end signs in reliably (its auth request alone may take that),
+        # and the deadline's sweep would run several times a second.
+        if 0 < seconds < 1:
+            raise ValueError("must be 0 (off) or at least 1 second")
+        return seconds
 
     # Email: over SMTP, or written to a folder (docs/delivery.md, "Where email goes"). Unset,
     # the driver follows from the rest: an SMTP setting given means SMTP; in development with

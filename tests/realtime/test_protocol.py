@@ -15,10 +15,12 @@ from notiflow.realtime.protocol import (
     ProtocolConfig,
     PusherConnection,
     Send,
+    SignIn,
     Whisper,
     presence_data,
+    subscription_succeeded,
 )
-from notiflow.realtime.signing import channel_auth
+from notiflow.realtime.signing import channel_auth, user_auth
 
 KEY, SECRET, SOCKET = "app-key", "app-secret-0123456789", "123.456"
 
@@ -428,3 +430,163 @@ def test_disconnect_leaves_every_channel_once() -> None:
     _private(conn, "private-b")
     assert conn.disconnected() == [Leave("private-a", None), Leave("private-b", None)]
     assert conn.disconnected() == []
+
+
+# ---------------------------------------------------------------------------- user sign-in
+
+
+def signin(user_data: str, auth: str | None = None, socket_id: str = SOCKET) -> str:
+    signed = auth if auth is not None else user_auth(KEY, SECRET, socket_id, user_data)
+    return json.dumps({"event": "pusher:signin", "data": {"auth": signed, "user_data": user_data}})
+
+
+def test_a_valid_signin_joins_the_users_channel_then_answers_signin_success() -> None:
+    conn = connection()
+    user_data = '{"id":"42","user_info":{"name":"Ada"}}'
+    [action] = conn.receive(signin(user_data), 1.0)
+    assert isinstance(action, SignIn)
+    assert (action.user_id, action.channel) == ("42", "#server-to-user-42")
+    # pusher-js reads data.user_data (the signed text, byte for byte)
+    assert json.loads(action.frame) == {
+        "event": "pusher:signin_success",
+        "data": {"user_data": user_data},
+    }
+    assert conn.user_id == "42"
+    # the connection leaves the user's channel with the rest when it goes
+    assert conn.disconnected() == [Leave("#server-to-user-42")]
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        "app-key:deadbeef",
+        user_auth(KEY, "wrong-secret", SOCKET, '{"id":"42"}'),
+        # signed for another socket (replayed from someone else's connection)
+        user_auth(KEY, SECRET, "999.999", '{"id":"42"}'),
+        # signed for other user data
+        user_auth(KEY, SECRET, SOCKET, '{"id":"43"}'),
+    ],
+)
+def test_a_forged_signin_is_refused_with_4009_and_closed(auth: str) -> None:
+    conn = connection()
+    conn.receive(subscribe("news"), 1.0)
+    actions = conn.receive(signin('{"id":"42"}', auth), 1.0)
+    [error] = sent(actions)
+    assert error["event"] == "pusher:error"
+    assert error["data"]["code"] == 4009
+    assert Close(4009, "Connection not authorized: invalid signature") in actions
+    assert Leave("news") in actions
+    assert conn.user_id is None
+    assert conn.receive(signin('{"id":"42"}'), 2.0) == []  # closed: nothing more
+
+
+@pytest.mark.parametrize(
+    "user_data",
+    [
+        "not json",
+        "[]",
+        "{}",
+        '{"id":""}',
+        '{"id":null}',
+        '{"id":true}',
+        '{"id":4.2}',
+        json.dumps({"id": "a\nb"}),
+        json.dumps({"id": "a" * 201}),
+    ],
+)
+def test_signed_user_data_without_a_usable_id_is_refused_with_4009(user_data: str) -> None:
+    actions = connection().receive(signin(user_data), 1.0)
+    [error] = sent(actions)
+    assert error["data"]["code"] == 4009
+    assert [action.code for action in actions if isinstance(action, Close)] == [4009]
+
+
+@pytest.mark.parametrize(
+    "data", [None, "text", {"auth": "k:s"}, {"user_data": "{}"}, {"auth": 1, "user_data": "{}"}]
+)
+def test_a_malformed_signin_is_answered_4200_and_the_connection_stays(data: object) -> None:
+    conn = connection()
+    [error] = sent(conn.receive(json.dumps({"event": "pusher:signin", "data": data}), 1.0))
+    assert error["data"]["code"] == 4200
+    assert "pusher:signin" in error["data"]["message"]
+    assert not conn.closed
+
+
+def test_a_numeric_id_signs_in_as_its_string_form() -> None:
+    """As Soketi takes it: a backend returning its numeric primary key keeps its connection."""
+    conn = connection()
+    [action] = conn.receive(signin('{"id":42,"name":"Ada"}'), 1.0)
+    assert isinstance(action, SignIn)
+    assert (action.user_id, action.channel) == ("42", "#server-to-user-42")
+    assert json.loads(action.frame)["data"] == {"user_data": '{"id":42,"name":"Ada"}'}
+
+
+def test_signing_in_as_another_user_leaves_the_first_users_channel() -> None:
+    conn = connection()
+    conn.receive(signin('{"id":"42"}'), 1.0)
+    # the same user again: answered, nothing joined twice
+    again = conn.receive(signin('{"id":"42"}'), 2.0)
+    assert [type(action) for action in again] == [Send]
+    assert sent(again)[0]["event"] == "pusher:signin_success"
+    other = conn.receive(signin('{"id":"43"}'), 3.0)
+    assert other[0] == Leave("#server-to-user-42")
+    assert isinstance(other[1], SignIn)
+    assert other[1].channel == "#server-to-user-43"
+
+
+def test_subscribing_to_a_server_to_user_channel_is_acknowledged_without_joining() -> None:
+    """pusher-js subscribes to its user's channel after signin_success; the connection joined
+    it when it signed in. Anyone else's subscription is answered too but joins nothing, so it
+    hears nothing (events go to the signed-in connections)."""
+    conn = connection()
+    for channel in ("#server-to-user-42", "#server-to-user-someone-else"):
+        assert conn.receive(subscribe(channel, ""), 1.0) == [Send(subscription_succeeded(channel))]
+    assert conn.subscriptions == {}
+    # unsubscribing does not sign out
+    conn.receive(signin('{"id":"42"}'), 1.0)
+    assert (
+        conn.receive('{"event":"pusher:unsubscribe","data":{"channel":"#server-to-user-42"}}', 2.0)
+        == []
+    )
+    assert conn.user_id == "42"
+    # other names starting with "#" are still not channel names
+    [refusal] = sent(conn.receive(subscribe("#other"), 3.0))
+    assert refusal["event"] == "pusher:subscription_error"
+
+
+def test_terminate_closes_with_4009_and_leaves_everything() -> None:
+    conn = connection()
+    conn.receive(subscribe("news"), 1.0)
+    conn.receive(signin('{"id":"42"}'), 1.0)
+    actions = conn.terminate()
+    [error] = sent(actions)
+    assert error["data"]["code"] == 4009
+    assert Close(4009, "You got disconnected by the app") in actions
+    assert set(action for action in actions if isinstance(action, Leave)) == {
+        Leave("news"),
+        Leave("#server-to-user-42"),
+    }
+    assert conn.terminate() == []
+
+
+def test_without_a_signin_timeout_an_unsigned_connection_is_never_closed_for_it() -> None:
+    conn = connection()
+    conn.receive('{"event":"pusher:ping"}', 1_000.0)
+    assert conn.tick(1_000.5) == []
+
+
+def test_the_signin_timeout_closes_an_unsigned_connection_with_4009() -> None:
+    conn = connection(user_auth_timeout=30.0)
+    assert conn.tick(29.9) == []
+    actions = conn.tick(30.0)
+    [error] = sent(actions)
+    assert error["data"] == {"code": 4009, "message": "Connection not authorized within timeout"}
+    assert Close(4009, "Connection not authorized within timeout") in actions
+    assert conn.tick(31.0) == []
+
+
+def test_the_signin_timeout_spares_a_signed_in_connection() -> None:
+    conn = connection(user_auth_timeout=30.0)
+    conn.receive(signin('{"id":"42"}'), 5.0)
+    assert conn.tick(30.0) == []
+    assert conn.tick(49.0) == []  # and not for being signed in long

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pusher
 
-from notiflow.realtime.signing import body_md5, channel_auth, request_signature
+from notiflow.realtime.signing import (
+    body_md5,
+    channel_auth,
+    request_signature,
+    user_auth,
+    verify_user_auth,
+)
 
 
 def test_private_channel_signature() -> None:
@@ -20,6 +26,19 @@ def test_presence_channel_signature() -> None:
     assert (
         channel_auth("app-key", "app-secret", "1234.5678", "presence-room.1", channel_data)
         == "app-key:edcfbfbc2552b7bb77e04889be86cdf220b5891994732a64c48d915ff465f6f2"
+    )
+
+
+def test_user_signin_signature_matches_both_sdks() -> None:
+    user_data = '{"id":"42","name":"Ada"}'
+    expected = "app-key:301c617063a9befe3888bef787d0293388621da80385924cc3b7231582f595e3"
+    assert user_auth("app-key", "app-secret", "1234.5678", user_data) == expected
+    assert verify_user_auth("app-key", "app-secret", "1234.5678", user_data, expected)
+    assert not verify_user_auth("app-key", "app-secret", "1234.5679", user_data, expected)
+    client = pusher.Pusher(app_id="12345", key="app-key", secret="app-secret")
+    signed = client.authenticate_user("1234.5678", {"id": "42", "name": "Ada"})
+    assert verify_user_auth(
+        "app-key", "app-secret", "1234.5678", signed["user_data"], signed["auth"]
     )
 
 

@@ -41,7 +41,7 @@ from notiflow.notifications.api import tenant_router
 from notiflow.notifications.ledger_api import router as ledger_router
 from notiflow.privacy.api import router as privacy_router
 from notiflow.realtime.api import auth_router as realtime_router
-from notiflow.realtime.api import pusher_router
+from notiflow.realtime.api import pusher_router, pusher_users_router
 from notiflow.realtime.redis import backplane_status
 from notiflow.social.api import router as social_router
 from notiflow.tenancy.api import router as user_router
@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(ledger_router)
     app.include_router(realtime_router)
     app.include_router(pusher_router)
+    app.include_router(pusher_users_router)
     app.include_router(push_router)
     app.include_router(unsubscribe_router)
     app.include_router(privacy_router)

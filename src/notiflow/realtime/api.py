@@ -1,6 +1,7 @@
 """HTTP routes of the real-time side, on the API port.
 
 - ``POST /broadcasting/auth``: channel authorization for pusher-js / Laravel Echo (bearer token);
+- ``POST /broadcasting/user-auth``: user authentication (``pusher.signin()``), same token;
 - ``GET /api/v1/realtime/config``: what a front end needs to connect (spec 000 §6);
 - the Pusher HTTP API (``/apps/{app_id}/...``), signed exactly as the ``pusher`` SDKs sign, so any
   backend can use notiflow as its Pusher server. Its refusals keep notiflow's error shape with
@@ -39,6 +40,7 @@ from notiflow.realtime.authorization import (
     parse_last_sequence,
     require_channel,
     subscription_auth,
+    user_authentication,
 )
 from notiflow.realtime.cache import cache_attribute
 from notiflow.realtime.hub import Hub
@@ -47,7 +49,9 @@ from notiflow.realtime.protocol import (
     MAX_EVENT_NAME,
     ChannelKind,
     channel_kind,
+    server_to_user_id,
     valid_channel_name,
+    valid_user_id,
 )
 from notiflow.realtime.replay import NOTIFICATION_CREATED, RESYNC_REQUIRED, UNREAD_COUNT_CHANGED
 from notiflow.realtime.signing import body_md5, request_signature
@@ -163,7 +167,30 @@ async def broadcasting_auth(
     return subscription_auth(context.settings, user, socket_id, channel, last_sequence)
 
 
+@auth_router.post("/broadcasting/user-auth")
+async def broadcasting_user_auth(
+    request: Request, auth: CurrentAuth, context: RealtimeContextDep
+) -> dict[str, str]:
+    """Sign a connection in as the token's user (pusher-js ``userAuthentication``, Echo's
+    ``signin()``): ``{"auth", "user_data"}`` with ``user_data`` =
+    ``{"id": "<user id>", "user_info": {"name": ...}}``."""
+    form = await _auth_form(request)
+    socket_id = form.get("socket_id", "")
+    if not SOCKET_ID_RE.match(socket_id) or len(socket_id) > 50:
+        raise InvalidInput("socket_id must look like '123.456'")
+    user = ChannelUser(user_id=auth.user.id, tenant_id=auth.tenant_id, name=auth.user.name)
+    return user_authentication(context.settings, user, socket_id)
+
+
 # ---------------------------------------------------------------------------- front-end config
+
+
+class UserAuthenticationOptions(BaseModel):
+    """pusher-js's ``userAuthentication`` (Echo adds the bearer token to ``headers``)."""
+
+    endpoint: str
+    transport: str = "ajax"
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
 class EchoOptions(BaseModel):
@@ -178,6 +205,7 @@ class EchoOptions(BaseModel):
     forceTLS: bool
     enabledTransports: list[str]
     authEndpoint: str
+    userAuthentication: UserAuthenticationOptions
     disableStats: bool = True
 
 
@@ -188,6 +216,7 @@ class RealtimeConfig(BaseModel):
     ws_port: int
     force_tls: bool
     auth_endpoint: str
+    user_auth_endpoint: str
     channel: str
     events: list[str]
     echo: EchoOptions
@@ -203,6 +232,7 @@ async def realtime_config(
     port = settings.ws_public_port or settings.ws_port
     force_tls = settings.public_url.startswith("https://")
     auth_endpoint = f"{settings.public_url.rstrip('/')}/broadcasting/auth"
+    user_auth_endpoint = f"{settings.public_url.rstrip('/')}/broadcasting/user-auth"
     return {
         "data": RealtimeConfig(
             key=settings.pusher_app_key,
@@ -211,6 +241,7 @@ async def realtime_config(
             ws_port=port,
             force_tls=force_tls,
             auth_endpoint=auth_endpoint,
+            user_auth_endpoint=user_auth_endpoint,
             channel=user_channel(auth.user.id),
             events=[NOTIFICATION_CREATED, UNREAD_COUNT_CHANGED, RESYNC_REQUIRED],
             echo=EchoOptions(
@@ -224,6 +255,7 @@ async def realtime_config(
                 # named "ws" (over TLS); "wss" alone leaves it none, and it fails at once.
                 enabledTransports=["ws", "wss"],
                 authEndpoint=auth_endpoint,
+                userAuthentication=UserAuthenticationOptions(endpoint=user_auth_endpoint),
             ),
         )
     }
@@ -297,7 +329,11 @@ class TriggerEvent(BaseModel):
         targets = self.targets()
         if not targets:
             raise ValueError("give channels (a list) or channel")
-        invalid = [name for name in targets if not valid_channel_name(name)]
+        invalid = [
+            name
+            for name in targets
+            if not valid_channel_name(name) and server_to_user_id(name) is None
+        ]
         if invalid:
             raise ValueError(f"invalid channel name(s): {', '.join(invalid[:5])}")
         if self.socket_id is not None and not SOCKET_ID_RE.match(self.socket_id):
@@ -416,3 +452,36 @@ async def channel_users(
     ):
         raise InvalidParameters("users are only listed for presence channels")
     return {"users": [{"id": user_id} for user_id in await context.hub.users(channel_name)]}
+
+
+@pusher_router.post("/{app_id}/users/{user_id}/terminate_connections")
+async def terminate_user_connections(
+    app_id: str, user_id: str, _signed: PusherSigned, context: RealtimeContextDep
+) -> dict[str, Any]:
+    """Close every connection signed in as ``user_id``, on every node (pusher:error 4009, close
+    4009: pusher-js does not reconnect by itself). ``{}`` whether or not any was open."""
+    if not valid_user_id(user_id):
+        raise InvalidParameters("user ids are 1-200 printable characters")
+    await context.hub.terminate_user_connections(user_id)
+    return {}
+
+
+# The PyPI SDK (3.3) posts terminate_user_connections to /users/{id}/terminate_connections,
+# without /apps/{id}: the same request, signed for that path, for the app of its auth_key.
+pusher_users_router = APIRouter(tags=["pusher http api"], route_class=PusherRoute)
+
+
+async def _verify_pusher_signature_without_app_id(
+    request: Request, context: RealtimeContextDep
+) -> None:
+    await verify_pusher_signature(request, context.settings.pusher_app_id, context)
+
+
+@pusher_users_router.post("/users/{user_id}/terminate_connections")
+async def terminate_user_connections_without_app_id(
+    user_id: str,
+    _signed: Annotated[None, Depends(_verify_pusher_signature_without_app_id)],
+    context: RealtimeContextDep,
+) -> dict[str, Any]:
+    """``POST /apps/{app_id}/users/{user_id}/terminate_connections`` as the PyPI SDK sends it."""
+    return await terminate_user_connections(context.settings.pusher_app_id, user_id, None, context)

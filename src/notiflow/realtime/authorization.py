@@ -28,7 +28,7 @@ from notiflow.config import Settings
 from notiflow.kit.errors import Forbidden, InvalidInput
 from notiflow.realtime.protocol import ChannelKind, channel_kind, valid_channel_name
 from notiflow.realtime.replay import MAX_SEQUENCE, REPLAYED_CHANNEL
-from notiflow.realtime.signing import channel_auth, shared_secret
+from notiflow.realtime.signing import channel_auth, shared_secret, user_auth
 
 _NOTIFICATIONS = re.compile(r"^notifications\.(?P<user>[0-9a-fA-F-]{36})$")
 _TENANT = re.compile(r"^tenant\.(?P<tenant>[0-9a-fA-F-]{36})$")
@@ -141,6 +141,17 @@ def parse_last_sequence(value: str | None) -> int | None:
             "number, 0 or more)"
         )
     return int(value)
+
+
+def user_authentication(settings: Settings, user: ChannelUser, socket_id: str) -> dict[str, str]:
+    """The reply of ``/broadcasting/user-auth`` (Laravel's ``userAuthenticationUsing`` shape):
+    ``user_data`` names the user by id, with the same ``user_info`` as presence channels, and
+    ``auth`` signs it for this socket, so the connection can ``pusher:signin`` as that user."""
+    user_data = json.dumps(
+        {"id": str(user.user_id), "user_info": {"name": user.name}}, separators=(",", ":")
+    )
+    key, secret = settings.pusher_app_key, settings.pusher_app_secret
+    return {"auth": user_auth(key, secret, socket_id, user_data), "user_data": user_data}
 
 
 def encryption_master_key(settings: Settings) -> bytes:

@@ -19,6 +19,11 @@ from notiflow.realtime.protocol import ChannelKind, Member, UserId, channel_kind
 
 # Seconds a client is told to wait when the backplane is reconnecting (it retries every <= 2 s).
 BACKPLANE_RETRY_AFTER = 5
+# Published on a user's server-to-user channel to end that user's connections on every node
+# (``terminate_user_connections``). A WebSocket close frame: every event the hub carries is a
+# text frame, so no trigger can forge it, and the signed-in connection's subscriber of that
+# channel (``notiflow.realtime.server``) closes instead of forwarding it.
+TERMINATE_USER_FRAME = bytes((0x88, 0x02)) + (4009).to_bytes(2, "big")
 
 
 class Subscriber(Protocol):
@@ -262,6 +267,11 @@ class Hub:
             return  # nobody listens here and there is no other node: do not even frame it
         frame = websocket_frame(protocol.event_message(event, channel, data))
         await self.publish_frame(channel, frame, except_socket_id)
+
+    async def terminate_user_connections(self, user_id: str) -> None:
+        """Close every connection signed in as ``user_id``, on every node."""
+        channel = protocol.server_to_user_channel(user_id)
+        await self.publish_frame(channel, TERMINATE_USER_FRAME, None)
 
     async def whisper(self, channel: str, message: bytes, socket_id: str) -> None:
         """Relay a client event (its JSON ``message``) to everyone on ``channel`` but its sender."""

@@ -12,6 +12,11 @@ is a JSON *string*; ``activity_timeout`` must be present in the handshake; a fai
 ``bind('pusher:error')``; close codes 4000-4099 and 4300+ stop pusher-js reconnecting, 4100-4199
 make it retry after a second, 4200-4299 retry at once (``connection/protocol/protocol.ts``).
 
+User authentication (``pusher:signin``): a connection signs in once with a ``user_data`` its
+backend signed; from then on it hears what is sent to ``#server-to-user-{id}`` (the SDKs'
+``sendToUser``), which the server carries as an ordinary hub channel the connection joined
+(:class:`SignIn`), and an app can end all of that user's connections.
+
 A presence member's ``user_id`` keeps the JSON type the authorizer gave it (``42`` or ``"42"``) in
 every frame, while its string form identifies the member: it is the key of ``presence.hash`` in
 JSON and of pusher-js's member map, so ``42`` and ``"42"`` are one member, as in Reverb.
@@ -26,11 +31,15 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from notiflow.realtime.signing import verify_channel_auth
+from notiflow.realtime.signing import verify_channel_auth, verify_user_auth
 
 CHANNEL_NAME_RE = re.compile(r"^[-a-zA-Z0-9_=@,.;]+$")
 MAX_CHANNEL_NAME = 200
 MAX_EVENT_NAME = 200
+# The channel of a signed-in user's server-to-user events (pusher-js subscribes to it after
+# pusher:signin_success; the SDKs' sendToUser triggers on it).
+SERVER_TO_USER_PREFIX = "#server-to-user-"
+MAX_USER_ID = 200  # as the PyPI SDK's validate_user_id
 
 
 class ErrorCode(IntEnum):
@@ -75,6 +84,24 @@ def valid_channel_name(channel: object) -> bool:
         and 0 < len(channel) <= MAX_CHANNEL_NAME
         and CHANNEL_NAME_RE.match(channel) is not None
     )
+
+
+def server_to_user_channel(user_id: str) -> str:
+    return f"{SERVER_TO_USER_PREFIX}{user_id}"
+
+
+def server_to_user_id(channel: object) -> str | None:
+    """The user id of a ``#server-to-user-{id}`` channel, or None for any other name."""
+    if not isinstance(channel, str) or not channel.startswith(SERVER_TO_USER_PREFIX):
+        return None
+    user_id = channel[len(SERVER_TO_USER_PREFIX) :]
+    return user_id if valid_user_id(user_id) else None
+
+
+def valid_user_id(user_id: object) -> bool:
+    """A signed-in user's id: a non-empty string of at most 200 characters without control
+    characters (what the SDKs' sendToUser and terminateUserConnections take)."""
+    return isinstance(user_id, str) and 0 < len(user_id) <= MAX_USER_ID and user_id.isprintable()
 
 
 # ---------------------------------------------------------------------------- frames
@@ -144,6 +171,12 @@ def member_added(channel: str, user_id: UserId, user_info: Any) -> bytes:
 
 def member_removed(channel: str, user_id: UserId) -> bytes:
     return event_message("pusher_internal:member_removed", channel, {"user_id": user_id})
+
+
+def signin_success(user_data: str) -> bytes:
+    """What pusher-js reads after a sign-in: ``data.user_data``, the signed JSON text as sent
+    (an object here, as Soketi sends it; pusher-js takes a string too)."""
+    return encode({"event": "pusher:signin_success", "data": {"user_data": user_data}})
 
 
 def presence_data(members: Mapping[str, Member]) -> dict[str, Any]:
@@ -236,7 +269,18 @@ class Whisper:
     frame: bytes
 
 
-Action = Send | Close | Join | Leave | Whisper
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """The connection signed in as ``user_id``: join ``channel`` (its server-to-user channel,
+    no subscription_succeeded), then send ``frame`` (pusher:signin_success), so whatever is
+    sent to the user after the client heard of its sign-in reaches it."""
+
+    user_id: str
+    channel: str
+    frame: bytes
+
+
+Action = Send | Close | Join | Leave | Whisper | SignIn
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +301,9 @@ class ProtocolConfig:
     # Each subscription costs memory here and, in a cluster, a Redis subscription: without a cap
     # one connection could hold 10,000 channels.
     max_channels_per_connection: int = 100
+    # Close a connection that has not signed in (pusher:signin) this many seconds after it
+    # opened, with 4009 (Soketi's userAuthenticationTimeout); None: never.
+    user_auth_timeout: float | None = None
 
 
 @dataclass(slots=True)
@@ -277,6 +324,8 @@ class PusherConnection:
     last_activity: float = 0.0
     ping_sent_at: float | None = None
     rejected_in_a_row: int = 0
+    # The id this connection signed in as (pusher:signin), once it has.
+    user_id: str | None = None
     _bucket: _Bucket = field(init=False)
 
     def __post_init__(self) -> None:
@@ -336,6 +385,8 @@ class PusherConnection:
             return self._unsubscribe(data)
         if event.startswith("client-"):
             return self._client_event(event, message.get("channel"), data, now)
+        if event == "pusher:signin":
+            return self._signin(data)
         return [Send(error_message(ErrorCode.RECONNECT, f"Unsupported event: {event[:100]}"))]
 
     def _subscribe(self, data: Any) -> list[Action]:
@@ -350,6 +401,12 @@ class PusherConnection:
         # Every answer names the channel as the client sent it: pusher-js finds the channel
         # an answer is for by its exact name.
         channel: str = data["channel"]
+        if server_to_user_id(channel) is not None:
+            # pusher-js subscribes to its user's channel after signing in. Only a connection
+            # signed in as that user hears it, and it joined the channel when it signed in:
+            # the subscription itself changes nothing (as on Soketi, which sends these events
+            # to the user's connections whatever they subscribed to).
+            return [Send(subscription_succeeded(channel))]
         if len(channel) > MAX_CHANNEL_NAME:
             return [
                 Send(
@@ -459,6 +516,70 @@ class PusherConnection:
     def _auth_error(channel: str, reason: str) -> Send:
         return Send(subscription_error(channel, "AuthError", reason, 401))
 
+    def _signin(self, data: Any) -> list[Action]:
+        """``pusher:signin`` ``{auth, user_data}``: the signature of
+        ``"<socket_id>::user::<user_data>"``, and ``user_data`` a JSON object with an ``id``.
+        A refusal is ``pusher:error`` 4009 and close 4009, as Soketi answers it (pusher-js does
+        not reconnect: the same sign-in would fail again)."""
+        if not isinstance(data, dict):
+            return [self._malformed_signin("data must be an object with auth and user_data")]
+        auth, user_data = data.get("auth"), data.get("user_data")
+        if not isinstance(auth, str) or not isinstance(user_data, str):
+            return [self._malformed_signin("auth and user_data must be strings")]
+        if not verify_user_auth(
+            self.config.app_key, self.config.app_secret, self.socket_id, user_data, auth
+        ):
+            return self._refuse_signin("Connection not authorized: invalid signature")
+        try:
+            user = json.loads(user_data)
+        except (ValueError, RecursionError):
+            user = None
+        user_id = user.get("id") if isinstance(user, dict) else None
+        if isinstance(user_id, int) and not isinstance(user_id, bool):
+            # A backend's numeric primary key (Laravel's userAuthenticationUsing returning
+            # $user->id): its string form, as Soketi takes it, rather than closing the
+            # connection. pusher-js itself only uses a sign-in whose id is a string.
+            user_id = str(user_id)
+        if not valid_user_id(user_id):
+            return self._refuse_signin(
+                "user_data must be a JSON object whose id is a non-empty string"
+            )
+        assert isinstance(user_id, str)  # noqa: S101 - valid_user_id checked it
+        if self.user_id == user_id:
+            return [Send(signin_success(user_data))]  # again: already in the user's channel
+        actions: list[Action] = []
+        if self.user_id is not None:
+            # Signed in again as someone else: the old user's events stop here.
+            actions.append(Leave(server_to_user_channel(self.user_id)))
+        self.user_id = user_id
+        actions.append(SignIn(user_id, server_to_user_channel(user_id), signin_success(user_data)))
+        return actions
+
+    @staticmethod
+    def _malformed_signin(problem: str) -> Send:
+        return Send(error_message(ErrorCode.RECONNECT, f"Invalid pusher:signin: {problem}"))
+
+    def _refuse_signin(self, reason: str) -> list[Action]:
+        self.closed = True
+        return [
+            Send(error_message(ErrorCode.UNAUTHORIZED, reason)),
+            Close(ErrorCode.UNAUTHORIZED, reason),
+            *self._leave_all(),
+        ]
+
+    def terminate(self) -> list[Action]:
+        """The app ended this user's connections (``terminate_connections``): 4009, as Soketi
+        closes them, so pusher-js does not reconnect by itself."""
+        if self.closed:
+            return []
+        self.closed = True
+        reason = "You got disconnected by the app"
+        return [
+            Send(error_message(ErrorCode.UNAUTHORIZED, reason)),
+            Close(ErrorCode.UNAUTHORIZED, reason),
+            *self._leave_all(),
+        ]
+
     def _unsubscribe(self, data: Any) -> list[Action]:
         channel = data.get("channel") if isinstance(data, dict) else None
         if not isinstance(channel, str) or channel not in self.subscriptions:
@@ -522,9 +643,19 @@ class PusherConnection:
     # -------------------------------------------------------------- time and closing
 
     def tick(self, now: float) -> list[Action]:
-        """Liveness: ping an idle client, close one that does not answer (4201)."""
+        """Liveness: ping an idle client, close one that does not answer (4201); with
+        ``user_auth_timeout``, close one that has not signed in by then (4009)."""
         if self.closed:
             return []
+        timeout = self.config.user_auth_timeout
+        if timeout is not None and self.user_id is None and now - self.now >= timeout:
+            self.closed = True
+            reason = "Connection not authorized within timeout"
+            return [
+                Send(error_message(ErrorCode.UNAUTHORIZED, reason)),
+                Close(ErrorCode.UNAUTHORIZED, reason),
+                *self._leave_all(),
+            ]
         if self.ping_sent_at is not None:
             if now - self.ping_sent_at >= self.config.pong_timeout:
                 self.closed = True
@@ -540,7 +671,7 @@ class PusherConnection:
 
     def disconnected(self) -> list[Action]:
         """The socket is gone: leave every channel."""
-        if self.closed and not self.subscriptions:
+        if self.closed and not self.subscriptions and self.user_id is None:
             return []
         self.closed = True
         return list(self._leave_all())
@@ -550,4 +681,7 @@ class PusherConnection:
             Leave(channel, member) for channel, member in self.subscriptions.items()
         ]
         self.subscriptions.clear()
+        if self.user_id is not None:
+            leaves.append(Leave(server_to_user_channel(self.user_id)))
+            self.user_id = None
         return leaves

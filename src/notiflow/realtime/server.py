@@ -34,7 +34,7 @@ from picows import (
 from notiflow.config import Settings
 from notiflow.realtime import protocol
 from notiflow.realtime.cache import cache_replay
-from notiflow.realtime.hub import Hub, PresenceFull, websocket_frame
+from notiflow.realtime.hub import TERMINATE_USER_FRAME, Hub, PresenceFull, websocket_frame
 from notiflow.realtime.protocol import (
     OVER_CAPACITY_STATUS,
     Action,
@@ -46,6 +46,7 @@ from notiflow.realtime.protocol import (
     ProtocolConfig,
     PusherConnection,
     Send,
+    SignIn,
     Whisper,
 )
 from notiflow.realtime.replay import ReplaySource, missed_replay
@@ -81,6 +82,25 @@ def origin_allowed(origin: str | None, allowed: Sequence[str]) -> bool:
         return True
     host = urlsplit(origin).hostname or ""
     return any(fnmatch.fnmatchcase(host, pattern) for pattern in allowed)
+
+
+class SignedInUser:
+    """A signed-in connection as the subscriber of its server-to-user channel: events go to the
+    connection; the hub's terminate frame closes it instead (4009). Only these subscribers
+    look at what they are handed, so other channels' frames cost no check."""
+
+    __slots__ = ("connection", "socket_id")
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.socket_id = connection.socket_id
+
+    def enqueue(self, frame: bytes) -> None:
+        connection = self.connection
+        if frame == TERMINATE_USER_FRAME:
+            connection.perform(connection.protocol.terminate())
+        else:
+            connection.enqueue(frame)
 
 
 class Connection(WSListener):
@@ -215,6 +235,8 @@ class Connection(WSListener):
                 self.server.spawn(self.server.hub.leave(action.channel, self, action.member))
             elif isinstance(action, Close):
                 self.close(action.code, action.reason)
+            elif isinstance(action, SignIn):
+                self.server.spawn(self._sign_in(action))
 
     async def _join(
         self, channel: str, member: Member | None, signed_data: str | None = None
@@ -264,6 +286,34 @@ class Connection(WSListener):
         self.enqueue(websocket_frame(protocol.subscription_succeeded(channel, presence)))
         if replay is not None:
             await replay.finish()
+
+    async def _sign_in(self, action: SignIn) -> None:
+        """Join the user's channel, then say the sign-in succeeded: once the client knows,
+        what is sent to the user reaches it (in a cluster too: the join waits for Redis)."""
+        hub = self.server.hub
+        try:
+            await hub.join(action.channel, SignedInUser(self), None)
+        except Exception as error:  # answer the client: a sign-in never fails in silence
+            log.exception("realtime_signin_failed", error=repr(error))
+            if self.protocol.user_id == action.user_id:
+                self.protocol.user_id = None
+            with contextlib.suppress(Exception):
+                await hub.leave(action.channel, self, None)
+            self.enqueue(
+                websocket_frame(
+                    protocol.error_message(ErrorCode.RECONNECT, "The sign-in failed; retry")
+                )
+            )
+            return
+        if (
+            self.transport is None
+            or self.transport.is_disconnected
+            or self.protocol.user_id != action.user_id
+        ):
+            # Gone (or signed in as someone else) meanwhile: its leave may have run first.
+            await hub.leave(action.channel, self, None)
+            return
+        self.enqueue(websocket_frame(action.frame))
 
     def enqueue(self, frame: bytes) -> None:
         if self.raw is None or self.closing:
@@ -509,6 +559,10 @@ def build_realtime_server(
 ) -> RealtimeServer:
     """The WebSocket server configured from ``NOTIFLOW_*`` settings; ``replay`` reads missed
     notifications (none without it, or with NOTIFLOW_WS_REPLAY_MAX_EVENTS=0)."""
+    user_auth_timeout = settings.ws_user_auth_timeout_seconds or None
+    # The sign-in deadline is checked by the same sweep as liveness: every 5 s, or often
+    # enough to close a connection within half the deadline past it.
+    reap_interval = 5.0 if user_auth_timeout is None else min(5.0, user_auth_timeout / 2)
     return RealtimeServer(
         ProtocolConfig(
             app_key=settings.pusher_app_key,
@@ -517,6 +571,7 @@ def build_realtime_server(
             max_message_bytes=settings.ws_max_message_bytes,
             client_event_rate=settings.ws_client_event_rate,
             max_channels_per_connection=settings.ws_max_channels_per_connection,
+            user_auth_timeout=user_auth_timeout,
         ),
         hub,
         allowed_origins=settings.ws_allowed_origins,
@@ -525,4 +580,5 @@ def build_realtime_server(
         close_grace=settings.ws_close_grace_seconds,
         replay=replay if settings.ws_replay_max_events > 0 else None,
         replay_timeout=settings.ws_replay_timeout_seconds,
+        reap_interval=reap_interval,
     )

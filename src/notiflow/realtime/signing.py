@@ -1,4 +1,4 @@
-"""Pusher signatures: channel authorization and the HTTP API's request signing.
+"""Pusher signatures: channel authorization, user sign-in and the HTTP API's request signing.
 
 Both are hex HMAC-SHA256 with the app secret, exactly as the official ``pusher`` SDKs compute
 them (see the test vectors in ``tests/realtime/test_signing.py``).
@@ -37,6 +37,17 @@ def verify_channel_auth(
     channel_data: str | None = None,
 ) -> bool:
     expected = channel_auth(key, secret, socket_id, channel, channel_data)
+    return hmac.compare_digest(expected.encode(), auth.encode())
+
+
+def user_auth(key: str, secret: str, socket_id: str, user_data: str) -> str:
+    """The ``auth`` of a ``pusher:signin``: ``"<key>:<signature>"`` of
+    ``"<socket_id>::user::<user_data>"``, ``user_data`` being the exact JSON text signed."""
+    return f"{key}:{sign(secret, f'{socket_id}::user::{user_data}')}"
+
+
+def verify_user_auth(key: str, secret: str, socket_id: str, user_data: str, auth: str) -> bool:
+    expected = user_auth(key, secret, socket_id, user_data)
     return hmac.compare_digest(expected.encode(), auth.encode())
 
 

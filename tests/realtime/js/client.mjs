@@ -8,13 +8,14 @@
 //
 // Config: {wsHost, wsPort, key, authEndpoint, token?, mode: "echo"|"pusher",
 //          subscribe: [{kind?, name, listen?, listenForWhisper?, notification?, listenToAll?}],
-//          userAuthEndpoint?, wsPath?, activityTimeout?, pongTimeout?, csrfToken?, namespace?, authHeaders?,
+//          userAuthEndpoint?, signin?: bool (pusher.signin() / Echo's signin() at start),
+//          wsPath?, activityTimeout?, pongTimeout?, csrfToken?, namespace?, authHeaders?,
 //          signAs?: {secret, user_id?, user_info?} (sign subscriptions here, as a backend's authorizer would),
 //          replay?: {userId} (use clients/js/notiflow-replay.js for last_sequence),
 //          options?: {extra Pusher/Echo options}, trace?: bool (frames in and out), debug?: bool}
 // Commands: {"cmd":"subscribe", ...a subscribe entry}, {"cmd":"leave","channel"},
 //           {"cmd":"whisper","channel","event","data"}, {"cmd":"send","event","data","channel"?},
-//           {"cmd":"disconnect"}, {"cmd":"connect"}, {"cmd":"state"}, {"cmd":"quit"}
+//           {"cmd":"signin"}, {"cmd":"disconnect"}, {"cmd":"connect"}, {"cmd":"state"}, {"cmd":"quit"}
 
 import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
@@ -150,6 +151,10 @@ function signingAuthorizer({ secret, user_id: userId, user_info: userInfo }) {
 }
 
 const authHeaders = { ...(config.authHeaders ?? {}) };
+
+function userAuthEndpoint() {
+  return config.userAuthEndpoint ?? String(config.authEndpoint).replace(/auth$/, "user-auth");
+}
 let pusher;
 let echo;
 
@@ -174,10 +179,7 @@ if (mode === "echo") {
     Pusher: ObservedPusher,
     // Echo copies these into the same object for every instance, so give it a fresh one.
     auth: replay ? { headers: { ...authHeaders }, params: replay.params } : { headers: { ...authHeaders } },
-    userAuthentication: {
-      endpoint: config.userAuthEndpoint ?? String(config.authEndpoint).replace(/auth$/, "user-auth"),
-      headers: { ...authHeaders },
-    },
+    userAuthentication: { endpoint: userAuthEndpoint(), headers: { ...authHeaders } },
   };
   if (config.wsPath !== undefined) options.wsPath = config.wsPath;
   if (config.activityTimeout !== undefined) options.activityTimeout = config.activityTimeout;
@@ -201,6 +203,7 @@ if (mode === "echo") {
     cluster: "mt1",
     disableStats: true,
     channelAuthorization: { endpoint: config.authEndpoint, transport: "ajax", headers },
+    userAuthentication: { endpoint: userAuthEndpoint(), transport: "ajax", headers: { ...headers } },
   };
   if (config.wsPath !== undefined) options.wsPath = config.wsPath;
   if (config.activityTimeout !== undefined) options.activityTimeout = config.activityTimeout;
@@ -210,6 +213,22 @@ if (mode === "echo") {
   Object.assign(options, config.options ?? {});
   pusher = new ObservedPusher(config.key, options);
   if (replay) replay.watch(pusher);
+}
+
+// User authentication: what pusher-js does with a sign-in, and the events sent to the user.
+pusher.connection.bind("message", (message) => {
+  if (message.event === "pusher:signin_success") {
+    emit({ type: "signed_in", user_data: plain(message.data?.user_data) });
+  }
+});
+pusher.user.bind("pusher:signin_error", (error) => emit({ type: "signin_error", error: plain(error) }));
+pusher.user.bind_global((event, data) => {
+  if (!event.startsWith("pusher:")) emit({ type: "user_event", event, data: plain(data) });
+});
+
+function signin() {
+  if (mode === "echo") echo.connector.signin();
+  else pusher.signin();
 }
 
 const PREFIX = { private: "private-", presence: "presence-", encrypted: "private-encrypted-" };
@@ -388,6 +407,9 @@ function handle(command) {
       return whisper(command);
     case "send":
       return { sent: pusher.send_event(command.event, command.data ?? {}, command.channel) };
+    case "signin":
+      signin();
+      return {};
     case "disconnect":
       pusher.disconnect();
       return {};
@@ -405,6 +427,7 @@ function handle(command) {
 }
 
 for (const entry of config.subscribe ?? []) subscribe(entry);
+if (config.signin) signin();
 
 const input = createInterface({ input: process.stdin, crlfDelay: Infinity });
 input.on("line", (line) => {

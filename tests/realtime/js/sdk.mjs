@@ -8,6 +8,8 @@
 //         {"action": "channels", "params"?: {filter_by_prefix?, info?}}
 //         {"action": "channel", "channel", "params"?: {info?}}
 //         {"action": "users", "channel"}
+//         {"action": "sendToUser", "user_id", "event", "data"}
+//         {"action": "terminateUserConnections", "user_id"}
 //         {"action": "get" | "post", "path", "params"?, "body"?}     (any other API call)
 //         {"action": "authorizeChannel", "socket_id", "channel", "presenceData"?}   (no HTTP)
 //         {"action": "authenticateUser", "socket_id", "userData"}                   (no HTTP)
@@ -105,6 +107,12 @@ switch (action.action) {
     break;
   case "users":
     await http(() => pusher.get({ path: channelPath(action.channel) + "/users", params }));
+    break;
+  case "sendToUser":
+    await http(() => pusher.sendToUser(action.user_id, action.event, action.data));
+    break;
+  case "terminateUserConnections":
+    await http(() => pusher.terminateUserConnections(action.user_id));
     break;
   case "get":
     await http(() => pusher.get({ path: action.path, params }));
