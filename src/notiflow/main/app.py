@@ -46,6 +46,8 @@ from notiflow.realtime.api import pusher_router
 from notiflow.realtime.redis import backplane_status
 from notiflow.social.api import router as social_router
 from notiflow.tenancy.api import router as user_router
+from notiflow.tenancy.invitations_api import accept_router as invitation_accept_router
+from notiflow.tenancy.invitations_api import router as invitations_router
 from notiflow.tenancy.members_api import router as members_router
 from notiflow.tenancy.workspace_api import router as workspace_router
 
@@ -108,6 +110,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(user_router)
     app.include_router(tokens_router)
     app.include_router(members_router)
+    app.include_router(invitations_router)
+    app.include_router(invitation_accept_router)
     app.include_router(workspace_router)
     app.include_router(social_router)
     app.include_router(posts_router)
