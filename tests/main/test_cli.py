@@ -527,3 +527,81 @@ def test_every_command_and_option_says_what_it_does() -> None:
 
     walk(typer.main.get_command(app), [])
     assert missing == []
+
+
+def _lines(result: Result) -> list[dict[str, Any]]:
+    """The JSON objects printed one per line on stdout."""
+    return [json.loads(line) for line in result.stdout.strip().splitlines() if line.strip()]
+
+
+async def test_users_list_tokens_list_and_revoke_against_the_served_api(
+    cli: Cli, serve: str
+) -> None:
+    owner = await cli.run(
+        "users", "create", "--tenant", "Acme", "--email", "o@x.io", "--role", "owner",
+        "--with-token",
+    )  # fmt: skip
+    assert owner.returncode == 0, owner.stderr
+    member = await cli.run("users", "create", "--tenant", "Acme", "--email", "m@x.io")
+    assert member.returncode == 0, member.stderr
+
+    listed = await cli.run("users", "list", "--tenant", "Acme")
+    assert listed.returncode == 0, listed.stderr
+    assert [(row["email"], row["role"]) for row in _lines(listed)] == [
+        ("o@x.io", "owner"),
+        ("m@x.io", "member"),
+    ]
+    unknown = await cli.run("users", "list", "--tenant", "Nobody")
+    assert unknown.returncode == 1
+    assert unknown.error()["code"] == "not_found"
+
+    none = await cli.run("tokens", "list", "--email", "m@x.io")
+    assert none.returncode == 0
+    assert none.stdout == ""
+    assert "no tokens" in none.stderr
+
+    token = owner.json()["token"]
+    tokens = await cli.run("tokens", "list", "--email", "o@x.io")
+    [row] = _lines(tokens)
+    assert row["id"] == token_id_only(token)
+    assert token.partition("|")[2] not in tokens.stdout
+    assert (await _get_user(serve, token)).status_code == 200
+
+    revoked = await cli.run("tokens", "revoke", row["id"])
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.json()["revoked"] is True
+    assert (await _get_user(serve, token)).status_code == 401
+    again = await cli.run("tokens", "revoke", row["id"])
+    assert again.returncode == 1
+    assert again.error()["code"] == "not_found"
+    bad = await cli.run("tokens", "revoke", "not-an-id")
+    assert bad.error()["code"] == "validation_failed"
+
+
+async def test_invitations_create_prints_a_link_that_accepts_on_the_served_api(
+    cli: Cli, serve: str
+) -> None:
+    cli.env["NOTIFLOW_PUBLIC_URL"] = "https://app.example.test"
+    created = await cli.run("users", "create", "--tenant", "Acme", "--email", "o@x.io")
+    assert created.returncode == 0, created.stderr
+    invited = await cli.run(
+        "invitations", "create", "--tenant", "Acme", "--email", "New@X.io", "--role", "admin"
+    )
+    assert invited.returncode == 0, invited.stderr
+    invitation = invited.json()
+    assert invitation["email"] == "new@x.io"
+    assert invitation["accept_url"].startswith("https://app.example.test/invitations/accept?")
+    token = invitation["accept_url"].partition("token=")[2]
+    twice = await cli.run("invitations", "create", "--tenant", "Acme", "--email", "new@x.io")
+    assert twice.error()["code"] == "already_invited"
+    bad = await cli.run("invitations", "create", "--tenant", "Acme", "--email", "nope")
+    assert bad.error()["code"] == "validation_failed"
+
+    async with httpx.AsyncClient(base_url=serve, timeout=10) as client:
+        accepted = await client.post(
+            "/api/v1/invitations/accept", json={"token": token, "password": "long enough"}
+        )
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["data"]["role"] == "admin"
+    listed = await cli.run("users", "list", "--tenant", "Acme")
+    assert [row["email"] for row in _lines(listed)] == ["o@x.io", "new@x.io"]
