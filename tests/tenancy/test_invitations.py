@@ -255,3 +255,31 @@ async def test_invitation_rules_and_bad_input(
     assert response.status_code == 404
     async with runtime.sessionmaker() as session:
         assert len((await session.scalars(select(Invitation))).all()) == 1
+
+
+async def test_accept_refuses_bad_input_and_changes_nothing(
+    client: httpx.AsyncClient, make_member: MakeMember, runtime: Runtime
+) -> None:
+    owner = await make_member("acme", role=Role.OWNER)
+    invitation = await _invite(client, owner.headers, "c@example.com")
+    token = invitation_token(runtime.settings, uuid.UUID(invitation["id"]))
+    for body in [
+        {},
+        {"token": ""},
+        {"token": token, "password": "short"},
+        {"token": token, "password": "long enough", "role": "owner"},
+        {"token": token, "password": "long enough", "name": ""},
+    ]:
+        response = await client.post("/api/v1/invitations/accept", json=body)
+        assert response.status_code == 422, body
+        assert set(response.json()["error"]) == {"code", "message", "details"}
+    bad_bearer = await client.post(
+        "/api/v1/invitations/accept",
+        json={"token": token, "password": "long enough"},
+        headers={"Authorization": "Bearer nope"},
+    )
+    assert bad_bearer.status_code == 401
+    listed = await client.get("/api/v1/tenant/invitations", headers=owner.headers)
+    assert [item["status"] for item in listed.json()["data"]] == ["pending"]
+    async with runtime.sessionmaker() as session:
+        assert len((await session.scalars(select(Membership))).all()) == 1
