@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from email import message_from_bytes
+from email import policy as email_policy
 from pathlib import Path
 from typing import Any
 
@@ -605,3 +608,58 @@ async def test_invitations_create_prints_a_link_that_accepts_on_the_served_api(
     assert accepted.json()["data"]["role"] == "admin"
     listed = await cli.run("users", "list", "--tenant", "Acme")
     assert [row["email"] for row in _lines(listed)] == ["o@x.io", "new@x.io"]
+
+
+@pytest.fixture
+def mail_dir(cli: Cli, tmp_path: Path) -> Path:
+    """Email to a folder (``NOTIFLOW_MAIL_DRIVER=file``). Request it before ``serve``, which
+    then starts with this environment."""
+    folder = tmp_path / "mail"
+    cli.env["NOTIFLOW_MAIL_DRIVER"] = "file"
+    cli.env["NOTIFLOW_MAIL_DIR"] = str(folder)
+    cli.env["NOTIFLOW_PUBLIC_URL"] = "https://app.example.test"
+    return folder
+
+
+async def test_an_invitation_made_through_the_served_api_is_emailed_and_accepted(
+    cli: Cli, mail_dir: Path, serve: str
+) -> None:
+    owner = await cli.run(
+        "users", "create", "--tenant", "Acme", "--email", "o@x.io", "--role", "owner",
+        "--with-token",
+    )  # fmt: skip
+    assert owner.returncode == 0, owner.stderr
+    headers = {"Authorization": f"Bearer {owner.json()['token']}"}
+    async with httpx.AsyncClient(base_url=serve, timeout=10) as client:
+        invited = await client.post(
+            "/api/v1/tenant/invitations", json={"email": "bob@x.io"}, headers=headers
+        )
+        assert invited.status_code == 201, invited.text
+        # The worker in `serve` sends it: wait for the message to land (bounded, not timed).
+        for _ in range(600):
+            messages = await asyncio.to_thread(lambda: sorted(mail_dir.glob("*.eml")))
+            if messages:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the invitation email never arrived in the mail folder")
+        raw = await asyncio.to_thread(messages[0].read_bytes)
+        message = message_from_bytes(raw, policy=email_policy.default)
+        assert "bob@x.io" in str(message["To"])
+        body = message.get_body(preferencelist=("plain",))
+        assert body is not None
+        match = re.search(
+            r"https://app\.example\.test/invitations/accept\?token=([\w.-]+)", body.get_content()
+        )
+        assert match, raw
+        accepted = await client.post(
+            "/api/v1/invitations/accept",
+            json={"token": match.group(1), "name": "Bob", "password": "long enough"},
+        )
+        assert accepted.status_code == 200, accepted.text
+        bob = {"Authorization": f"Bearer {accepted.json()['data']['token']}"}
+        me = await client.get("/api/v1/user", headers=bob)
+        assert me.json()["data"]["email"] == "bob@x.io"
+        feed = await client.get("/api/v1/notifications", headers=headers)
+        assert feed.status_code == 200, feed.text
+        assert "invitation_accepted" in feed.text
