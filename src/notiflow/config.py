@@ -187,6 +187,8 @@ class Settings(BaseSettings):
     token_refresh_window_days: int = Field(default=7, ge=1)
     data_export_ttl_hours: int = Field(default=168, ge=1)
     data_deletion_grace_days: int = Field(default=14, ge=0)
+    # How long an invitation's accept link works.
+    invitation_ttl_days: int = Field(default=7, ge=1, le=90)
 
     # Failed-job alerts.
     alert_slack_webhook_url: str | None = None

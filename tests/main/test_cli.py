@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from email import message_from_bytes
+from email import policy as email_policy
 from pathlib import Path
 from typing import Any
 
@@ -527,3 +530,136 @@ def test_every_command_and_option_says_what_it_does() -> None:
 
     walk(typer.main.get_command(app), [])
     assert missing == []
+
+
+def _lines(result: Result) -> list[dict[str, Any]]:
+    """The JSON objects printed one per line on stdout."""
+    return [json.loads(line) for line in result.stdout.strip().splitlines() if line.strip()]
+
+
+async def test_users_list_tokens_list_and_revoke_against_the_served_api(
+    cli: Cli, serve: str
+) -> None:
+    owner = await cli.run(
+        "users", "create", "--tenant", "Acme", "--email", "o@x.io", "--role", "owner",
+        "--with-token",
+    )  # fmt: skip
+    assert owner.returncode == 0, owner.stderr
+    member = await cli.run("users", "create", "--tenant", "Acme", "--email", "m@x.io")
+    assert member.returncode == 0, member.stderr
+
+    listed = await cli.run("users", "list", "--tenant", "Acme")
+    assert listed.returncode == 0, listed.stderr
+    assert [(row["email"], row["role"]) for row in _lines(listed)] == [
+        ("o@x.io", "owner"),
+        ("m@x.io", "member"),
+    ]
+    unknown = await cli.run("users", "list", "--tenant", "Nobody")
+    assert unknown.returncode == 1
+    assert unknown.error()["code"] == "not_found"
+
+    none = await cli.run("tokens", "list", "--email", "m@x.io")
+    assert none.returncode == 0
+    assert none.stdout == ""
+    assert "no tokens" in none.stderr
+
+    token = owner.json()["token"]
+    tokens = await cli.run("tokens", "list", "--email", "o@x.io")
+    [row] = _lines(tokens)
+    assert row["id"] == token_id_only(token)
+    assert token.partition("|")[2] not in tokens.stdout
+    assert (await _get_user(serve, token)).status_code == 200
+
+    revoked = await cli.run("tokens", "revoke", row["id"])
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.json()["revoked"] is True
+    assert (await _get_user(serve, token)).status_code == 401
+    again = await cli.run("tokens", "revoke", row["id"])
+    assert again.returncode == 1
+    assert again.error()["code"] == "not_found"
+    bad = await cli.run("tokens", "revoke", "not-an-id")
+    assert bad.error()["code"] == "validation_failed"
+
+
+async def test_invitations_create_prints_a_link_that_accepts_on_the_served_api(
+    cli: Cli, serve: str
+) -> None:
+    cli.env["NOTIFLOW_PUBLIC_URL"] = "https://app.example.test"
+    created = await cli.run("users", "create", "--tenant", "Acme", "--email", "o@x.io")
+    assert created.returncode == 0, created.stderr
+    invited = await cli.run(
+        "invitations", "create", "--tenant", "Acme", "--email", "New@X.io", "--role", "admin"
+    )
+    assert invited.returncode == 0, invited.stderr
+    invitation = invited.json()
+    assert invitation["email"] == "new@x.io"
+    assert invitation["accept_url"].startswith("https://app.example.test/invitations/accept?")
+    token = invitation["accept_url"].partition("token=")[2]
+    twice = await cli.run("invitations", "create", "--tenant", "Acme", "--email", "new@x.io")
+    assert twice.error()["code"] == "already_invited"
+    bad = await cli.run("invitations", "create", "--tenant", "Acme", "--email", "nope")
+    assert bad.error()["code"] == "validation_failed"
+
+    async with httpx.AsyncClient(base_url=serve, timeout=10) as client:
+        accepted = await client.post(
+            "/api/v1/invitations/accept", json={"token": token, "password": "long enough"}
+        )
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["data"]["role"] == "admin"
+    listed = await cli.run("users", "list", "--tenant", "Acme")
+    assert [row["email"] for row in _lines(listed)] == ["o@x.io", "new@x.io"]
+
+
+@pytest.fixture
+def mail_dir(cli: Cli, tmp_path: Path) -> Path:
+    """Email to a folder (``NOTIFLOW_MAIL_DRIVER=file``). Request it before ``serve``, which
+    then starts with this environment."""
+    folder = tmp_path / "mail"
+    cli.env["NOTIFLOW_MAIL_DRIVER"] = "file"
+    cli.env["NOTIFLOW_MAIL_DIR"] = str(folder)
+    cli.env["NOTIFLOW_PUBLIC_URL"] = "https://app.example.test"
+    return folder
+
+
+async def test_an_invitation_made_through_the_served_api_is_emailed_and_accepted(
+    cli: Cli, mail_dir: Path, serve: str
+) -> None:
+    owner = await cli.run(
+        "users", "create", "--tenant", "Acme", "--email", "o@x.io", "--role", "owner",
+        "--with-token",
+    )  # fmt: skip
+    assert owner.returncode == 0, owner.stderr
+    headers = {"Authorization": f"Bearer {owner.json()['token']}"}
+    async with httpx.AsyncClient(base_url=serve, timeout=10) as client:
+        invited = await client.post(
+            "/api/v1/tenant/invitations", json={"email": "bob@x.io"}, headers=headers
+        )
+        assert invited.status_code == 201, invited.text
+        # The worker in `serve` sends it: wait for the message to land (bounded, not timed).
+        for _ in range(600):
+            messages = await asyncio.to_thread(lambda: sorted(mail_dir.glob("*.eml")))
+            if messages:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the invitation email never arrived in the mail folder")
+        raw = await asyncio.to_thread(messages[0].read_bytes)
+        message = message_from_bytes(raw, policy=email_policy.default)
+        assert "bob@x.io" in str(message["To"])
+        body = message.get_body(preferencelist=("plain",))
+        assert body is not None
+        match = re.search(
+            r"https://app\.example\.test/invitations/accept\?token=([\w.-]+)", body.get_content()
+        )
+        assert match, raw
+        accepted = await client.post(
+            "/api/v1/invitations/accept",
+            json={"token": match.group(1), "name": "Bob", "password": "long enough"},
+        )
+        assert accepted.status_code == 200, accepted.text
+        bob = {"Authorization": f"Bearer {accepted.json()['data']['token']}"}
+        me = await client.get("/api/v1/user", headers=bob)
+        assert me.json()["data"]["email"] == "bob@x.io"
+        feed = await client.get("/api/v1/notifications", headers=headers)
+        assert feed.status_code == 200, feed.text
+        assert "invitation_accepted" in feed.text

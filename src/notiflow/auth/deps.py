@@ -49,3 +49,18 @@ async def require_tenant_admin(auth: CurrentAuth) -> AuthenticatedActor:
 
 
 TenantAdmin = Annotated[AuthenticatedActor, Depends(require_tenant_admin)]
+
+
+async def get_optional_auth(
+    request: Request,
+    session: SessionDep,
+    _documented: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+) -> AuthenticatedActor | None:
+    """The caller when the request carries a bearer token (checked as strictly: a bad one is a
+    401), None when it carries none."""
+    if not request.headers.get("authorization"):
+        return None
+    return await get_auth(request, session, _documented)
+
+
+OptionalAuth = Annotated[AuthenticatedActor | None, Depends(get_optional_auth)]

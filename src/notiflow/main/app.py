@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from notiflow import __version__
 from notiflow.analytics.api import router as analytics_router
 from notiflow.auth.api import router as auth_router
+from notiflow.auth.tokens_api import router as tokens_router
 from notiflow.config import Settings, get_settings
 from notiflow.content.api import router as posts_router
 from notiflow.delivery.push_api import router as push_router
@@ -45,6 +46,9 @@ from notiflow.realtime.api import pusher_router, pusher_users_router
 from notiflow.realtime.redis import backplane_status
 from notiflow.social.api import router as social_router
 from notiflow.tenancy.api import router as user_router
+from notiflow.tenancy.invitations_api import accept_router as invitation_accept_router
+from notiflow.tenancy.invitations_api import router as invitations_router
+from notiflow.tenancy.members_api import router as members_router
 from notiflow.tenancy.workspace_api import router as workspace_router
 
 log = structlog.get_logger(__name__)
@@ -104,6 +108,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     _install_error_handlers(app)
     app.include_router(auth_router)
     app.include_router(user_router)
+    app.include_router(tokens_router)
+    app.include_router(members_router)
+    app.include_router(invitations_router)
+    app.include_router(invitation_accept_router)
     app.include_router(workspace_router)
     app.include_router(social_router)
     app.include_router(posts_router)

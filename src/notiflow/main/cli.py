@@ -24,6 +24,7 @@ from notiflow.kit.db import database_unavailable
 from notiflow.kit.errors import NotiflowError
 from notiflow.kit.logging import configure_logging
 from notiflow.kit.migrate import ensure_sqlite_directory, upgrade
+from notiflow.kit.tenant_scope import in_tenant
 from notiflow.kit.uow import unit_of_work
 from notiflow.models import Membership, Tenant, User
 from notiflow.models.tenancy import Role
@@ -44,6 +45,8 @@ tokens_app = typer.Typer(help="Personal access tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
+invitations_app = typer.Typer(help="Invitations to join a tenant.", no_args_is_help=True)
+app.add_typer(invitations_app, name="invitations")
 schedule_app = typer.Typer(help="Periodic jobs.", no_args_is_help=True)
 app.add_typer(schedule_app, name="schedule")
 jobs_app = typer.Typer(
@@ -930,6 +933,143 @@ def tokens_create(
             raise NotiflowError(f"{email} is not a member of that tenant", code="not_found")
         token = await issue_token(session, user.id, tenant_id, name=label)
         return {"token": token, "user_id": str(user.id), "tenant_id": str(tenant_id)}
+
+    _print_json(_with_session(work))
+
+
+async def _tenant_named(session: AsyncSession, name: str) -> Tenant:
+    tenant = await session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        raise NotiflowError(f"no tenant named {name!r}", code="not_found")
+    return tenant
+
+
+def _print_lines(rows: list[dict[str, Any]], empty: str) -> None:
+    """One JSON object per line; say so on stderr when there is none."""
+    for row in rows:
+        _print_json(row)
+    if not rows:
+        typer.echo(empty, err=True)
+
+
+@users_app.command("list")
+def users_list(
+    tenant: Annotated[str, typer.Option(help="Tenant name.")],
+) -> None:
+    """The tenant's members, oldest first: one JSON object per line."""
+    tenant_name = _text_option(tenant, "tenant name", 200)
+
+    async def work(session: AsyncSession) -> list[dict[str, Any]]:
+        found = await _tenant_named(session, tenant_name)
+        rows = await session.execute(
+            select(User, Membership.role, Membership.created_at)
+            .join(Membership, Membership.user_id == User.id)
+            .where(in_tenant(Membership, found.id))
+            .order_by(Membership.created_at, Membership.id)
+        )
+        return [
+            {
+                "user_id": str(user.id),
+                "email": user.email,
+                "name": user.name,
+                "role": role,
+                "tenant_id": str(found.id),
+                "joined_at": joined.isoformat(),
+            }
+            for user, role, joined in rows.all()
+        ]
+
+    _print_lines(_with_session(work), f"no members in {tenant_name}")
+
+
+@tokens_app.command("list")
+def tokens_list(
+    email: Annotated[str, typer.Option(help="The user's email address.")],
+) -> None:
+    """The user's tokens in every tenant, newest first, never the secret: one JSON object per
+    line."""
+    from notiflow.auth.tokens import list_tokens
+
+    async def work(session: AsyncSession) -> list[dict[str, Any]]:
+        user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+        if user is None:
+            raise NotiflowError(f"no user with email {email}", code="not_found")
+        return [
+            {
+                "id": str(token.id),
+                "name": token.name,
+                "tenant_id": str(token.tenant_id),
+                "created_at": token.created_at.isoformat(),
+                "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
+                "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+            }
+            for token in await list_tokens(session, user.id)
+        ]
+
+    _print_lines(_with_session(work), f"no tokens for {email}")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token's id (the part before '|').")],
+) -> None:
+    """Revoke a token: it gets 401 at once (audited). Prints one JSON object."""
+    import uuid
+
+    from notiflow.auth.actor import Actor
+    from notiflow.auth.tokens import revoke_token
+
+    try:
+        parsed = uuid.UUID(token_id.partition("|")[0].strip())
+    except ValueError:
+        _fail(f"not a token id: {token_id!r}", "validation_failed")
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        token = await revoke_token(session, None, parsed, Actor(user_id=None, tenant_id=None))
+        return {"id": str(token.id), "user_id": str(token.user_id), "revoked": True}
+
+    _print_json(_with_session(work))
+
+
+@invitations_app.command("create")
+def invitations_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name.")],
+    email: Annotated[str, typer.Option(help="The invitee's email address.")],
+    role: Annotated[Role, typer.Option(help="Role in the tenant once accepted.")] = Role.MEMBER,
+) -> None:
+    """Invite someone to a tenant and print the accept link (built from NOTIFLOW_PUBLIC_URL)
+    to pass on: the CLI sends no email. Prints one JSON object."""
+    from email_validator import EmailNotValidError, validate_email
+
+    from notiflow.auth.actor import Actor
+    from notiflow.tenancy.invitations import accept_link, create_invitation
+
+    try:
+        normalized = validate_email(email, check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        _fail(f"invalid email: {error}", "validation_failed")
+    tenant_name = _text_option(tenant, "tenant name", 200)
+    settings = get_settings()
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        found = await _tenant_named(session, tenant_name)
+        invitation = await create_invitation(
+            session,
+            settings,
+            Actor(user_id=None, tenant_id=found.id),
+            found.id,
+            email=normalized,
+            role=role,
+            notifications=None,
+        )
+        return {
+            "invitation_id": str(invitation.id),
+            "tenant_id": str(found.id),
+            "email": invitation.email,
+            "role": invitation.role,
+            "expires_at": invitation.expires_at.isoformat(),
+            "accept_url": accept_link(settings, invitation.id),
+        }
 
     _print_json(_with_session(work))
 

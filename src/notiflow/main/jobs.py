@@ -14,6 +14,7 @@ from notiflow.notifications.jobs import JOBS as NOTIFICATION_JOBS
 from notiflow.privacy.jobs import JOBS as PRIVACY_JOBS
 from notiflow.social.jobs import JOBS as SOCIAL_JOBS
 from notiflow.social.ports import PlatformContext
+from notiflow.tenancy.jobs import JOBS as TENANCY_JOBS
 
 
 class AllJobsContext(DeliveryContext, PlatformContext, Protocol):
@@ -30,4 +31,5 @@ ALL_JOBS: list[Job[AllJobsContext, Any]] = [
     *CONTENT_JOBS,
     *PRIVACY_JOBS,
     *SOCIAL_JOBS,
+    *TENANCY_JOBS,
 ]

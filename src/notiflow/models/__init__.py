@@ -23,7 +23,7 @@ from notiflow.models.platform import (
     SocialAccount,
     WorkspaceSchedule,
 )
-from notiflow.models.tenancy import Membership, Tenant, User, Workspace
+from notiflow.models.tenancy import Invitation, Membership, Tenant, User, Workspace
 from notiflow.models.webhooks import WebhookEvent
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "FailedJob",
     "IdempotencyKey",
     "InboxItem",
+    "Invitation",
     "JobAttempt",
     "JobLock",
     "Membership",

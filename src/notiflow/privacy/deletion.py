@@ -34,6 +34,7 @@ from notiflow.models import (
     DataExportRequest,
     IdempotencyKey,
     InboxItem,
+    Invitation,
     Membership,
     Notification,
     NotificationDelivery,
@@ -191,6 +192,9 @@ async def erase_user(session: AsyncSession, settings: Settings, user: User) -> d
         delete(DataExportRequest).where(DataExportRequest.user_id == user_id),
     )
     await run("memberships", delete(Membership).where(Membership.user_id == user_id))
+    # Invitations to their address hold it in clear; the ones they sent only lose the link
+    # (invited_by_id is SET NULL by the foreign key).
+    await run("invitations", delete(Invitation).where(Invitation.email == user.email))
     now = utcnow()
     # The workspace's content stays; only the link to the person goes.
     await run(
