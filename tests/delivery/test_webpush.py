@@ -612,7 +612,8 @@ async def test_production_refuses_local_endpoints(
 ) -> None:
     member = await make_member()
     production = dataclasses.replace(
-        runtime, settings=push_settings(runtime, env=Environment.PRODUCTION)
+        runtime,
+        settings=push_settings(runtime, env=Environment.PRODUCTION, smtp_host="mail.example.com"),
     )
     transport = httpx.ASGITransport(app=create_app(runtime=production))
     async with httpx.AsyncClient(transport=transport, base_url="http://notiflow.test") as client:
