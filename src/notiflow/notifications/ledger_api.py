@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -18,7 +17,7 @@ from notiflow.notifications.ledger_search import (
     LedgerStatus,
     search_ledger,
 )
-from notiflow.notifications.schemas import DeliveryData
+from notiflow.notifications.schemas import DeliveryData, iso_utc
 from notiflow.notifications.types import NotificationChannel, NotificationType
 
 router = APIRouter(prefix="/api/v1/tenant", tags=["tenant"])
@@ -42,17 +41,13 @@ class LedgerEntryData(DeliveryData):
             user_id=delivery.user_id,
             type=entry.notification_type,
             title=entry.title,
-            created_at=_iso(delivery.created_at),
+            created_at=iso_utc(delivery.created_at) or "",
         )
 
 
 class LedgerPage(BaseModel):
     data: list[LedgerEntryData]
     meta: PageMeta
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 @router.get("/deliveries", response_model=LedgerPage)

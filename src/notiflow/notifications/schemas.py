@@ -53,7 +53,7 @@ def _check_json_string(value: str, where: str) -> None:
         raise ValueError(f"{where}: strings must be valid Unicode (no lone surrogates)") from None
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso_utc(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
@@ -84,8 +84,8 @@ class NotificationData(BaseModel):
             action_url=notification.action_url,
             icon=notification.icon,
             is_read=notification.read_at is not None,
-            read_at=_iso(notification.read_at),
-            created_at=_iso(notification.created_at) or "",
+            read_at=iso_utc(notification.read_at),
+            created_at=iso_utc(notification.created_at) or "",
         )
 
 
@@ -254,11 +254,11 @@ class DeliveryData(BaseModel):
             status=delivery.status,
             reason=delivery.reason,
             attempts=delivery.attempts,
-            next_attempt_at=_iso(delivery.next_attempt_at),
-            sent_at=_iso(delivery.sent_at),
+            next_attempt_at=iso_utc(delivery.next_attempt_at),
+            sent_at=iso_utc(delivery.sent_at),
             provider_message_id=delivery.provider_message_id,
             last_error=delivery.last_error,
-            updated_at=_iso(delivery.updated_at) or "",
+            updated_at=iso_utc(delivery.updated_at) or "",
         )
 
 
