@@ -1,6 +1,6 @@
 """End-to-end latency: send -> browser event through notiflow, against the Pusher HTTP API, one run.
 
-DESIGN §10: "end-to-end send -> browser event p99 < 25 ms at 1,000 notifications/s".
+Target: "end-to-end send -> browser event p99 < 25 ms at 1,000 notifications/s".
 
 Shape of a run: a scratch PostgreSQL database (created here, dropped at the end), an owner made
 with ``notiflow users create --with-token``, and ``notiflow serve`` as a subprocess pinned to the
@@ -982,7 +982,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def verdict(rows: list[dict[str, Any]], path: str = "notiflow") -> dict[str, Any]:
-    """DESIGN §10: p99 < 25 ms at 1,000 notifications/s, with the rate actually achieved and
+    """The target: p99 < 25 ms at 1,000 notifications/s, with the rate actually achieved and
     every event delivered."""
     row = next((r for r in rows if r["path"] == path and r["target_rate"] == TARGET_RATE), None)
     if row is None:
@@ -1206,7 +1206,7 @@ async def main(options: argparse.Namespace) -> int:
         result["baseline"] = verdict(rows, "baseline")
         if result["measured"]:
             print(
-                f"\nDESIGN §10 end-to-end send -> event p99 < {TARGET_P99_MS:g} ms "
+                f"\ntarget: end-to-end send -> event p99 < {TARGET_P99_MS:g} ms "
                 f"at {TARGET_RATE:,}/s:"
             )
             for path, item in (("notiflow", result), ("baseline", result["baseline"])):
@@ -1223,7 +1223,7 @@ async def main(options: argparse.Namespace) -> int:
                     + ("" if path == "notiflow" else "  (the bare live-event path, for reference)")
                 )
         else:
-            print(f"\nDESIGN §10 target not measured (add {TARGET_RATE} to --rates)")
+            print(f"\ntarget not measured (add {TARGET_RATE} to --rates)")
         payload = {
             "bench": "e2e_latency",
             "options": vars(options),

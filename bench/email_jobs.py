@@ -1,6 +1,6 @@
 """Benchmark: delivered emails per second and jobs per second, notiflow versus the bare tools.
 
-DESIGN §6 (send path), §8 (jobs) and docs/delivery.md; one run, side by side, loopback only.
+The send path and the job runner (docs/delivery.md); one run, side by side, loopback only.
 
 Part 1 -- delivered emails per second to a local SMTP sink. An SMTP sink runs in its own process
 pinned to one CPU and accepts and discards every message: ``aiosmtpd`` (what the tests use) and

@@ -1,6 +1,6 @@
 """Benchmark: unread-count and feed-page latency with 1,000,000 notifications on PostgreSQL.
 
-DESIGN §10: "unread-count p99 < 2 ms from cache; feed page p99 < 10 ms with 1M rows in the table".
+Targets: "unread-count p99 < 2 ms from cache; feed page p99 < 10 ms with 1M rows in the table".
 
 Data set (generated in SQL, one INSERT ... SELECT generate_series, then VACUUM ANALYZE): ``--rows``
 notifications over ``--users`` users in ``--tenants`` tenants, created over the last 60 days in time
@@ -716,7 +716,7 @@ async def main(args: argparse.Namespace) -> None:
     for name, (value, limit) in targets.items():
         verdicts[name] = float(value) < limit
         print(
-            f"DESIGN §10 {name}: {'PASS' if verdicts[name] else 'FAIL'} "
+            f"target {name}: {'PASS' if verdicts[name] else 'FAIL'} "
             f"(p99 {float(value):.2f} ms, rows in table {total_rows:,})"
         )
     emit_json(

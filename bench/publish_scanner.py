@@ -1,6 +1,6 @@
 """Benchmark: the due-post scanner claiming 10,000 targets, and the publish lag of 10,000 posts.
 
-DESIGN §8 / spec 003 §14: posts go out within one minute of ``scheduled_at`` (aim: seconds).
+Posts go out within one minute of ``scheduled_at`` (aim: seconds).
 PostgreSQL scratch database, loopback only, one run side by side.
 
 Part 1 -- claim and dispatch. N posts with one due target each (plus ``--background`` targets

@@ -1,6 +1,6 @@
 """Benchmark: ``NotificationService.send_to_tenant`` to a 10,000-member tenant on PostgreSQL.
 
-DESIGN §10: "send to a 10,000-member tenant (rows + deliveries + live events) < 1 s on PostgreSQL".
+Target: "send to a 10,000-member tenant (rows + deliveries + live events) < 1 s on PostgreSQL".
 
 What is timed, per run (warm-up runs excluded, report median and best):
 
@@ -1019,7 +1019,7 @@ async def main(args: argparse.Namespace) -> None:
     }
     for name, ok in verdicts.items():
         print(
-            f"DESIGN §10 send to a {args.members}-member tenant < {TARGET_SECONDS:.0f} s, {name}: "
+            f"target: send to a {args.members}-member tenant < {TARGET_SECONDS:.0f} s, {name}: "
             f"{'PASS' if ok else 'FAIL'} (median {collected.median(name) * 1000:.0f} ms)"
         )
     emit_json(

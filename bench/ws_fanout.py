@@ -1,7 +1,7 @@
 """WebSocket fan-out benchmark: notiflow's Pusher server against a raw uvloop transport, one run.
 
 Every scenario runs for each server kind back to back on the same machine and reports the ratio
-notiflow / raw (DESIGN §10 targets: broadcast and targeted >= 0.85x, one event to 5,000
+notiflow / raw (targets: broadcast and targeted >= 0.85x, one event to 5,000
 subscribers p99 <= 70 ms, coalesced bursts >= 500k msg/s, <= 15 KB per idle connection,
 >= 7,000 opens/s). The raw server is ``bench/ws_raw_server.py``: the same bytes on a bare asyncio
 Protocol, one write per message (``raw``) or one per connection per loop tick (``raw-coalesce``).
@@ -694,7 +694,7 @@ def print_table(rows: list[Row]) -> None:
 
 
 def print_targets(rows: list[Row]) -> None:
-    """DESIGN §10 targets, for the rows this run produced."""
+    """The targets, for the rows this run produced."""
     by_key = {(row.scenario, row.server): row for row in rows}
 
     def get(scenario: str, kind: str) -> Row | None:
@@ -715,7 +715,7 @@ def print_targets(rows: list[Row]) -> None:
         checks.append(("connection opens/s", idle.opens_per_s, ">=", 7_000))
     if not checks:
         return
-    print("\nDESIGN §10 targets (notiflow):")
+    print("\ntargets (notiflow):")
     for name, value, op, target in checks:
         assert value is not None
         ok = value >= target if op == ">=" else value <= target

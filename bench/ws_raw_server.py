@@ -3,9 +3,9 @@
 No WebSocket library: a minimal HTTP upgrade for ``/app/...``, client frames unmasked by hand,
 ``pusher:subscribe`` / ``pusher:ping`` answered with the very bytes notiflow sends, and
 ``publish(channel, frame)`` writing one pre-built server frame to each subscriber's transport, one
-``write()`` per message (as the C epoll reference server of DESIGN §2 does). With
+``write()`` per message (as a C epoll server does). With
 ``coalesce=True`` the frames a connection receives within one loop tick go out in one write. It is
-the "raw uvloop transport writing the same bytes" that DESIGN §10 compares notiflow against: no
+the "raw uvloop transport writing the same bytes" that BENCHMARKS.md compares notiflow against: no
 validation, no limits, no liveness, so nothing real should use it.
 
 Usage (in-process)::

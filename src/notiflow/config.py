@@ -165,16 +165,16 @@ class Settings(BaseSettings):
     # How long a worker may hold a claimed delivery before another may take it over.
     delivery_lease_seconds: float = Field(default=120.0, gt=0)
 
-    # Daily maintenance jobs run at this local hour (spec 003 §9, §14).
+    # Daily maintenance jobs run at this local hour.
     maintenance_hour: int = Field(default=3, ge=0, le=23)
     maintenance_timezone: str = "UTC"
 
-    # The platform's jobs (spec 003 §8). Files (data exports) are written under STORAGE_DIR.
+    # The platform's jobs. Files (data exports) are written under STORAGE_DIR.
     storage_dir: str = "./var/storage"
     # Fernet keys for tokens at rest, comma-separated (the first encrypts, all decrypt); unset,
     # one is derived from SECRET_KEY.
     encryption_keys: str | None = None
-    # How often due post targets are looked for (spec 003 asks for <= 1 minute of lateness).
+    # How often due post targets are looked for (posts go out within a minute of their time).
     publish_scan_interval_seconds: float = Field(default=5.0, gt=0)
     publish_max_attempts: int = Field(default=3, ge=1, le=20)
     publish_backoff_seconds: float = Field(default=60.0, gt=0)
@@ -206,7 +206,7 @@ class Settings(BaseSettings):
     webhook_retry_horizon_seconds: float = Field(default=86_400.0, gt=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
-    # Progressive rollout of push (DESIGN §5): "all", "admins" or a percentage 0-100.
+    # Progressive rollout of push: "all", "admins" or a percentage 0-100.
     push_rollout: str = "all"
 
     unread_count_cache_ttl_seconds: int = Field(default=300, ge=1)

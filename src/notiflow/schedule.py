@@ -1,4 +1,4 @@
-"""The schedule of periodic jobs (spec 003 §9), in one place, and the loops that run it.
+"""The schedule of periodic jobs, in one place, and the loops that run it.
 
 Exactly one scheduler runs it: ``notiflow serve`` in the embedded deployment, ``notiflow
 scheduler`` in a scale-out one. Three kinds of entries:
@@ -6,7 +6,7 @@ scheduler`` in a scale-out one. Three kinds of entries:
 - global cron entries (:func:`build_schedule`): inbox sync every 15 minutes, metrics every
   6 hours, the privacy sweep every minute, notification cleanup daily;
 - per-workspace entries (:func:`workspace_jobs`): daily token refresh and weekly inbox
-  archiving at the maintenance hour *in each workspace's own timezone* (spec 003 §14). Their
+  archiving at the maintenance hour *in each workspace's own timezone*. Their
   next run is kept per workspace in ``workspace_schedules``, so a restart neither skips nor
   repeats one, and DST changes move the UTC instant with the wall clock;
 - continuous loops: the due-post scanner (every few seconds, so posts go out within seconds of
@@ -93,28 +93,27 @@ def build_schedule(settings: Settings) -> list[ScheduleEntry]:
             cron=f"0 {hour} * * *",
             timezone=zone,
             description="Daily: delete notifications older than 90 days and read ones read "
-            "more than 30 days ago (spec 003 §8.8, §14)",
+            "more than 30 days ago",
         ),
         ScheduleEntry(
             job="inbox.sync_all",
             cron=f"*/{sync_minutes} * * * *",
             timezone=UTC_ZONE,
             description=f"Every {sync_minutes} minutes: sync comments and mentions of every "
-            "workspace with connected accounts (spec 003 §8.3, §11.1)",
+            "workspace with connected accounts",
         ),
         ScheduleEntry(
             job="analytics.fetch_all_metrics",
             cron=f"0 */{metric_hours} * * *",
             timezone=UTC_ZONE,
-            description=f"Every {metric_hours} hours: metric snapshots of published posts "
-            "(spec 003 §8.4, §11.2)",
+            description=f"Every {metric_hours} hours: metric snapshots of published posts ",
         ),
         ScheduleEntry(
             job="privacy.sweep",
             cron="* * * * *",
             timezone=UTC_ZONE,
             description="Every minute: run deletions whose grace period ended, pick up "
-            "exports whose wake-up was lost, expire old export files (spec 003 §8.5, §8.6)",
+            "exports whose wake-up was lost, expire old export files",
         ),
     ]
 
@@ -126,13 +125,13 @@ def workspace_jobs(settings: Settings) -> list[WorkspaceJob]:
             job="social.refresh_tokens",
             cron=f"0 {hour} * * *",
             description=f"Daily at {hour:02d}:00 workspace time: refresh tokens expiring "
-            f"within {settings.token_refresh_window_days} days (spec 003 §8.9)",
+            f"within {settings.token_refresh_window_days} days",
         ),
         WorkspaceJob(
             job="inbox.archive_old",
             cron=f"0 {hour} * * 0",
             description=f"Weekly, Sunday {hour:02d}:00 workspace time: archive inbox items "
-            f"older than {settings.inbox_archive_days} days (spec 003 §8.10)",
+            f"older than {settings.inbox_archive_days} days",
         ),
     ]
 
@@ -151,7 +150,7 @@ def describe(settings: Settings, now: datetime | None = None) -> list[dict[str, 
             "when": f"every {settings.publish_scan_interval_seconds:g} s",
             "next_run": "continuous",
             "description": "Claim post targets whose time came and dispatch content.publish_post "
-            "per post (spec 003 §8.1, §8.2)",
+            "per post",
         },
     ]
     for entry in build_schedule(settings):

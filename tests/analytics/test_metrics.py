@@ -1,4 +1,4 @@
-"""``analytics.fetch_metrics`` (spec 003 §8.4): one snapshot per published target per run."""
+"""``analytics.fetch_metrics``: one snapshot per published target per run."""
 
 from __future__ import annotations
 

@@ -181,7 +181,7 @@ async def test_a_scheduled_post_is_published_on_time(
         async def published() -> bool:
             return (await _target(runtime, post_id)).status == "published"
 
-        # Spec 003 §14: within one minute of its time (we aim for seconds).
+        # Within one minute of its time (we aim for seconds).
         await eventually(
             published, timeout=(due + timedelta(seconds=60) - utcnow()).total_seconds()
         )

@@ -1,4 +1,4 @@
-"""Scheduled publishing (spec 003 §8.1, §8.2, §14): claim due targets, publish each once, retry
+"""Scheduled publishing: claim due targets, publish each once, retry
 per target, never post twice, tell the author once. On SQLite and PostgreSQL."""
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ async def test_a_pending_email_is_sent_and_recorded(
         1,
     )
     await session.refresh(notification)
-    assert notification.sent_at is not None, "spec 003: sent_at records the email"
+    assert notification.sent_at is not None, "sent_at records the email"
     # doing it again changes nothing and sends nothing
     assert await make_worker(runtime, sender).process([delivery.id]) == {}
     assert len(sender.calls) == 1

@@ -1,4 +1,4 @@
-"""``inbox.archive_old`` (spec 003 §8.10, §14): items older than 90 days leave the inbox."""
+"""``inbox.archive_old``: items older than 90 days leave the inbox."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``notiflow inbox sync-all`` and ``notiflow analytics fetch-metrics`` (spec 003 §11) as real
+"""``notiflow inbox sync-all`` and ``notiflow analytics fetch-metrics`` as real
 subprocesses, embedded (no Redis: the per-workspace jobs run in the command itself)."""
 
 from __future__ import annotations

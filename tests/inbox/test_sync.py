@@ -1,4 +1,4 @@
-"""Inbox sync (spec 003 §8.3, §14): items stored once, the right people told once, per-account
+"""Inbox sync: items stored once, the right people told once, per-account
 failures kept apart, one sync per workspace at a time."""
 
 from __future__ import annotations

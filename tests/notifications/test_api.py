@@ -634,7 +634,7 @@ async def test_ledger_shows_per_type_choices_and_in_app_off_stores_the_row_read(
 
     notification_id = (await send(client, admin, [alice]))["notifications"][0]["id"]
 
-    # Always stored (spec 003 §14), but already read: no badge.
+    # Always stored, but already read: no badge.
     assert await unread_count(client, alice) == 0
     listed = (await feed(client, alice))["data"]
     assert [item["id"] for item in listed] == [notification_id]

@@ -1,6 +1,6 @@
 """Effective preference resolution, table-driven over global x per-type x tenant policy x channel.
 
-Expected outcomes are written out by hand from DESIGN §5, not recomputed.
+Expected outcomes are written out by hand from the rules in docs/ledger.md, not recomputed.
 """
 
 from __future__ import annotations

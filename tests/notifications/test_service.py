@@ -103,7 +103,7 @@ async def test_spec_000_send_with_payload_and_channels(
         member.id, payload(), channels=[NotificationChannel.EMAIL, NotificationChannel.PUSH]
     )
     await commit(session)
-    # external-only: still stored (spec 003 §14), but raises no badge
+    # external-only: still stored, but raises no badge
     assert notification.channel == "email"
     assert notification.read_at is not None
     assert await ledger(session, notification.id) == {

@@ -1,4 +1,4 @@
-"""Alerting on failed jobs (spec 000 §7, spec 003 §14): a Slack-compatible webhook and email to
+"""Alerting on failed jobs: a Slack-compatible webhook and email to
 the tenant's owners and admins, rate-limited so a storm of failures is one alert, not thousands.
 
 The first failure of a job in a window (5 minutes by default) alerts at once; later ones in the

@@ -1,1 +1,1 @@
-"""Post metrics: snapshots of each published post's counts over time (spec 003 §8.4)."""
+"""Post metrics: snapshots of each published post's counts over time."""

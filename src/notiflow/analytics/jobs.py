@@ -1,5 +1,4 @@
-"""Analytics jobs: ``analytics.fetch_all_metrics`` and ``analytics.fetch_metrics`` (spec 003
-§8.4, §11.2)."""
+"""Analytics jobs: ``analytics.fetch_all_metrics`` and ``analytics.fetch_metrics``."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""The audit trail of configuration changes (spec 000 §7)."""
+"""The audit trail of configuration changes."""

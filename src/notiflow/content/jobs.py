@@ -1,4 +1,4 @@
-"""Publishing jobs: ``content.scan_due_posts`` (spec 003 §8.1) and ``content.publish_post`` (§8.2).
+"""Publishing jobs: ``content.scan_due_posts`` and ``content.publish_post``.
 
 The publish job succeeds once it has recorded each target's outcome; a target's own retries
 are timed by its ``next_attempt_at`` and claimed again by the scanner, so they survive a lost

@@ -3,7 +3,7 @@
     claimed = await scan_due_posts(context)          # every few seconds, by the scheduler
     await Publisher(context).publish(post_id, target_ids, claim)   # the content.publish_post job
 
-The database is the source of truth (DESIGN §8). A target is claimed by one conditional UPDATE
+The database is the source of truth. A target is claimed by one conditional UPDATE
 (``pending`` and due, or ``publishing`` with an expired lease) that stamps ``lease_until``; that
 stamp is the claim, and a job only works on targets still carrying it. Before each call to the
 network the job saves the target's idempotency key and a ``publish_attempts`` row and commits;
@@ -615,7 +615,7 @@ class Publisher:
     async def give_up(
         self, post_id: uuid.UUID, target_ids: Sequence[uuid.UUID], error: str
     ) -> None:
-        """The job failed for good (spec 003 §8.2 failed()): close its open targets, failed, or
+        """The job failed for good (its ``failed()`` hook): close its open targets, failed, or
         unconfirmed where a call may have gone out, and tell the author."""
         async with unit_of_work(self.context.sessionmaker) as session:
             targets = (

@@ -1,4 +1,4 @@
-"""Posts of a workspace: drafts, the approval flow and scheduling (spec 003 §3.1, DESIGN §4).
+"""Posts of a workspace: drafts, the approval flow and scheduling.
 
 A post goes ``draft`` -> ``pending_approval`` (submitted by a member) -> ``scheduled`` (approved by
 an owner/admin, or submitted by one) and is then picked up by the publishing scanner, which looks

@@ -45,7 +45,7 @@ class SendResult:
     outcome: Outcome
     provider_message_id: str | None = None
     # What went wrong, for people: stored as the ledger's last_error and, when final, as the
-    # notification's failure_reason (spec 003 §2.1).
+    # notification's failure_reason.
     error: str | None = None
 
     @classmethod

@@ -50,7 +50,7 @@ from notiflow.notifications.types import NotificationChannel, NotificationType
 
 log = structlog.get_logger(__name__)
 
-# Spec 003 §8.7: email is tried 3 times. Web Push and SMS likewise; each retry waits longer.
+# Email is tried 3 times. Web Push and SMS likewise; each retry waits longer.
 MAX_ATTEMPTS: Mapping[str, int] = {"email": 3, "push": 3, "sms": 3}
 BACKOFF_BASE_SECONDS = 30.0
 BACKOFF_CAP_SECONDS = 3600.0

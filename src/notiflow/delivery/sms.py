@@ -8,7 +8,7 @@ Usage::
 
 Gateways speak to providers and raise :class:`SmsError` (``retryable`` says whether a later try
 may work); :class:`SmsSender` turns notifications into short texts, sends them only to verified
-phone numbers (DESIGN §5) and classifies every problem into a :class:`SendResult`.
+phone numbers and classifies every problem into a :class:`SendResult`.
 """
 
 from __future__ import annotations

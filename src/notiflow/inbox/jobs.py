@@ -1,5 +1,4 @@
-"""Inbox jobs: ``inbox.sync_all``, ``inbox.sync`` and ``inbox.archive_old`` (spec 003 §8.3,
-§8.10, §11.1)."""
+"""Inbox jobs: ``inbox.sync_all``, ``inbox.sync`` and ``inbox.archive_old``."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def discard_effects(session: AsyncSession) -> None:
 
 async def commit_and_flush_effects(session: AsyncSession) -> None:
     """Commit, then run the queued effects in order. A failing effect is logged, not raised:
-    the data is committed and durable work is recovered from the database (DESIGN §6). An
+    the data is committed and durable work is recovered from the database. An
     effect failing because Redis or the database is down is told once per outage instead."""
     await session.commit()
     effects = session.info.pop(_KEY, [])

@@ -1,6 +1,6 @@
 """The job queue: Taskiq, with an in-memory broker embedded and Redis streams for scale-out.
 
-The queue is only a wake-up call (DESIGN §8): every job's trigger can be found again in the
+The queue is only a wake-up call: every job's trigger can be found again in the
 database (a pending delivery, a due post), so a lost message delays work and never loses it.
 Jobs are plain ``async def job(context, payload) -> None`` functions registered under a
 ``domain.verb`` name with the :class:`JobPayload` model of their payload; :class:`JobQueue`
@@ -126,7 +126,7 @@ class Job(Generic[C, P]):
     # Tries in all, and the first retry delay (doubling after each failure, with jitter).
     max_attempts: int = 3
     backoff_seconds: float = 60.0
-    # Runs once when the job gives up (spec 003 §8.2's failed()): e.g. mark a post failed and
+    # Runs once when the job gives up (a job's ``failed()`` hook): e.g. mark a post failed and
     # tell its author.
     on_failure: Callable[[C, P, BaseException], Awaitable[None]] | None = None
 
@@ -380,7 +380,7 @@ class JobStreamBroker(RedisStreamBroker):
     If Redis was flushed or restarted without persistence, the group a worker reads from is
     gone and every read fails with NOGROUP; the group is declared again and reading goes on.
     Messages lost with Redis only delay work: the sweeper and the scanners find it again in
-    the database (DESIGN §8).
+    the database.
     """
 
     # Set by shutdown(): a listener then ends instead of waiting for Redis to come back (its

@@ -1137,7 +1137,7 @@ def _dispatch_per_workspace(
 
 @inbox_app.command("sync-all")
 def inbox_sync_all() -> None:
-    """Sync the inbox of every workspace with connected active accounts (spec 003 §11.1)."""
+    """Sync the inbox of every workspace with connected active accounts."""
     from notiflow.inbox.jobs import workspaces_to_sync
 
     _dispatch_per_workspace("inbox.sync", workspaces_to_sync)
@@ -1145,8 +1145,7 @@ def inbox_sync_all() -> None:
 
 @analytics_app.command("fetch-metrics")
 def analytics_fetch_metrics() -> None:
-    """Snapshot post metrics of every workspace with recently published posts (spec 003
-    §11.2)."""
+    """Snapshot post metrics of every workspace with recently published posts."""
     from notiflow.analytics.service import workspaces_with_published_posts
 
     _dispatch_per_workspace("analytics.fetch_metrics", workspaces_with_published_posts)

@@ -1,4 +1,4 @@
-"""``notiflow loadtest ws``: a WebSocket load test against a running notiflow (spec 000 §8).
+"""``notiflow loadtest ws``: a WebSocket load test against a running notiflow.
 
 It uses the real paths end to end: N WebSocket connections subscribe to the caller's private
 channel through ``/broadcasting/auth``, notifications are sent through

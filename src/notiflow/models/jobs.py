@@ -1,4 +1,4 @@
-"""Jobs that gave up: the dead-letter table (DESIGN §8)."""
+"""Jobs that gave up: the dead-letter table."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class FailedJob(IdMixin, Base):
 
 
 class JobAttempt(IdMixin, Base):
-    """A job waiting for its next try: retry timing lives here, not in the queue (DESIGN §8)."""
+    """A job waiting for its next try: retry timing lives here, not in the queue."""
 
     __tablename__ = "job_attempts"
     __table_args__ = (Index(None, "next_attempt_at"),)

@@ -1,4 +1,4 @@
-"""Notifications (spec 003 §2.1), preferences (§2.2), the delivery ledger, idempotency keys."""
+"""Notifications, preferences, the delivery ledger, idempotency keys."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from notiflow.kit.ids import utcnow
 class Notification(IdMixin, TimestampMixin, Base):
     __tablename__ = "notifications"
     __table_args__ = (
-        # The three indexes of spec 003 §2.1.
+        # The feed's three indexes: by user, by user and read state, by time.
         Index(None, "user_id", "read_at"),
         Index(None, "tenant_id", "created_at"),
         Index(None, "user_id", "type"),
@@ -107,7 +107,7 @@ class NotificationPreference(IdMixin, TimestampMixin, Base):
 
 
 class NotificationDelivery(IdMixin, TimestampMixin, Base):
-    """One channel of one notification: the ledger entry and the outbox row (DESIGN §4, §6)."""
+    """One channel of one notification: the ledger entry and the outbox row."""
 
     __tablename__ = "notification_deliveries"
     __table_args__ = (

@@ -1,4 +1,4 @@
-"""The platform's own data that the background jobs of spec 003 §8 work on (DESIGN §4).
+"""The platform's own data that the background jobs work on.
 
 Social accounts of a workspace, posts and their per-account targets (with the publish-attempt
 log), inbox items, metric snapshots, GDPR export and deletion requests, per-workspace schedules
@@ -106,7 +106,7 @@ class Post(IdMixin, TimestampMixin, Base):
 
 
 class PostTarget(IdMixin, TimestampMixin, Base):
-    """One post on one account: claimed, published and retried on its own (DESIGN §8)."""
+    """One post on one account: claimed, published and retried on its own."""
 
     __tablename__ = "post_targets"
     __table_args__ = (
@@ -247,7 +247,7 @@ class DataDeletionRequest(IdMixin, TimestampMixin, Base):
 
 
 class WorkspaceSchedule(IdMixin, Base):
-    """When a per-workspace periodic job (daily/weekly, spec 003 §9, §14) next runs for one
+    """When a per-workspace periodic job (daily/weekly) next runs for one
     workspace, computed in the workspace's own timezone."""
 
     __tablename__ = "workspace_schedules"

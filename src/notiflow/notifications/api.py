@@ -1,4 +1,4 @@
-"""Notification routes (spec 003 §10 under /api/v1/notifications), the send API and the ledger."""
+"""Notification routes (under /api/v1/notifications), the send API and the ledger."""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ class NotificationListener(Protocol):
 
 class NotificationEvents:
     """Fans each event out to every registered listener; one failing listener does not stop
-    the others (durable work is recovered from the database, DESIGN §6). A listener failing
+    the others (durable work is recovered from the database). A listener failing
     because Redis or the database is down is part of an outage, told once for the process
     (:mod:`notiflow.kit.outages`), not a traceback per send."""
 

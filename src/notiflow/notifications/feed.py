@@ -1,4 +1,4 @@
-"""The notification feed: reading, paging, counting unread and marking read (spec 003 §5.1).
+"""The notification feed: reading, paging, counting unread and marking read.
 
 Every read is scoped to one user in one tenant: another user's notification is a 404. A change
 to the unread set drops the cached count and tells the user's clients after commit::

@@ -1,4 +1,4 @@
-"""Notification jobs: ``notifications.cleanup`` (spec 003 §8.8, §14)."""
+"""Notification jobs: ``notifications.cleanup``."""
 
 from __future__ import annotations
 

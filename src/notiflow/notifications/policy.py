@@ -1,4 +1,4 @@
-"""Effective preference resolution (DESIGN §5): a pure function from settings to a decision.
+"""Effective preference resolution: a pure function from settings to a decision.
 
 For (user, type, channel) the first matching rule wins:
 
@@ -95,7 +95,7 @@ class PreferenceFlags:
 
     def flag_for(self, channel: NotificationChannel) -> bool | None:
         if channel is NotificationChannel.SMS:
-            return None  # preference rows have no SMS column (spec 003 §2.2)
+            return None  # preference rows have no SMS column
         enabled: bool = getattr(self, channel.value)
         return enabled
 

@@ -1,4 +1,4 @@
-"""Notification preferences: per type and channel, and the user's master switches (spec 000 §5).
+"""Notification preferences: per type and channel, and the user's master switches.
 
 Each real change is written to the audit trail with its before and after, in the transaction
 that makes it::
@@ -137,7 +137,7 @@ class NotificationPreferences(NotificationContext):
         push_enabled: bool | None,
         actor: Actor,
     ) -> User:
-        """Spec 000's master switches for the email and push channels (audited)."""
+        """The user's master switches for the email and push channels (audited)."""
         before = {
             "email_notifications_enabled": user.email_notifications_enabled,
             "push_notifications_enabled": user.push_notifications_enabled,

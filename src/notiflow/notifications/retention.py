@@ -1,4 +1,4 @@
-"""Notification retention: deleting old notifications (spec 003 §8.8, §14)."""
+"""Notification retention: deleting old notifications."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class NotificationRetention(NotificationContext):
 
     async def delete_old(self, days_old: int = 90, *, read_days_old: int = 30) -> int:
         """Delete notifications older than ``days_old`` days, and read ones whose ``read_at`` is
-        older than ``read_days_old`` days (spec 003 §8.8, §14). Returns how many were deleted."""
+        older than ``read_days_old`` days. Returns how many were deleted."""
         if days_old < 1 or read_days_old < 1:
             raise InvalidInput("retention periods must be at least one day")
         now = utcnow()

@@ -1,4 +1,4 @@
-"""Request and response models: the spec's NotificationData / NotificationPreferenceData shapes."""
+"""Request and response models: notifications and preferences as the API takes and returns them."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def iso_utc(value: datetime | None) -> str | None:
 
 
 class NotificationData(BaseModel):
-    """Spec 003 §6.1 NotificationData (timestamps are ISO-8601 UTC strings)."""
+    """A notification as the API returns it (timestamps are ISO-8601 UTC strings)."""
 
     id: uuid.UUID
     type: str
@@ -90,7 +90,7 @@ class NotificationData(BaseModel):
 
 
 class NotificationPreferenceData(BaseModel):
-    """Spec 003 §6.1 NotificationPreferenceData."""
+    """One type's preference as the API returns it."""
 
     notification_type: str
     in_app_enabled: bool
@@ -108,7 +108,7 @@ class NotificationPreferenceData(BaseModel):
 
 
 class UpdatePreferenceData(BaseModel):
-    """Spec 003 §6.1 UpdatePreferenceData: omitted flags take the spec's defaults."""
+    """One type's preference to store: omitted flags take the type's defaults."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -120,7 +120,7 @@ class UpdatePreferenceData(BaseModel):
 
 class UpdatePreferencesRequest(BaseModel):
     """``{"preferences": [UpdatePreferenceData, ...]}``, or one UpdatePreferenceData object on
-    its own (the shape of spec 003 §6.1), taken as a list of one."""
+    its own (the shape above), taken as a list of one."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -148,7 +148,7 @@ class MarkMultipleReadRequest(BaseModel):
 
 
 class GlobalPreferencesRequest(BaseModel):
-    """Spec 000 §5.1: the user's master switches for email and push."""
+    """The user's master switches for email and push."""
 
     model_config = ConfigDict(extra="forbid")
 

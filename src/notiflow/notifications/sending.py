@@ -1,4 +1,4 @@
-"""Sending notifications: one user, several members or a whole tenant (spec 003 §5.1, spec 000 §2).
+"""Sending notifications: one user, several members or a whole tenant.
 
 A send decides every requested channel for every recipient (:mod:`notiflow.notifications.policy`),
 writes the notification rows and the delivery ledger in bulk, and queues the after-commit
@@ -54,7 +54,7 @@ from notiflow.notifications.types import (
 
 @dataclass(frozen=True, slots=True)
 class NotificationPayload:
-    """What to tell: spec 000's ``payload`` and the arguments of spec 003's ``send``."""
+    """What to tell: a ``payload``, or the arguments of ``send``."""
 
     type: NotificationType
     title: str
@@ -116,8 +116,8 @@ class NotificationSender(NotificationContext):
         tenant_id: uuid.UUID | None = None,
         dedupe_key: str | None = None,
     ) -> Notification:
-        """Notify one user. Either spec 003's form ``send(user, type, title, message, data,
-        action_url)`` or spec 000's ``send(user, payload, channels=[...])``.
+        """Notify one user. Either the form ``send(user, type, title, message, data,
+        action_url)`` or ``send(user, payload, channels=[...])``.
 
         ``tenant_id`` may be omitted when the user belongs to exactly one tenant. Returns the
         stored notification; with a ``dedupe_key`` already used, the first one.
@@ -215,7 +215,7 @@ class NotificationSender(NotificationContext):
                     "data": payload.data,
                     "action_url": payload.action_url,
                     "icon": icon,
-                    # Stored either way (spec 003 §14); without in-app it raises no badge.
+                    # Stored either way; without in-app it raises no badge.
                     "read_at": None if visible else now,
                     "event_id": event_id,
                     "dedupe_key": payload.dedupe_key,

@@ -1,4 +1,4 @@
-"""NotificationService: the notification core as routes and jobs use it (spec 003 §5.1, 000 §2).
+"""NotificationService: the notification core as routes and jobs use it.
 
 It joins the four jobs of the core, each in its own module:
 

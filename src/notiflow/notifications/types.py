@@ -1,8 +1,9 @@
-"""Notification types and channels (spec 003 §3) and the type registry.
+"""Notification types and channels and the type registry.
 
 The registry says, for each type, which category it belongs to, which channels are on when neither
 the user nor the tenant said otherwise, and whether a tenant admin may *enforce* it on a channel
-(DESIGN §5 step 1). Adding a type means adding one line to ``TYPE_REGISTRY``.
+(the first step of the policy in notifications/policy.py). Adding a type means adding one line
+to ``TYPE_REGISTRY``.
 """
 
 from __future__ import annotations

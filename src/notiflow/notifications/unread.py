@@ -1,4 +1,4 @@
-"""The unread-count cache (spec 000 §6): Redis when configured, process memory otherwise.
+"""The unread-count cache: Redis when configured, process memory otherwise.
 
 Entries are tagged with a per-(user, tenant) *generation*. Every change to a user's unread set bumps
 the generation after commit; a reader that computed a count from the database before the bump can

@@ -1,1 +1,1 @@
-"""GDPR data export and deletion (spec 003 §8.5, §8.6): requests, the jobs and the download link."""
+"""GDPR data export and deletion: requests, the jobs and the download link."""

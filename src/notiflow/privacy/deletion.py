@@ -1,4 +1,4 @@
-"""Erasing a user (spec 003 §8.6): the last email, then one transaction that deletes or
+"""Erasing a user: the last email, then one transaction that deletes or
 anonymizes everything about them, with a report of what was done.
 
 What goes, what is anonymized and what stays (and why) is in ``docs/privacy.md``; in short:

@@ -1,4 +1,4 @@
-"""Building a user's data export (spec 003 §8.5): a zip of JSON files, written in a thread.
+"""Building a user's data export: a zip of JSON files, written in a thread.
 
 Rows are read a page at a time and each page is encoded and written to the zip in a worker
 thread, so neither the event loop blocks on disk or compression nor a user with a million

@@ -1,6 +1,6 @@
-"""Privacy jobs: ``privacy.export``, ``privacy.delete`` and ``privacy.sweep`` (spec 003 §8.5, §8.6).
+"""Privacy jobs: ``privacy.export``, ``privacy.delete`` and ``privacy.sweep``.
 
-Each request row is the source of truth (DESIGN §8): a job claims it atomically (``pending`` or
+Each request row is the source of truth: a job claims it atomically (``pending`` or
 ``failed`` -> ``processing``; a ``processing`` row whose run died is taken over after
 :data:`LEASE`), so duplicate wake-ups do nothing and two runs never work on one request. A run
 that raises marks its request ``failed`` with the error and the queue retries it with backoff;
@@ -36,7 +36,7 @@ from notiflow.privacy.service import RequestPayload
 
 log = structlog.get_logger(__name__)
 
-# Spec 003 §8.5/§8.6: one hour per run; a run holds its request at most a little longer.
+# One hour per run; a run holds its request at most a little longer.
 JOB_TIMEOUT_SECONDS = 3600.0
 LEASE = timedelta(seconds=JOB_TIMEOUT_SECONDS + 300)
 # A pending export older than this was probably never woken (the queue lost the message).

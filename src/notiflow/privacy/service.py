@@ -1,4 +1,4 @@
-"""Data export and deletion requests: asking, looking, cancelling (spec 003 §8.5, §8.6).
+"""Data export and deletion requests: asking, looking, cancelling.
 
 A user asks about themselves only. One export and one deletion may be under way per user at a
 time; asking again returns the one under way. The work itself is done by the jobs

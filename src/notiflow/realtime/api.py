@@ -2,7 +2,7 @@
 
 - ``POST /broadcasting/auth``: channel authorization for pusher-js / Laravel Echo (bearer token);
 - ``POST /broadcasting/user-auth``: user authentication (``pusher.signin()``), same token;
-- ``GET /api/v1/realtime/config``: what a front end needs to connect (spec 000 §6);
+- ``GET /api/v1/realtime/config``: what a front end needs to connect;
 - the Pusher HTTP API (``/apps/{app_id}/...``), signed exactly as the ``pusher`` SDKs sign, so any
   backend can use notiflow as its Pusher server. Its refusals keep notiflow's error shape with
   Pusher's statuses: 400 for invalid parameters (where the rest of the API says 422), 413 for

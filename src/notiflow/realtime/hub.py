@@ -2,7 +2,7 @@
 
 The hub is transport-neutral: a subscriber is anything with a ``socket_id`` and an ``enqueue``
 that takes ready-to-write WebSocket frame bytes. Each event is framed once, whatever the number
-of subscribers (DESIGN §2), and handed to every local subscriber; with a backplane it also goes to
+of subscribers, and handed to every local subscriber; with a backplane it also goes to
 the other nodes that have subscribers on that channel. Events published to a cache channel are
 also kept by the hub's ``cache`` (``notiflow.realtime.cache``) for later subscribers.
 """

@@ -1,4 +1,4 @@
-"""Live notification events on ``private-notifications.{userId}`` (spec 000 §3, DESIGN §5, §7).
+"""Live notification events on ``private-notifications.{userId}``.
 
 - ``NotificationCreated`` (payload: the NotificationData resource) when the push channel is
   allowed for that user and type. With push off, nothing is sent.

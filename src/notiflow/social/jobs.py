@@ -1,4 +1,4 @@
-"""Social jobs: ``social.refresh_tokens`` (spec 003 §8.9), daily per workspace at its local time."""
+"""Social jobs: ``social.refresh_tokens``, daily per workspace at its local time."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The authenticated user's resource (spec 000 §6: it carries both notification switches)."""
+"""The authenticated user's resource (it carries both notification switches)."""
 
 from __future__ import annotations
 

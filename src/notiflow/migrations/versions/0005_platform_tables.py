@@ -1,4 +1,4 @@
-"""Platform tables (spec 003 §8): social accounts, posts, targets, inbox, metrics, GDPR.
+"""Platform tables: social accounts, posts, targets, inbox, metrics, GDPR.
 
 Revision ID: 0005
 Revises: 0004

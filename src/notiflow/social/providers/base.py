@@ -1,7 +1,7 @@
 """The contract every social network adapter meets, and how its failures are classified.
 
 An adapter is stateless: each call gets the account's :class:`Credentials` (tokens decrypted by
-the caller) and returns plain data. Failures are typed so jobs know what to do (DESIGN §8):
+the caller) and returns plain data. Failures are typed so jobs know what to do:
 
 - :class:`RetryableError`: nothing happened (429, 5xx answered, connection refused); try again
   later (``retry_after`` when the network said when).
