@@ -63,6 +63,8 @@ from tests.realtime.test_backplane_faults import (
 pytestmark = pytest.mark.slow
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# SQLAlchemy's default wait for a pooled connection, which an outage must not make callers sit out.
+POOL_TIMEOUT_SECONDS = 30.0
 
 
 class LoggedProcess:
@@ -338,14 +340,14 @@ async def test_database_and_redis_outages_under_load(stack: Stack) -> None:
 
             # --- PostgreSQL stops under load ----------------------------------------------
             started = time.monotonic()
-            baseline = await _timed_health(client)
             stack.postgres.stop()
             stopped_at = time.monotonic()
             degraded, degraded_seconds = await _timed_health_body(client)
             assert degraded["status"] == "degraded", degraded
             assert degraded["database"] != "ok", degraded
-            # It answers at once (a refused connection), not after the pool's 30 s timeout.
-            assert degraded_seconds < max(5.0, 20 * baseline), (degraded_seconds, baseline)
+            # A refused connection answers at once: not after the connection pool's 30 s timeout
+            # (SQLAlchemy's default), whatever the load on the machine.
+            assert degraded_seconds < POOL_TIMEOUT_SECONDS / 2, degraded_seconds
             await eventually(
                 lambda: _true(any(answer.status == 503 for answer in load.answers)), timeout=20
             )
@@ -421,10 +423,6 @@ async def test_database_and_redis_outages_under_load(stack: Stack) -> None:
 
 async def _true(value: bool) -> bool:
     return value
-
-
-async def _timed_health(client: httpx.AsyncClient) -> float:
-    return (await _timed_health_body(client))[1]
 
 
 async def _timed_health_body(client: httpx.AsyncClient) -> tuple[dict[str, str], float]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header
@@ -39,7 +38,7 @@ from notiflow.kit.deps import AppContextDep, SessionDep
 from notiflow.kit.errors import InvalidInput, NotFound, NotiflowError
 from notiflow.kit.ids import utcnow
 from notiflow.models import PushSubscription
-from notiflow.notifications.schemas import DataEnvelope
+from notiflow.notifications.schemas import DataEnvelope, iso_utc
 
 router = APIRouter(prefix="/api/v1/push-subscriptions", tags=["push"])
 
@@ -118,17 +117,13 @@ class PushSubscriptionData(BaseModel):
             id=subscription.id,
             endpoint=subscription.endpoint,
             user_agent=subscription.user_agent,
-            created_at=_iso(subscription.created_at) or "",
-            last_used_at=_iso(subscription.last_used_at),
+            created_at=iso_utc(subscription.created_at) or "",
+            last_used_at=iso_utc(subscription.last_used_at),
         )
 
 
 class VapidPublicKeyData(BaseModel):
     public_key: str  # base64url uncompressed P-256 point: pushManager's applicationServerKey
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 @router.post("", status_code=201, response_model=DataEnvelope[PushSubscriptionData])
