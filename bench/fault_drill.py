@@ -72,7 +72,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -219,16 +219,17 @@ class Proc:
         self.log_path = logs / f"{name}.log"
         self.process: NotiflowProcess | None = None
         self._drain: threading.Thread | None = None
+        self._drained = threading.Event()  # set: copy what is left of the log, then end
         self.exit_code: int | None = None
 
     async def start(self, ready_url: str | None = None) -> None:
         self.process = NotiflowProcess(self.args, self.env, ready_url)
         await self.process.start(settle=0.5)
-        popen = self.process.process
-        assert popen is not None
-        assert popen.stderr is not None
+        self._drained.clear()
         self._drain = threading.Thread(
-            target=_copy_lines, args=(popen.stderr, self.log_path), daemon=True
+            target=_follow,
+            args=(self.process.log_path, self.log_path, self._drained),
+            daemon=True,
         )
         self._drain.start()
 
@@ -292,15 +293,24 @@ class Proc:
                 popen.kill()
                 popen.wait()
             if self._drain is not None:
+                self._drained.set()
                 self._drain.join(timeout=5)
             self.process.stop()
 
 
-def _copy_lines(stream: IO[bytes], path: Path) -> None:
-    with contextlib.suppress(ValueError, OSError), path.open("ab") as log:
-        for line in stream:
-            log.write(line)
-            log.flush()
+def _follow(source: Path, path: Path, done: threading.Event) -> None:
+    """Copy the process's log file (tests/delivery/processes.py keeps one per process) into the
+    drill's log folder as it grows, until ``done`` is set and nothing is left to copy."""
+    with contextlib.suppress(OSError), source.open("rb") as src, path.open("ab") as log:
+        while True:
+            chunk = src.read(1 << 16)
+            if chunk:
+                log.write(chunk)
+                log.flush()
+            elif done.is_set():
+                return
+            else:
+                time.sleep(0.05)
 
 
 def log_counts(text: str) -> Counter[str]:
