@@ -7,9 +7,11 @@ from datetime import datetime
 from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from notiflow.content.service import PostView, TargetMetrics, TargetView
 from notiflow.kit.pagination import PageMeta
+from notiflow.kit.text import NOT_BLANK_PATTERN, require_text
 from notiflow.kit.timezones import local_iso
 
 MAX_CONTENT_CHARS = 5000
@@ -17,15 +19,19 @@ MAX_ACCOUNTS = 50
 MAX_REASON_CHARS = 1000
 
 AccountIds = Annotated[list[uuid.UUID], Field(min_length=1, max_length=MAX_ACCOUNTS)]
+# The schema states the limits the validators below enforce (with messages of their own).
+Content = Annotated[
+    str, Field(json_schema_extra={"maxLength": MAX_CONTENT_CHARS, "pattern": NOT_BLANK_PATTERN})
+]
+Reason = Annotated[
+    str, Field(json_schema_extra={"maxLength": MAX_REASON_CHARS, "pattern": NOT_BLANK_PATTERN})
+]
 
 
 def _text(value: str, what: str, max_chars: int) -> str:
-    if not value.strip():
-        raise ValueError(f"{what} must not be blank")
+    require_text(value, what)
     if len(value) > max_chars:
         raise ValueError(f"{what} must be at most {max_chars} characters")
-    if "\x00" in value:
-        raise ValueError(f"{what} must not contain NUL characters")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -57,7 +63,7 @@ class CreatePostRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    content: str
+    content: Content
     account_ids: AccountIds
     scheduled_at: datetime | None = None
 
@@ -80,10 +86,11 @@ class CreatePostRequest(BaseModel):
 class UpdatePostRequest(BaseModel):
     """Only the fields given change; ``"scheduled_at": null`` removes a draft's time."""
 
-    model_config = ConfigDict(extra="forbid")
+    # At least one field (minProperties); content and account_ids may be left out, not null.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
-    content: str | None = None
-    account_ids: AccountIds | None = None
+    content: Content | SkipJsonSchema[None] = None
+    account_ids: AccountIds | SkipJsonSchema[None] = None
     scheduled_at: datetime | None = None
 
     @field_validator("content")
@@ -119,7 +126,7 @@ class UpdatePostRequest(BaseModel):
 class RejectPostRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str
+    reason: Reason
 
     @field_validator("reason")
     @classmethod

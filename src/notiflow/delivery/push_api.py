@@ -15,6 +15,7 @@ A browser subscribes with::
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from typing import Annotated
 
@@ -50,21 +51,38 @@ class WebPushMisconfigured(NotiflowError):
     code = "webpush_misconfigured"
 
 
+# The keys' base64url (the standard alphabet and padding accepted too): 65 bytes are 87
+# characters, 16 bytes 22. The schema states the form; that p256dh is a point on the P-256
+# curve is checked on top, and no schema can say it.
+P256DH_PATTERN = r"^[A-Za-z0-9_+/-]{87}=?$"
+AUTH_SECRET_PATTERN = r"^[A-Za-z0-9_+/-]{22}(?:==)?$"  # noqa: S105 - a pattern, not a secret
+# An http(s) URL of printable ASCII; validate_endpoint checks the rest (host, credentials...).
+ENDPOINT_PATTERN = r"^https?://[!-~]+$"
+
+
+def _matching(value: str, pattern: str, what: str) -> str:
+    if re.fullmatch(pattern, value) is None:
+        raise ValueError(what)
+    return value
+
+
 class PushSubscriptionKeys(BaseModel):
     # A browser object, not notiflow's schema: fields it may add one day are ignored.
     model_config = ConfigDict(extra="ignore")
 
-    p256dh: Annotated[str, Field(min_length=1, max_length=255)]
-    auth: Annotated[str, Field(min_length=1, max_length=255)]
+    p256dh: Annotated[str, Field(json_schema_extra={"pattern": P256DH_PATTERN})]
+    auth: Annotated[str, Field(json_schema_extra={"pattern": AUTH_SECRET_PATTERN})]
 
     @field_validator("p256dh")
     @classmethod
     def _p256dh(cls, value: str) -> str:
+        _matching(value, P256DH_PATTERN, "must be base64url of a 65-byte P-256 point")
         return parse_p256dh(value)
 
     @field_validator("auth")
     @classmethod
     def _auth(cls, value: str) -> str:
+        _matching(value, AUTH_SECRET_PATTERN, "must be base64url of 16 bytes")
         return parse_auth_secret(value)
 
 
@@ -73,7 +91,14 @@ class PushSubscriptionRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    endpoint: Annotated[str, Field(min_length=1, max_length=MAX_ENDPOINT_LENGTH)]
+    endpoint: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=MAX_ENDPOINT_LENGTH,
+            json_schema_extra={"pattern": ENDPOINT_PATTERN},
+        ),
+    ]
     keys: PushSubscriptionKeys
     # Milliseconds since the epoch, or null (most browsers).
     expiration_time: Annotated[float | None, Field(alias="expirationTime")] = None
@@ -83,6 +108,7 @@ class PushSubscriptionRequest(BaseModel):
     def _endpoint(cls, value: str) -> str:
         # Structure only; whether http://localhost is acceptable depends on the environment
         # and is checked by the route.
+        _matching(value, ENDPOINT_PATTERN, "must be an https:// URL")
         return validate_endpoint(value, allow_insecure_localhost=True)
 
     @field_validator("expiration_time")

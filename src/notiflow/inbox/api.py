@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from notiflow.inbox.service import InboxFilters, InboxKind
 from notiflow.kit.deps import SessionDep
 from notiflow.kit.errors import InvalidInput
 from notiflow.kit.ids import utcnow
-from notiflow.kit.pagination import Cursor, page_meta
+from notiflow.kit.pagination import Cursor, CursorQuery, page_meta
 from notiflow.notifications.deps import NotifyingContextDep
 from notiflow.notifications.schemas import DataEnvelope
 from notiflow.tenancy.deps import CurrentWorkspace
@@ -22,21 +23,27 @@ from notiflow.tenancy.deps import CurrentWorkspace
 router = APIRouter(prefix="/api/v1/workspaces/{workspace_id}/inbox", tags=["inbox"])
 
 
+# ``me``, ``none`` or a user id in its hyphenated form (either case).
+ASSIGNEE_PATTERN = (
+    r"^(?:me|none|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+)
+_ASSIGNEE = re.compile(ASSIGNEE_PATTERN)
+
+
 def _assignee_filter(value: str | None, me: uuid.UUID) -> tuple[uuid.UUID | None, bool]:
     """``me``, ``none`` (unassigned) or a user id -> (user id, unassigned)."""
     if value is None:
         return None, False
+    if _ASSIGNEE.fullmatch(value) is None:
+        raise InvalidInput(
+            "assigned_to: use 'me', 'none' or a user id",
+            details=[{"loc": ["query", "assigned_to"], "msg": "not 'me', 'none' or a user id"}],
+        )
     if value == "me":
         return me, False
     if value == "none":
         return None, True
-    try:
-        return uuid.UUID(value), False
-    except ValueError:
-        raise InvalidInput(
-            "assigned_to: use 'me', 'none' or a user id",
-            details=[{"loc": ["query", "assigned_to"], "msg": "not 'me', 'none' or a user id"}],
-        ) from None
+    return uuid.UUID(value), False
 
 
 @router.get("", response_model=InboxPage)
@@ -45,12 +52,14 @@ async def index(
     auth: CurrentAuth,
     session: SessionDep,
     archived: bool = False,
-    assigned_to: Annotated[str | None, Query(max_length=64)] = None,
+    assigned_to: Annotated[
+        str | None, Query(max_length=64, json_schema_extra={"pattern": ASSIGNEE_PATTERN})
+    ] = None,
     kind: InboxKind | None = None,
     social_account_id: uuid.UUID | None = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 25,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorQuery = None,
 ) -> InboxPage:
     """The workspace's comments and mentions, newest first. ``archived=true`` shows the archive;
     ``assigned_to`` is ``me``, ``none`` or a user id; ``kind`` is ``comment`` or ``mention``.
@@ -68,7 +77,7 @@ async def index(
         ),
         page=page,
         per_page=per_page,
-        cursor=Cursor.decode(cursor) if cursor else None,
+        cursor=Cursor.from_query(cursor),
     )
     return InboxPage(
         data=[InboxItemData.from_model(item) for item in result.items], meta=page_meta(result)

@@ -62,6 +62,15 @@ def _error_schema() -> dict[str, Any]:
     }
 
 
+def error_response(description: str) -> dict[str, Any]:
+    """A route's own error answer in the shared shape, for its ``responses``::
+
+    @router.post("", responses={502: error_response("The network could not be reached")})
+    """
+    reference = {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}
+    return {"description": description, "content": {"application/json": {"schema": reference}}}
+
+
 def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     """Add the shared error responses to every operation of ``schema`` (in place)."""
     components = schema.setdefault("components", {})

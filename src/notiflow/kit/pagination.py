@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Generic, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Generic, TypeVar
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notiflow.kit.errors import InvalidInput
 
 ItemT = TypeVar("ItemT")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A cursor is a position in the (created_at, id) order: microseconds since the epoch, a dot and
+# the id's 32 hex digits. Every string of this form is a position (17 digits reach the year
+# 5138, within what a datetime holds), so the pattern below is the whole validation and the
+# OpenAPI document can state it. An empty cursor is the first page.
+CURSOR_PATTERN = r"^(?:[0-9]{1,17}\.[0-9a-f]{32})?$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        description="``meta.next_cursor`` of the previous page (opaque; empty for the first)",
+        max_length=50,
+        json_schema_extra={"pattern": CURSOR_PATTERN},
+    ),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,25 +45,27 @@ class Cursor:
     id: uuid.UUID
 
     def encode(self) -> str:
-        raw = f"{self.created_at.isoformat()}|{self.id}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        delta = self.created_at - _EPOCH
+        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return f"{micros}.{self.id.hex}"
 
     @classmethod
     def decode(cls, value: str) -> Cursor:
-        try:
-            padded = value + "=" * (-len(value) % 4)
-            created_at_text, _, id_text = (
-                base64.urlsafe_b64decode(padded.encode()).decode().partition("|")
-            )
-            created_at = datetime.fromisoformat(created_at_text)
-            if created_at.tzinfo is None:
-                raise ValueError("naive cursor timestamp")
-            return cls(created_at=created_at, id=uuid.UUID(id_text))
-        except (ValueError, binascii.Error, UnicodeDecodeError):
+        if _CURSOR.fullmatch(value) is None or not value:
             raise InvalidInput(
                 "cursor is not valid: pass the next_cursor value of a previous page",
                 details=[{"loc": ["query", "cursor"], "msg": "invalid cursor"}],
-            ) from None
+            )
+        micros, _, id_hex = value.partition(".")
+        return cls(
+            created_at=_EPOCH + timedelta(microseconds=int(micros)), id=uuid.UUID(hex=id_hex)
+        )
+
+    @classmethod
+    def from_query(cls, value: str | None) -> Cursor | None:
+        """The cursor of a ``cursor`` query parameter; ``None`` (first page) when absent or
+        empty."""
+        return cls.decode(value) if value else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,41 @@ the first of the two, as calendars do.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import AwareDatetime, BeforeValidator
 
 from notiflow.kit.errors import InvalidInput
+
+# RFC 3339 date-time, what an OpenAPI ``format: date-time`` means: pydantic alone would also
+# take a number (seconds since the epoch) or a time without seconds.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, str) and _RFC3339.fullmatch(value) is None:
+        raise ValueError(
+            "must be an RFC 3339 date-time with a time zone, e.g. 2026-03-29T09:00:00Z"
+        )
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
+
+
+# A timezone-aware datetime given exactly as ``format: date-time`` says (query parameters).
+Rfc3339Datetime = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+# The zone names a client may choose: the IANA names this process knows (tzdata), in order. The
+# OpenAPI document lists them, and :func:`require_zone_name` accepts exactly these, so a name the
+# schema offers is never refused (ZoneInfo alone would also load aliases such as posix/UTC).
+ZONE_NAMES: tuple[str, ...] = tuple(sorted(available_timezones()))
+_ZONE_NAMES = frozenset(ZONE_NAMES)
 
 
 @lru_cache(maxsize=1024)
@@ -29,6 +59,16 @@ def zone(name: str) -> ZoneInfo:
             f"unknown timezone {name!r}: use an IANA name like Europe/Berlin",
             code="invalid_timezone",
         ) from None
+
+
+def require_zone_name(name: str) -> ZoneInfo:
+    """The zone called ``name`` when it is one of :data:`ZONE_NAMES`; a 422 otherwise."""
+    if name not in _ZONE_NAMES:
+        raise InvalidInput(
+            f"unknown timezone {name!r}: use an IANA name like Europe/Berlin",
+            code="invalid_timezone",
+        )
+    return zone(name)
 
 
 def to_utc(value: datetime, zone_name: str) -> datetime:

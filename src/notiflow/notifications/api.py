@@ -11,12 +11,15 @@ from fastapi.responses import JSONResponse
 
 from notiflow.auth.deps import CurrentAuth, TenantAdmin
 from notiflow.kit.deps import AppContextDep, SessionDep
-from notiflow.kit.pagination import Cursor, page_meta
+from notiflow.kit.pagination import Cursor, CursorQuery, page_meta
 from notiflow.notifications import idempotency
 from notiflow.notifications import tenant_settings as tenant_notification_settings
 from notiflow.notifications.deps import NotificationServiceDep
 from notiflow.notifications.feed import NotificationFilters
-from notiflow.notifications.policy import TenantNotificationSettings
+from notiflow.notifications.policy import (
+    TenantNotificationSettings,
+    UpdateTenantNotificationSettings,
+)
 from notiflow.notifications.preferences import PreferenceUpdate
 from notiflow.notifications.schemas import (
     DataEnvelope,
@@ -47,7 +50,7 @@ async def index(
     channel: NotificationChannel | None = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 15,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorQuery = None,
 ) -> NotificationPage:
     """The user's notifications, newest first. Filter by type, is_read and channel; page with
     page/per_page (totals included) or with the opaque ``cursor`` from ``meta.next_cursor``."""
@@ -57,7 +60,7 @@ async def index(
         NotificationFilters(type=type, is_read=is_read, channel=channel),
         page=page,
         per_page=per_page,
-        cursor=Cursor.decode(cursor) if cursor else None,
+        cursor=Cursor.from_query(cursor),
     )
     return NotificationPage(
         data=[NotificationData.from_model(item) for item in result.items],
@@ -246,7 +249,7 @@ async def tenant_settings(
     "/notification-settings", response_model=DataEnvelope[TenantNotificationSettings]
 )
 async def update_tenant_settings(
-    body: TenantNotificationSettings, auth: TenantAdmin, session: SessionDep
+    body: UpdateTenantNotificationSettings, auth: TenantAdmin, session: SessionDep
 ) -> DataEnvelope[TenantNotificationSettings]:
     """Replace the tenant's notification policy and defaults (logged)."""
     settings = await tenant_notification_settings.replace_settings(

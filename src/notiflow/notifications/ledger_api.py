@@ -6,11 +6,12 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from notiflow.auth.deps import TenantAdmin
 from notiflow.kit.deps import SessionDep
-from notiflow.kit.pagination import Cursor, PageMeta, page_meta
+from notiflow.kit.pagination import Cursor, CursorQuery, PageMeta, page_meta
+from notiflow.kit.timezones import Rfc3339Datetime
 from notiflow.notifications.ledger_search import (
     LedgerEntry,
     LedgerFilters,
@@ -59,11 +60,11 @@ async def tenant_deliveries(
     status: LedgerStatus | None = None,
     reason: Annotated[str | None, Query(min_length=1, max_length=50)] = None,
     type: NotificationType | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Rfc3339Datetime | None = None,
+    until: Rfc3339Datetime | None = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorQuery = None,
 ) -> LedgerPage:
     """Every delivery of the tenant's notifications, newest first: by user, channel, status
     (including ``outcome_unknown``), reason (e.g. ``user_global_off``), notification type and
@@ -84,7 +85,7 @@ async def tenant_deliveries(
         ),
         page=page,
         per_page=per_page,
-        cursor=Cursor.decode(cursor) if cursor else None,
+        cursor=Cursor.from_query(cursor),
     )
     return LedgerPage(
         data=[LedgerEntryData.from_entry(entry) for entry in result.items],

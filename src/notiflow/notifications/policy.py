@@ -16,12 +16,13 @@ carries a reason so the delivery ledger can explain it.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from notiflow.config import parse_push_rollout
 from notiflow.notifications.types import NotificationChannel, NotificationType, type_spec
@@ -49,6 +50,25 @@ class Decision:
 ALLOW = Decision(allowed=True)
 
 PolicyRule = Literal["enforced", "forbidden"]
+# What ``push_rollout`` may be set to through the API: all, admins, or a percentage 0-100 (the
+# ``%`` sign optional). parse_push_rollout also reads NOTIFLOW_PUSH_ROLLOUT, which is laxer.
+PUSH_ROLLOUT_PATTERN = r"^(?:all|admins|(?:100|[1-9]?[0-9])%?)$"
+_PUSH_ROLLOUT = re.compile(PUSH_ROLLOUT_PATTERN)
+
+
+def _policy_schema(schema: dict[str, Any]) -> None:
+    """Only enforceable types may be ``enforced``: the schema of ``policy`` gives every other
+    type's channels ``forbidden`` as their one value, as the validator below requires."""
+    channels = [channel.value for channel in NotificationChannel]
+    schema["properties"] = {
+        notification_type.value: {
+            "type": "object",
+            "propertyNames": {"enum": channels},
+            "additionalProperties": {"const": "forbidden"},
+        }
+        for notification_type in NotificationType
+        if not type_spec(notification_type).enforceable
+    }
 
 
 class TenantNotificationSettings(BaseModel):
@@ -58,15 +78,18 @@ class TenantNotificationSettings(BaseModel):
 
     policy: dict[NotificationType, dict[NotificationChannel, PolicyRule]] = Field(
         default_factory=dict,
-        description="Per type and channel: 'enforced' (always on) or 'forbidden' (always off).",
+        description="Per type and channel: 'enforced' (always on; critical types only) or "
+        "'forbidden' (always off).",
+        json_schema_extra=_policy_schema,
     )
-    defaults: dict[NotificationType, dict[NotificationChannel, bool]] = Field(
+    defaults: dict[NotificationType, dict[NotificationChannel, StrictBool]] = Field(
         default_factory=dict,
         description="Per type and channel defaults for members who have not chosen themselves.",
     )
     push_rollout: str | None = Field(
         default=None,
         description="Override of NOTIFLOW_PUSH_ROLLOUT for this tenant: all, admins or 0-100.",
+        json_schema_extra={"pattern": PUSH_ROLLOUT_PATTERN},
     )
 
     @model_validator(mode="after")
@@ -85,6 +108,18 @@ class TenantNotificationSettings(BaseModel):
     @classmethod
     def from_tenant_settings(cls, settings: dict[str, Any] | None) -> TenantNotificationSettings:
         return cls.model_validate((settings or {}).get("notifications") or {})
+
+
+class UpdateTenantNotificationSettings(TenantNotificationSettings):
+    """The body of ``PUT /api/v1/tenant/notification-settings``: as stored, with
+    ``push_rollout`` in exactly the form its pattern shows (settings stored before are read
+    as they are)."""
+
+    @model_validator(mode="after")
+    def _push_rollout_form(self) -> UpdateTenantNotificationSettings:
+        if self.push_rollout is not None and not _PUSH_ROLLOUT.fullmatch(self.push_rollout):
+            raise ValueError("push_rollout must be all, admins or a percentage 0-100")
+        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,19 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from notiflow.kit.pagination import PageMeta
+from notiflow.kit.text import NO_NUL_PATTERN, NOT_BLANK_PATTERN, require_text
 from notiflow.models import Notification, NotificationDelivery
 from notiflow.notifications.events import NotificationRecord
 from notiflow.notifications.policy import TenantNotificationSettings
@@ -19,6 +28,8 @@ from notiflow.notifications.preferences import PreferenceUpdate
 from notiflow.notifications.types import NotificationChannel, NotificationType
 
 MAX_DATA_BYTES = 16_384
+# Where a notification leads: an http(s) URL or a path of this site.
+ACTION_URL_PATTERN = r"^(?:https://|http://|/)[^\x00]*$"
 
 
 def _storable_text(value: str) -> str:
@@ -113,18 +124,52 @@ class UpdatePreferenceData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     notification_type: NotificationType
-    in_app_enabled: bool = True
-    email_enabled: bool = True
-    push_enabled: bool = False
+    # Strict: true or false, as the schema says (not 0, 1 or "yes").
+    in_app_enabled: StrictBool = True
+    email_enabled: StrictBool = True
+    push_enabled: StrictBool = False
+
+
+def _one_per_type(schema: dict[str, Any]) -> None:
+    """``preferences`` names each type at most once: for every type, at most one item
+    contains it (JSON Schema 2020-12 ``maxContains``; ``minContains: 0`` lets it be absent)."""
+    schema["allOf"] = [
+        {
+            "contains": {
+                "required": ["notification_type"],
+                "properties": {"notification_type": {"const": notification_type.value}},
+            },
+            "minContains": 0,
+            "maxContains": 1,
+        }
+        for notification_type in NotificationType
+    ]
+
+
+def _either_shape(schema: dict[str, Any]) -> None:
+    """The body is ``{"preferences": [...]}`` or one UpdatePreferenceData object on its own."""
+    kept = ("title", "description")
+    list_shape = {key: schema.pop(key) for key in list(schema) if key not in kept}
+    single = UpdatePreferenceData.model_json_schema()
+    single.pop("title", None)
+    single.pop("description", None)
+    single["properties"]["notification_type"] = {
+        "type": "string",
+        "enum": [notification_type.value for notification_type in NotificationType],
+    }
+    schema["anyOf"] = [list_shape, single]
 
 
 class UpdatePreferencesRequest(BaseModel):
     """``{"preferences": [UpdatePreferenceData, ...]}``, or one UpdatePreferenceData object on
     its own (the shape above), taken as a list of one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_either_shape)
 
-    preferences: Annotated[list[UpdatePreferenceData], Field(min_length=1, max_length=64)]
+    preferences: Annotated[
+        list[UpdatePreferenceData],
+        Field(min_length=1, max_length=64, json_schema_extra=_one_per_type),
+    ]
 
     @model_validator(mode="before")
     @classmethod
@@ -150,11 +195,13 @@ class MarkMultipleReadRequest(BaseModel):
 class GlobalPreferencesRequest(BaseModel):
     """The user's master switches for email and push."""
 
-    model_config = ConfigDict(extra="forbid")
+    # At least one of the two (the schema's minProperties; the model refuses ``{}`` too).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
-    # Either may be left out; neither may be null (the schema shows a boolean only).
-    email_notifications_enabled: bool | SkipJsonSchema[None] = None
-    push_notifications_enabled: bool | SkipJsonSchema[None] = None
+    # Either may be left out; neither may be null nor other than true/false (the schema shows a
+    # boolean only).
+    email_notifications_enabled: StrictBool | SkipJsonSchema[None] = None
+    push_notifications_enabled: StrictBool | SkipJsonSchema[None] = None
 
     @field_validator("email_notifications_enabled", "push_notifications_enabled", mode="before")
     @classmethod
@@ -173,25 +220,64 @@ class GlobalPreferencesRequest(BaseModel):
 class SendNotificationRequest(BaseModel):
     """Body of ``POST /api/v1/notifications/send``: ``user_ids`` or ``audience: "tenant"``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            # Exactly one audience: a list of users, or the whole tenant (null is as absent).
+            "oneOf": [
+                {
+                    "required": ["user_ids"],
+                    "properties": {"user_ids": {"type": "array"}, "audience": {"type": "null"}},
+                },
+                {
+                    "required": ["audience"],
+                    "properties": {"audience": {"const": "tenant"}, "user_ids": {"type": "null"}},
+                },
+            ]
+        },
+    )
 
     user_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=1000)] | None = None
     audience: Literal["tenant"] | None = None
     type: NotificationType
-    title: Annotated[str, Field(min_length=1, max_length=200)]
-    message: Annotated[str, Field(min_length=1, max_length=10_000)]
+    title: Annotated[
+        str, Field(min_length=1, max_length=200, json_schema_extra={"pattern": NOT_BLANK_PATTERN})
+    ]
+    message: Annotated[
+        str,
+        Field(min_length=1, max_length=10_000, json_schema_extra={"pattern": NOT_BLANK_PATTERN}),
+    ]
     data: dict[str, Any] | None = None
-    action_url: Annotated[str, Field(max_length=255)] | None = None
-    icon: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    channels: Annotated[list[NotificationChannel], Field(min_length=1, max_length=4)] | None = None
-    dedupe_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    action_url: (
+        Annotated[str, Field(max_length=255, json_schema_extra={"pattern": ACTION_URL_PATTERN})]
+        | None
+    ) = None
+    icon: (
+        Annotated[
+            str,
+            Field(min_length=1, max_length=255, json_schema_extra={"pattern": NO_NUL_PATTERN}),
+        ]
+        | None
+    ) = None
+    channels: (
+        Annotated[
+            list[NotificationChannel],
+            Field(min_length=1, max_length=4, json_schema_extra={"uniqueItems": True}),
+        ]
+        | None
+    ) = None
+    dedupe_key: (
+        Annotated[
+            str,
+            Field(min_length=1, max_length=200, json_schema_extra={"pattern": NO_NUL_PATTERN}),
+        ]
+        | None
+    ) = None
 
     @field_validator("title", "message")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
+    def _not_blank(cls, value: str, info: ValidationInfo) -> str:
+        return require_text(value, str(info.field_name))
 
     @field_validator("title", "message", "action_url", "icon", "dedupe_key")
     @classmethod

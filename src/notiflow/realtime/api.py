@@ -36,6 +36,8 @@ from notiflow.kit.errors import (
     Unauthorized,
 )
 from notiflow.realtime.authorization import (
+    LAST_SEQUENCE_PATTERN,
+    MAX_LAST_SEQUENCE,
     ChannelUser,
     parse_last_sequence,
     require_channel,
@@ -46,6 +48,8 @@ from notiflow.realtime.cache import cache_attribute
 from notiflow.realtime.hub import Hub
 from notiflow.realtime.notifier import user_channel
 from notiflow.realtime.protocol import (
+    CHANNEL_NAME_PATTERN,
+    MAX_CHANNEL_NAME,
     MAX_EVENT_NAME,
     ChannelKind,
     channel_kind,
@@ -56,7 +60,10 @@ from notiflow.realtime.protocol import (
 from notiflow.realtime.replay import NOTIFICATION_CREATED, RESYNC_REQUIRED, UNREAD_COUNT_CHANGED
 from notiflow.realtime.signing import body_md5, request_signature
 
-SOCKET_ID_RE = re.compile(r"^\d+\.\d+$")
+# ASCII digits only (``\d`` would take any script's digits); checked with fullmatch.
+SOCKET_ID_PATTERN = r"^[0-9]+\.[0-9]+$"
+SOCKET_ID_RE = re.compile(SOCKET_ID_PATTERN)
+MAX_SOCKET_ID = 50
 TIMESTAMP_WINDOW_SECONDS = 600
 MAX_EVENT_DATA_BYTES = 10_240
 MAX_CHANNELS_PER_EVENT = 100
@@ -139,7 +146,19 @@ async def _auth_form(request: Request) -> dict[str, str]:
             raise InvalidInput("the request body is not valid JSON", code="invalid_json") from None
         if not isinstance(parsed, dict):
             raise InvalidInput("expected a JSON object with socket_id and channel_name")
-        # A number is kept in its text form, as a form would carry it (last_sequence).
+        for key in ("socket_id", "channel_name"):
+            if key in parsed and not isinstance(parsed[key], str):
+                raise InvalidInput(f"{key} must be a string")
+        sequence = parsed.get("last_sequence")
+        if isinstance(sequence, float) and sequence.is_integer():
+            # JSON has one number type: 7.0 is the integer 7, as JSON Schema says.
+            parsed["last_sequence"] = sequence = int(sequence)
+        if sequence is not None and (
+            isinstance(sequence, bool) or not isinstance(sequence, str | int)
+        ):
+            raise InvalidInput("last_sequence must be a whole number (or its text)")
+        # A number is kept in its text form, as a form would carry it (last_sequence); fields
+        # the endpoint does not read are ignored, whatever they hold.
         return {
             key: value if isinstance(value, str) else str(value)
             for key, value in parsed.items()
@@ -149,7 +168,46 @@ async def _auth_form(request: Request) -> dict[str, str]:
     return {key: values[0] for key, values in fields.items()}
 
 
-@auth_router.post("/broadcasting/auth")
+def _auth_body(*, channel: bool) -> dict[str, Any]:
+    """The request body of ``/broadcasting/auth`` (``channel=True``) or ``/user-auth``, for
+    the OpenAPI document: the form pusher-js posts, or the same fields as JSON."""
+    properties: dict[str, Any] = {
+        "socket_id": {
+            "type": "string",
+            "pattern": SOCKET_ID_PATTERN,
+            "maxLength": MAX_SOCKET_ID,
+            "examples": ["123.456"],
+        }
+    }
+    required = ["socket_id"]
+    if channel:
+        properties["channel_name"] = {
+            "type": "string",
+            "pattern": CHANNEL_NAME_PATTERN,
+            "maxLength": MAX_CHANNEL_NAME,
+            "examples": ["private-notifications.0196a0f2-8c3a-7d1e-9b5f-2a4c6e8f0b1d"],
+        }
+        properties["last_sequence"] = {
+            "anyOf": [
+                {"type": "string", "pattern": LAST_SEQUENCE_PATTERN},
+                {"type": "integer", "minimum": 0, "maximum": MAX_LAST_SEQUENCE},
+            ],
+            "description": "The last NotificationCreated sequence this client saw (replay).",
+        }
+        required.append("channel_name")
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {"schema": schema},
+                "application/json": {"schema": schema},
+            },
+        }
+    }
+
+
+@auth_router.post("/broadcasting/auth", openapi_extra=_auth_body(channel=True))
 async def broadcasting_auth(
     request: Request, auth: CurrentAuth, context: RealtimeContextDep
 ) -> dict[str, str]:
@@ -159,7 +217,7 @@ async def broadcasting_auth(
     form = await _auth_form(request)
     socket_id = form.get("socket_id", "")
     channel = form.get("channel_name", "")
-    if not SOCKET_ID_RE.match(socket_id) or len(socket_id) > 50:
+    if not SOCKET_ID_RE.fullmatch(socket_id) or len(socket_id) > MAX_SOCKET_ID:
         raise InvalidInput("socket_id must look like '123.456'")
     user = ChannelUser(user_id=auth.user.id, tenant_id=auth.tenant_id, name=auth.user.name)
     require_channel(user, channel)
@@ -167,7 +225,7 @@ async def broadcasting_auth(
     return subscription_auth(context.settings, user, socket_id, channel, last_sequence)
 
 
-@auth_router.post("/broadcasting/user-auth")
+@auth_router.post("/broadcasting/user-auth", openapi_extra=_auth_body(channel=False))
 async def broadcasting_user_auth(
     request: Request, auth: CurrentAuth, context: RealtimeContextDep
 ) -> dict[str, str]:
@@ -176,7 +234,7 @@ async def broadcasting_user_auth(
     ``{"id": "<user id>", "user_info": {"name": ...}}``."""
     form = await _auth_form(request)
     socket_id = form.get("socket_id", "")
-    if not SOCKET_ID_RE.match(socket_id) or len(socket_id) > 50:
+    if not SOCKET_ID_RE.fullmatch(socket_id) or len(socket_id) > MAX_SOCKET_ID:
         raise InvalidInput("socket_id must look like '123.456'")
     user = ChannelUser(user_id=auth.user.id, tenant_id=auth.tenant_id, name=auth.user.name)
     return user_authentication(context.settings, user, socket_id)
@@ -336,7 +394,7 @@ class TriggerEvent(BaseModel):
         ]
         if invalid:
             raise ValueError(f"invalid channel name(s): {', '.join(invalid[:5])}")
-        if self.socket_id is not None and not SOCKET_ID_RE.match(self.socket_id):
+        if self.socket_id is not None and not SOCKET_ID_RE.fullmatch(self.socket_id):
             raise ValueError("socket_id must look like '123.456'")
         return self
 

@@ -27,12 +27,16 @@ from enum import StrEnum
 from notiflow.config import Settings
 from notiflow.kit.errors import Forbidden, InvalidInput
 from notiflow.realtime.protocol import ChannelKind, channel_kind, valid_channel_name
-from notiflow.realtime.replay import MAX_SEQUENCE, REPLAYED_CHANNEL
+from notiflow.realtime.replay import REPLAYED_CHANNEL
 from notiflow.realtime.signing import channel_auth, shared_secret, user_auth
 
 _NOTIFICATIONS = re.compile(r"^notifications\.(?P<user>[0-9a-fA-F-]{36})$")
 _TENANT = re.compile(r"^tenant\.(?P<tenant>[0-9a-fA-F-]{36})$")
-_SEQUENCE = re.compile(r"^[0-9]{1,19}$")
+# 18 digits at most: every such number is within replay.MAX_SEQUENCE (2**63 - 1), so the
+# pattern is the whole rule.
+LAST_SEQUENCE_PATTERN = r"^(?:[0-9]{1,18})?$"
+MAX_LAST_SEQUENCE = 10**18 - 1
+_SEQUENCE = re.compile(LAST_SEQUENCE_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +139,7 @@ def parse_last_sequence(value: str | None) -> int | None:
     nothing (absent or empty)."""
     if value is None or value == "":
         return None
-    if not _SEQUENCE.match(value) or int(value) > MAX_SEQUENCE:
+    if not _SEQUENCE.fullmatch(value):
         raise InvalidInput(
             "last_sequence must be the sequence of a NotificationCreated event (a whole "
             "number, 0 or more)"

@@ -33,7 +33,8 @@ from typing import Any
 
 from notiflow.realtime.signing import verify_channel_auth, verify_user_auth
 
-CHANNEL_NAME_RE = re.compile(r"^[-a-zA-Z0-9_=@,.;]+$")
+CHANNEL_NAME_PATTERN = r"^[-a-zA-Z0-9_=@,.;]+$"
+CHANNEL_NAME_RE = re.compile(CHANNEL_NAME_PATTERN)
 MAX_CHANNEL_NAME = 200
 MAX_EVENT_NAME = 200
 # The channel of a signed-in user's server-to-user events (pusher-js subscribes to it after
@@ -82,7 +83,7 @@ def valid_channel_name(channel: object) -> bool:
     return (
         isinstance(channel, str)
         and 0 < len(channel) <= MAX_CHANNEL_NAME
-        and CHANNEL_NAME_RE.match(channel) is not None
+        and CHANNEL_NAME_RE.fullmatch(channel) is not None
     )
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from notiflow.auth.deps import TenantAdmin
 from notiflow.kit.deps import SessionDep, app_context
+from notiflow.kit.openapi import error_response
 from notiflow.kit.pagination import page_meta
 from notiflow.models.platform import AccountStatus
 from notiflow.notifications.schemas import DataEnvelope
@@ -24,7 +25,21 @@ router = APIRouter(
 )
 
 
-@router.post("", response_model=DataEnvelope[SocialAccountData])
+@router.post(
+    "",
+    status_code=201,
+    response_model=DataEnvelope[SocialAccountData],
+    responses={
+        200: {
+            "model": DataEnvelope[SocialAccountData],
+            "description": "Reconnected: the account was connected already (new tokens)",
+        },
+        502: error_response(
+            "The network could not be asked to check the token (provider_unavailable); "
+            "nothing was saved, try again later"
+        ),
+    },
+)
 async def connect(
     body: ConnectAccountRequest,
     workspace: CurrentWorkspace,

@@ -140,7 +140,13 @@ async def revoke_invitation(
     return Response(status_code=204)
 
 
-@accept_router.post("/accept", response_model=DataEnvelope[AcceptedData])
+@accept_router.post(
+    "/accept",
+    response_model=DataEnvelope[AcceptedData],
+    # The bearer token is optional here (a new invitee has none): ``{}`` is the
+    # no-authentication alternative of OpenAPI's security list.
+    openapi_extra={"security": [{}]},
+)
 async def accept(
     body: AcceptRequest,
     request: Request,

@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 from notiflow.auth.deps import CurrentAuth, TenantAdmin
 from notiflow.kit.deps import AppContextDep, SessionDep
 from notiflow.kit.ids import utcnow
-from notiflow.kit.timezones import zone
+from notiflow.kit.text import NOT_BLANK_PATTERN
+from notiflow.kit.timezones import ZONE_NAMES, zone
 from notiflow.models import Workspace
 from notiflow.notifications.schemas import DataEnvelope
 from notiflow.tenancy import workspaces
@@ -20,14 +21,29 @@ from notiflow.tenancy.deps import CurrentWorkspace
 router = APIRouter(prefix="/api/v1/workspaces", tags=["workspaces"])
 
 
+# The schema lists what the service accepts: a name that is not blank, a known IANA zone.
+_NAME_SCHEMA = {"pattern": NOT_BLANK_PATTERN}
+_ZONE_SCHEMA = {"enum": list(ZONE_NAMES)}
+
+
 class CreateWorkspaceRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    timezone: str = Field(default="UTC", min_length=1, max_length=64, examples=["Asia/Baku"])
+    name: str = Field(min_length=1, max_length=200, json_schema_extra=_NAME_SCHEMA)
+    timezone: str = Field(
+        default="UTC",
+        min_length=1,
+        max_length=64,
+        examples=["Asia/Baku"],
+        json_schema_extra=_ZONE_SCHEMA,
+    )
 
 
 class UpdateWorkspaceRequest(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    timezone: str | None = Field(default=None, min_length=1, max_length=64)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra=_NAME_SCHEMA
+    )
+    timezone: str | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra=_ZONE_SCHEMA
+    )
 
 
 class WorkspaceData(BaseModel):

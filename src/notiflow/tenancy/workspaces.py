@@ -12,7 +12,7 @@ from notiflow.auth.actor import Actor
 from notiflow.config import Settings
 from notiflow.kit.errors import Conflict, InvalidInput
 from notiflow.kit.tenant_scope import in_tenant
-from notiflow.kit.timezones import zone
+from notiflow.kit.timezones import require_zone_name
 from notiflow.models import Workspace
 from notiflow.schedule import reschedule_workspace
 
@@ -21,13 +21,15 @@ def _clean_name(name: str) -> str:
     cleaned = name.strip()
     if not cleaned:
         raise InvalidInput("name must not be blank")
+    if "\x00" in cleaned:
+        raise InvalidInput("name must not contain NUL characters")
     return cleaned
 
 
 async def create_workspace(
     session: AsyncSession, tenant_id: uuid.UUID, *, name: str, timezone: str, actor: Actor
 ) -> Workspace:
-    zone(timezone)  # 422 for a name that is not an IANA zone
+    require_zone_name(timezone)  # 422 for a name that is not an IANA zone
     name = _clean_name(name)
     if await _name_taken(session, tenant_id, name):
         raise Conflict(f"a workspace named {name!r} already exists", code="workspace_exists")
@@ -61,7 +63,7 @@ async def update_workspace(
     workspace's daily and weekly jobs follow the new zone from their next run."""
     before = {"name": workspace.name, "timezone": workspace.timezone}
     if timezone is not None:
-        zone(timezone)
+        require_zone_name(timezone)
     if name is not None:
         name = _clean_name(name)
         if name != workspace.name and await _name_taken(session, workspace.tenant_id, name):
