@@ -276,10 +276,11 @@ class PostService:
             )
         now = utcnow()
         if post.scheduled_at is not None and post.scheduled_at <= now:
-            raise InvalidInput(
+            # A conflict with the post as it is (the request has no body to fix): 409.
+            raise Conflict(
                 "the post's scheduled time has passed: pick a new scheduled_at first",
                 code="scheduled_at_in_past",
-                details=[{"loc": ["body", "scheduled_at"], "msg": "must be in the future"}],
+                details=[{"loc": ["scheduled_at"], "msg": "must be in the future"}],
             )
         targets = (await self._targets_of([post.id])).get(post.id, [])
         if not targets:

@@ -4,8 +4,8 @@
 schemathesis reads ``/openapi.json`` and sends what it allows (each answer must be a documented
 status in the documented shape, and be accepted), what it forbids (each must be refused with a
 4xx), requests without the bearer token, with methods a path does not have, and sequences that
-create, read and delete. The configuration it runs with is ``schemathesis.toml`` next to this
-file; docs/architecture.md shows the same run by hand.
+create, read and delete. It runs with ``tests/schemathesis.toml``; docs/architecture.md shows
+the same run by hand.
 """
 
 from __future__ import annotations
@@ -41,6 +41,55 @@ def _offline(env: dict[str, str], dead_port: int) -> dict[str, str]:
     for name in ("http_proxy", "https_proxy", "all_proxy"):
         env[name] = env[name.upper()] = proxy
     return env
+
+
+def _seed(base_url: str) -> dict[str, str]:
+    """What the run can use beyond what it creates itself: a workspace with a sandbox account,
+    a draft post of that account, a notification in the feed. Returns their ids by the path
+    parameter names of the API."""
+    with httpx.Client(base_url=f"{base_url}/api/v1", timeout=30, trust_env=False) as client:
+        login = client.post("/auth/login", json={"email": EMAIL, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        client.headers["Authorization"] = f"Bearer {login.json()['data']['token']}"
+
+        def created(response: httpx.Response) -> str:
+            assert response.status_code in (200, 201, 202), response.text
+            identifier: str = response.json()["data"]["id"]
+            return identifier
+
+        workspace_id = created(client.post("/workspaces", json={"name": "Brand"}))
+        workspace = f"/workspaces/{workspace_id}"
+        account_id = created(
+            client.post(
+                f"{workspace}/social-accounts",
+                json={"provider": "sandbox", "access_token": "schemathesis"},
+            )
+        )
+        post_id = created(
+            client.post(
+                f"{workspace}/posts", json={"content": "Hello", "account_ids": [account_id]}
+            )
+        )
+        sent = client.post(
+            "/notifications/send",
+            json={
+                "audience": "tenant",
+                "type": "system_announcement",
+                "title": "Hi",
+                "message": "!",
+            },
+        )
+        assert sent.status_code == 202, sent.text
+    return {"workspace_id": workspace_id, "account_id": account_id, "post_id": post_id}
+
+
+def _config_with(parameters: dict[str, str], folder: Path) -> Path:
+    """tests/schemathesis.toml with ``parameters`` as the value of each path parameter."""
+    lines = [CONFIG.read_text(), "", "[parameters]"]
+    lines += [f'"path.{name}" = "{value}"' for name, value in parameters.items()]
+    config = folder / "schemathesis.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
 
 
 def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -96,6 +145,7 @@ def test_the_api_does_what_its_openapi_document_says(tmp_path: Path) -> None:
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_healthy(base_url, served, log)
+        config = _config_with(_seed(base_url), tmp_path)
         checker_env = {
             key: value for key, value in os.environ.items() if key.lower() not in PROXY_VARIABLES
         }
@@ -104,7 +154,7 @@ def test_the_api_does_what_its_openapi_document_says(tmp_path: Path) -> None:
             [
                 SCHEMATHESIS,
                 "--config-file",
-                str(CONFIG),
+                str(config),
                 "--no-color",
                 "run",
                 f"{base_url}/openapi.json",
