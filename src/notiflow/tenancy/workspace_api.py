@@ -7,6 +7,7 @@ from datetime import datetime
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
+from pydantic.config import JsonDict
 
 from notiflow.auth.deps import CurrentAuth, TenantAdmin
 from notiflow.kit.deps import AppContextDep, SessionDep
@@ -22,8 +23,8 @@ router = APIRouter(prefix="/api/v1/workspaces", tags=["workspaces"])
 
 
 # The schema lists what the service accepts: a name that is not blank, a known IANA zone.
-_NAME_SCHEMA = {"pattern": NOT_BLANK_PATTERN}
-_ZONE_SCHEMA = {"enum": list(ZONE_NAMES)}
+_NAME_SCHEMA: JsonDict = {"pattern": NOT_BLANK_PATTERN}
+_ZONE_SCHEMA: JsonDict = {"enum": list(ZONE_NAMES)}
 
 
 class CreateWorkspaceRequest(BaseModel):
