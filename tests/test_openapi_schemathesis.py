@@ -164,8 +164,10 @@ def test_the_api_does_what_its_openapi_document_says(tmp_path: Path) -> None:
                 str(MAX_EXAMPLES),
                 "--seed",
                 str(SEED),
+                # One worker: two threads of st can hit a CPython 3.11 race in its ast module
+                # ("AST constructor recursion depth mismatch"), reported as a run error.
                 "--workers",
-                "2",
+                "1",
                 "--request-timeout",
                 "60",
             ],
