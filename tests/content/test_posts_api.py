@@ -405,6 +405,34 @@ async def test_approving_after_the_time_has_passed_makes_it_due_at_once(
         assert past < due <= datetime.now(UTC)
 
 
+async def test_submitting_a_draft_whose_time_has_passed_is_a_conflict_to_resolve(
+    client: httpx.AsyncClient,
+    make_member: MakeMember,
+    make_workspace: MakeWorkspace,
+    make_account: MakeAccount,
+    runtime: Runtime,
+) -> None:
+    team = await make_team(make_member, make_workspace, make_account)
+    post = await create_post(
+        client, team.author, team.workspace, team.account_ids, scheduled_at=FUTURE
+    )
+    past = datetime.now(UTC) - timedelta(hours=2)
+    async with runtime.sessionmaker() as db:  # the draft sat too long
+        await db.execute(
+            update(Post).where(Post.id == uuid.UUID(post["id"])).values(scheduled_at=past)
+        )
+        await commit_and_flush_effects(db)
+
+    response = await client.post(
+        posts_url(team.workspace, post["id"], "submit"), headers=team.author.headers
+    )
+
+    # The request is fine (it has no body); the post is not: 409, and what to do about it.
+    error = assert_error(response, 409, "scheduled_at_in_past")
+    assert "pick a new scheduled_at" in error["message"]
+    assert (await get_post(client, team.author, team.workspace, post["id"]))["status"] == "draft"
+
+
 async def test_members_cannot_review_and_only_authors_or_admins_change_a_post(
     client: httpx.AsyncClient,
     make_member: MakeMember,
