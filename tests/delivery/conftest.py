@@ -178,7 +178,7 @@ class SmtpServer:
     def session_count(self) -> int:
         return len(self.handler.sessions)
 
-    async def hold_replies(self, within: float = 30.0) -> None:
+    async def hold_replies(self, within: float = 90.0) -> None:
         """Hold the replies to RCPT and to the end of DATA, and return once every open SMTP
         transaction waits for one: no client is then between two replies of the server, such
         as in the instant between recording an email as sent and writing its final dot (the one
