@@ -18,6 +18,8 @@ DEV_STAMP := $(VENV)/.installed-dev
 # Extra arguments: `make serve SERVE_ARGS="--port 8080"`, `make test PYTEST_ARGS="-k unread -x"`.
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
+# Test processes for the tests that may run side by side (scripts/run-tests.sh).
+TEST_WORKERS ?= 2
 
 # Only the folders that exist (an empty bench/ is not in a fresh clone).
 LINT_PATHS := $(wildcard src tests bench)
@@ -58,9 +60,7 @@ services:
 	@scripts/ensure-services.sh
 
 test: $(DEV_STAMP) services
-	@status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
-	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure" >&2; fi; \
-	exit $$status
+	@PYTHON=$(BIN)/python TEST_WORKERS=$(TEST_WORKERS) scripts/run-tests.sh $(PYTEST_ARGS)
 
 lint: lint-check lint-format lint-types
 

@@ -28,6 +28,9 @@ from tests.conftest import REDIS_URL, TEST_PUSHER_SECRET, MakeMember, make_setti
 from tests.delivery.processes import NotiflowProcess, free_port, notiflow_env
 from tests.fault_servers import OwnRedis
 
+# Compares latencies or CPU time with a baseline of its own: runs alone (scripts/run-tests.sh).
+pytestmark = pytest.mark.serial
+
 LOGIN = "/api/v1/auth/login"
 ATTACKER = "203.0.113.5"
 ELSEWHERE = "198.51.100.7"

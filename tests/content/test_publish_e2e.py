@@ -25,7 +25,7 @@ from notiflow.kit.ids import utcnow
 from notiflow.main.runtime import Runtime
 from notiflow.models import Notification, Post, PostTarget, PublishAttempt, SocialAccount, Workspace
 from notiflow.models.tenancy import Role
-from tests.conftest import REDIS_URL, TEST_PUSHER_SECRET, MakeMember, Member
+from tests.conftest import REDIS_URL, TEST_PUSHER_SECRET, XDIST_WORKER, MakeMember, Member
 from tests.delivery.processes import NotiflowProcess, eventually, free_port, notiflow_env
 from tests.social.fake_mastodon import FakeMastodon, running_fake_mastodon
 
@@ -34,7 +34,7 @@ from tests.social.fake_mastodon import FakeMastodon, running_fake_mastodon
 # running worker (taskiq then fails every read with NOGROUP until the worker is restarted).
 # A message left from an earlier run is harmless: its claim no longer matches and it is skipped.
 PUBLISH_REDIS_URL = os.environ.get(
-    "NOTIFLOW_TEST_PUBLISH_REDIS_URL", REDIS_URL.rsplit("/", 1)[0] + "/13"
+    "NOTIFLOW_TEST_PUBLISH_REDIS_URL", REDIS_URL.rsplit("/", 1)[0] + f"/{11 - XDIST_WORKER}"
 )
 LEASE_SECONDS = 4.0
 PROVIDER_TIMEOUT_SECONDS = 3.0

@@ -60,7 +60,8 @@ from tests.realtime.test_backplane_faults import (
     trigger,
 )
 
-pytestmark = pytest.mark.slow
+# Compares latencies or CPU time with a baseline of its own: runs alone (scripts/run-tests.sh).
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # SQLAlchemy's default wait for a pooled connection, which an outage must not make callers sit out.

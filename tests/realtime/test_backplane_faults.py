@@ -28,6 +28,9 @@ from tests.delivery.processes import (
 from tests.fault_servers import OwnRedis
 from tests.realtime.wsclient import WsClient
 
+# Compares latencies or CPU time with a baseline of its own: runs alone (scripts/run-tests.sh).
+pytestmark = pytest.mark.serial
+
 APP_ID, KEY, SECRET = "1", "fault-key", "fault-secret-0123456789abcdef"
 # The bound: every client hears events again within 5 s of Redis's return.
 RECOVERY_BOUND = 5.0

@@ -22,6 +22,9 @@ from notiflow.realtime.signing import channel_auth
 from tests.delivery.processes import NotiflowProcess, eventually, free_port, notiflow_env
 from tests.realtime.wsclient import WsClient
 
+# Compares latencies or CPU time with a baseline of its own: runs alone (scripts/run-tests.sh).
+pytestmark = pytest.mark.serial
+
 KEY, SECRET = "hostile-key", "hostile-secret-0123456789"
 TCP_CLOSE, TCP_CLOSE_WAIT = 7, 8  # linux/tcp_states.h
 
