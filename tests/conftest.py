@@ -53,7 +53,7 @@ REDIS_URL = os.environ.get("NOTIFLOW_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{
 BACKENDS = os.environ.get("NOTIFLOW_TEST_BACKENDS", "sqlite,postgresql").split(",")
 
 
-async def _drop_postgres_database(url: str) -> None:
+async def drop_postgres_database(url: str) -> None:
     dsn = url.replace("postgresql+asyncpg://", "postgresql://")
     base, _, name = dsn.rpartition("/")
     admin = await asyncpg.connect(f"{base}/postgres")
@@ -117,7 +117,7 @@ async def engine(
     yield engine
     await engine.dispose()
     if request.param == "postgresql" and _OWN_DATABASE:
-        await _drop_postgres_database(url)
+        await drop_postgres_database(url)
 
 
 @pytest.fixture
