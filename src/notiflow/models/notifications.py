@@ -113,6 +113,8 @@ class NotificationDelivery(IdMixin, TimestampMixin, Base):
     __table_args__ = (
         UniqueConstraint("notification_id", "channel"),
         Index(None, "status", "next_attempt_at"),
+        # The tenant's ledger search: one tenant's rows, newest first, keyset on (created_at, id).
+        Index("ix_notification_deliveries_tenant_ledger", "tenant_id", "created_at", "id"),
     )
 
     notification_id: Mapped[uuid.UUID] = mapped_column(

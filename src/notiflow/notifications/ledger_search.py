@@ -56,15 +56,11 @@ class LedgerEntry:
     title: str
 
 
-async def search_ledger(
-    session: AsyncSession,
-    tenant_id: uuid.UUID,
-    filters: LedgerFilters,
-    *,
-    page: int = 1,
-    per_page: int = 50,
-    cursor: Cursor | None = None,
-) -> Page[LedgerEntry]:
+def ledger_query(
+    tenant_id: uuid.UUID, filters: LedgerFilters
+) -> Select[NotificationDelivery, str, str]:
+    """The search, newest first: served by ``ix_notification_deliveries_tenant_ledger``
+    (tenant_id, created_at, id), read backwards."""
     query = (
         select(NotificationDelivery, Notification.type, Notification.title)
         .join(Notification, Notification.id == NotificationDelivery.notification_id)
@@ -85,6 +81,19 @@ async def search_ledger(
         query = query.where(NotificationDelivery.created_at >= filters.since)
     if filters.until is not None:
         query = query.where(NotificationDelivery.created_at < filters.until)
+    return query
+
+
+async def search_ledger(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    filters: LedgerFilters,
+    *,
+    page: int = 1,
+    per_page: int = 50,
+    cursor: Cursor | None = None,
+) -> Page[LedgerEntry]:
+    query = ledger_query(tenant_id, filters)
     # Whole rows of three columns (rows=True), typed as one tuple per item.
     rows: Page[tuple[NotificationDelivery, str, str]] = await paginate(
         session,
