@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
+from notiflow.main.runtime import Runtime
 from notiflow.models import Membership, PersonalAccessToken
 from notiflow.models.tenancy import Role
 from notiflow.realtime.signing import channel_auth
@@ -140,6 +141,53 @@ async def test_a_revoked_token_stops_working(
     # Only that token: her other session keeps working.
     other = await client.get("/api/v1/user", headers=bearer(spare["token"]))
     assert other.status_code == 200
+
+
+async def test_a_token_shows_when_it_was_last_used_written_at_most_once_a_minute(
+    client: httpx.AsyncClient, make_member: MakeMember, runtime: Runtime
+) -> None:
+    alice = await make_member()
+    token_id = alice.token.partition("|")[0]
+
+    async def listed() -> dict[str, Any]:
+        response = await client.get("/api/v1/tokens", headers=alice.headers)
+        assert response.status_code == 200, response.text
+        [token] = [item for item in response.json()["data"] if item["id"] == token_id]
+        return dict(token)
+
+    async def stored() -> datetime | None:
+        async with runtime.sessionmaker() as session:
+            token = await session.get(PersonalAccessToken, uuid.UUID(token_id))
+            assert token is not None
+            return token.last_used_at
+
+    assert await stored() is None  # issued, never used
+    before = utcnow()
+    first = await listed()
+    # The listing request itself used the token, and says so.
+    assert first["last_used_at"] is not None
+    stamped = await stored()
+    assert stamped is not None
+    assert stamped >= before - timedelta(seconds=1)
+    assert datetime.fromisoformat(first["last_used_at"]) == stamped
+
+    # Within the minute: no write per request.
+    for _ in range(3):
+        assert (await client.get("/api/v1/user", headers=alice.headers)).status_code == 200
+    assert await stored() == stamped
+
+    # Older than a minute: the next request stamps it again.
+    async with runtime.sessionmaker() as session:
+        await session.execute(
+            update(PersonalAccessToken)
+            .where(PersonalAccessToken.id == uuid.UUID(token_id))
+            .values(last_used_at=stamped - timedelta(minutes=2))
+        )
+        await commit_and_flush_effects(session)
+    assert (await client.get("/api/v1/user", headers=alice.headers)).status_code == 200
+    restamped = await stored()
+    assert restamped is not None
+    assert restamped >= stamped
 
 
 async def test_an_expired_token_stops_working(

@@ -568,7 +568,11 @@ async def test_users_list_tokens_list_and_revoke_against_the_served_api(
     [row] = _lines(tokens)
     assert row["id"] == token_id_only(token)
     assert token.partition("|")[2] not in tokens.stdout
+    assert row["last_used_at"] is None
     assert (await _get_user(serve, token)).status_code == 200
+    # The listing says when the token was last used.
+    [used] = _lines(await cli.run("tokens", "list", "--email", "o@x.io"))
+    assert used["last_used_at"] is not None
 
     revoked = await cli.run("tokens", "revoke", row["id"])
     assert revoked.returncode == 0, revoked.stderr

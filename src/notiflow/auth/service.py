@@ -20,12 +20,14 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from notiflow.audit import service as audit
 from notiflow.auth.actor import AuthenticatedActor
@@ -94,11 +96,47 @@ async def authenticate_token(session: AsyncSession, plain_token: str) -> Authent
     if row is None or not hmac.compare_digest(row[0].token_hash, _hash_secret(secret)):
         raise Unauthorized("invalid or revoked token")
     token, user, role = row
-    if token.expires_at is not None and token.expires_at <= utcnow():
+    now = utcnow()
+    if token.expires_at is not None and token.expires_at <= now:
         raise Unauthorized("token expired")
+    await _record_use(session, token, now)
     return AuthenticatedActor(
         user=user, user_id=user.id, tenant_id=token.tenant_id, role=Role(role), token_id=token.id
     )
+
+
+# How stale a token's ``last_used_at`` may get: it is written at most once per this per token,
+# so a busy token costs one UPDATE a minute rather than making every read request a write.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+async def _record_use(session: AsyncSession, token: PersonalAccessToken, now: datetime) -> None:
+    """Stamp ``last_used_at`` when the stored one is older than ``LAST_USED_RESOLUTION``.
+
+    Committed with the request. Concurrent requests of the same token skip a row another one is
+    stamping (SKIP LOCKED) instead of waiting for that request to end."""
+    stale = now - LAST_USED_RESOLUTION
+    if token.last_used_at is not None and token.last_used_at > stale:
+        return
+    claim = (
+        select(PersonalAccessToken.id)
+        .where(
+            PersonalAccessToken.id == token.id,
+            or_(
+                PersonalAccessToken.last_used_at.is_(None),
+                PersonalAccessToken.last_used_at <= stale,
+            ),
+        )
+        .with_for_update(skip_locked=True)
+    )
+    await session.execute(
+        update(PersonalAccessToken)
+        .where(PersonalAccessToken.id.in_(claim.scalar_subquery()))
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    # What this request reads of the token (its own listing) shows the stamp.
+    set_committed_value(token, "last_used_at", now)
 
 
 class PasswordChecker:
