@@ -4,7 +4,7 @@ Exactly one scheduler runs it: ``notiflow serve`` in the embedded deployment, ``
 scheduler`` in a scale-out one. Three kinds of entries:
 
 - global cron entries (:func:`build_schedule`): inbox sync every 15 minutes, metrics every
-  6 hours, the privacy sweep every minute, notification cleanup daily;
+  6 hours, the privacy and invitation sweeps every minute, notification cleanup daily;
 - per-workspace entries (:func:`workspace_jobs`): daily token refresh and weekly inbox
   archiving at the maintenance hour *in each workspace's own timezone*. Their
   next run is kept per workspace in ``workspace_schedules``, so a restart neither skips nor
@@ -114,6 +114,13 @@ def build_schedule(settings: Settings) -> list[ScheduleEntry]:
             timezone=UTC_ZONE,
             description="Every minute: run deletions whose grace period ended, pick up "
             "exports whose wake-up was lost, expire old export files",
+        ),
+        ScheduleEntry(
+            job="tenancy.sweep_invitations",
+            cron="* * * * *",
+            timezone=UTC_ZONE,
+            description="Every minute: email the invitations whose wake-up was lost or whose "
+            "run died",
         ),
     ]
 

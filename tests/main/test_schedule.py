@@ -59,6 +59,7 @@ def test_schedule_list_names_every_job_with_its_next_run() -> None:
         "inbox.sync_all",
         "analytics.fetch_all_metrics",
         "privacy.sweep",
+        "tenancy.sweep_invitations",
         "social.refresh_tokens",
         "inbox.archive_old",
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import re
@@ -12,17 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from redis.asyncio import Redis
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from notiflow.auth.actor import Actor
 from notiflow.config import MailDriver, Settings
+from notiflow.kit.after_commit import commit_and_flush_effects
 from notiflow.kit.ids import utcnow
+from notiflow.kit.queue import JobQueue, build_broker, job_queue_depth
 from notiflow.main.runtime import Runtime
 from notiflow.models import AuditLog, Invitation, Membership, Notification
 from notiflow.models.tenancy import Role
-from notiflow.tenancy.invitations import invitation_token, token_digest
-from notiflow.tenancy.jobs import InvitationPayload, send_invitation
+from notiflow.tenancy.invitations import create_invitation, invitation_token, token_digest
+from notiflow.tenancy.jobs import JOBS as TENANCY_JOBS
+from notiflow.tenancy.jobs import InvitationNotSent, InvitationPayload, send_invitation, sweep_once
 from tests.conftest import MakeMember
+from tests.delivery.processes import free_port
+from tests.fault_servers import OwnRedis
 
 
 @dataclass
@@ -283,3 +292,102 @@ async def test_accept_refuses_bad_input_and_changes_nothing(
     assert [item["status"] for item in listed.json()["data"]] == ["pending"]
     async with runtime.sessionmaker() as session:
         assert len((await session.scalars(select(Membership))).all()) == 1
+
+
+async def test_an_invitation_whose_wake_up_was_lost_with_redis_is_still_emailed(
+    client: httpx.AsyncClient, make_member: MakeMember, runtime: Runtime, tmp_path: Path
+) -> None:
+    """The queue (a redis-server of this test) is down when the invitation commits: the
+    wake-up is lost, the invitation is not. Once Redis is back the sweep hands it out, and the
+    job sends it once."""
+    admin = await make_member("acme", role=Role.ADMIN)
+    with OwnRedis() as own:
+        queue = JobQueue(build_broker(own.url), list(TENANCY_JOBS))
+        await queue.start(runtime)
+        runtime.queue = queue
+        try:
+            own.stop()  # SIGKILL: the enqueue after commit fails
+            invitation = await _invite(client, admin.headers, "bob@example.com")
+            assert invitation["emailed_at"] is None
+            async with runtime.sessionmaker() as session:
+                stored = await session.get(Invitation, uuid.UUID(invitation["id"]))
+                assert stored is not None
+                assert stored.email_due_at is not None
+            own.start()  # back, empty: the wake-up is nowhere
+            redis = Redis.from_url(own.url)
+            try:
+                assert await job_queue_depth(redis) == 0
+                # Within a minute of its time it may still be on its way: left alone.
+                assert await sweep_once(runtime) == 0
+                later = utcnow() + timedelta(minutes=2)
+                assert await sweep_once(runtime, now=later) == 1
+                assert await job_queue_depth(redis) == 1
+            finally:
+                await redis.aclose()
+        finally:
+            runtime.queue = None
+            await queue.close()
+    context = _mail_context(runtime, tmp_path)
+    recipient, _token = await _email_token(context, invitation)
+    assert "bob@example.com" in recipient
+    # Emailed: no sweep hands it out again.
+    async with runtime.sessionmaker() as session:
+        stored = await session.get(Invitation, uuid.UUID(invitation["id"]))
+        assert stored is not None
+        assert stored.emailed_at is not None
+        assert stored.email_due_at is None
+
+
+async def test_concurrent_runs_send_one_email_and_a_mail_server_not_ready_frees_it(
+    client: httpx.AsyncClient, make_member: MakeMember, runtime: Runtime, tmp_path: Path
+) -> None:
+    admin = await make_member("acme", role=Role.ADMIN)
+    invitation = await _invite(client, admin.headers, "carol@example.com")
+    payload = InvitationPayload(invitation_id=invitation["id"], tenant_id=invitation["tenant_id"])
+    # No mail server listens here: the sender says "retry", the row is given back.
+    unreachable = runtime.settings.model_copy(
+        update={
+            "mail_driver": MailDriver.SMTP,
+            "smtp_host": "127.0.0.1",
+            "smtp_port": free_port(),
+            "smtp_timeout_seconds": 5.0,
+        }
+    )
+    down = MailContext(settings=unreachable, sessionmaker=runtime.sessionmaker)
+    with pytest.raises(InvitationNotSent):
+        await send_invitation(down, payload)  # type: ignore[arg-type]  # a narrow test context
+    async with runtime.sessionmaker() as session:
+        stored = await session.get(Invitation, uuid.UUID(invitation["id"]))
+        assert stored is not None
+        assert stored.emailed_at is None
+        # Free for the queue's stored retry; not the sweep's to hand out.
+        assert stored.email_due_at is None
+    assert await sweep_once(runtime, now=utcnow() + timedelta(hours=1)) == 0
+
+    context = _mail_context(runtime, tmp_path)
+    await asyncio.gather(*(send_invitation(context, payload) for _ in range(3)))  # type: ignore[arg-type]
+    assert len(list(context.settings.mail_dir.glob("*.eml"))) == 1
+
+
+async def test_invitations_created_from_the_cli_are_not_emailed(
+    make_member: MakeMember, runtime: Runtime
+) -> None:
+    owner = await make_member("acme", role=Role.OWNER)
+    async with runtime.sessionmaker() as session:
+        invitation = await create_invitation(
+            session,
+            runtime.settings,
+            Actor(user_id=None, tenant_id=owner.tenant_id),
+            owner.tenant_id,
+            email="dave@example.com",
+            role=Role.MEMBER,
+            notifications=None,
+            send_email=False,
+        )
+        await commit_and_flush_effects(session)
+    assert invitation.email_due_at is None
+    runtime.queue = JobQueue(build_broker(None), list(TENANCY_JOBS))
+    try:
+        assert await sweep_once(runtime, now=utcnow() + timedelta(hours=1)) == 0
+    finally:
+        runtime.queue = None

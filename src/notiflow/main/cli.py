@@ -1061,6 +1061,7 @@ def invitations_create(
             email=normalized,
             role=role,
             notifications=None,
+            send_email=False,
         )
         return {
             "invitation_id": str(invitation.id),

@@ -89,3 +89,7 @@ class Invitation(IdMixin, TimestampMixin, Base):
     )
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     emailed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The email outbox (``notiflow.tenancy.jobs``): set while an email is wanted and no try is
+    # under way (due now) or while a try holds it (until then); None once sent, given up, while
+    # the queue's retries own it, or when no email was asked for (the CLI prints the link).
+    email_due_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -41,6 +41,7 @@ from notiflow.tenancy.service import admin_user_ids
 log = structlog.get_logger(__name__)
 
 SEND_JOB = "tenancy.send_invitation"
+SWEEP_JOB = "tenancy.sweep_invitations"
 
 
 def invitation_token(settings: Settings, invitation_id: uuid.UUID) -> str:
@@ -80,11 +81,13 @@ async def create_invitation(
     email: str,
     role: Role,
     notifications: NotificationService | None,
+    send_email: bool = True,
 ) -> Invitation:
     """Invite ``email`` with ``role``. 409 when they are a member already or have a pending
     invitation. An invitee who already has an account is told in-app too (``notifications``;
-    None from the CLI, which has no runtime to deliver with). The email goes out from the
-    ``tenancy.send_invitation`` job, queued by the caller after commit."""
+    None from the CLI, which has no runtime to deliver with). With ``send_email`` the email is
+    due at once: the caller wakes the ``tenancy.send_invitation`` job after commit, and should
+    that wake-up be lost, the sweep (``tenancy.sweep_invitations``) finds the invitation."""
     if actor.role is not None and not actor.is_admin:
         raise Forbidden("only tenant owners and admins may invite")
     if role is Role.OWNER and actor.role is not None and actor.role is not Role.OWNER:
@@ -121,6 +124,7 @@ async def create_invitation(
         role=role.value,
         invited_by_id=actor.user_id,
         expires_at=utcnow() + timedelta(days=settings.invitation_ttl_days),
+        email_due_at=utcnow() if send_email else None,
     )
     invitation.token_hash = token_digest(invitation_token(settings, invitation.id))
     session.add(invitation)
