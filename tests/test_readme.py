@@ -133,6 +133,18 @@ def check_promises(all_steps: list[Step], printed: dict[int, str]) -> int:
     return checked
 
 
+async def health(api_port: int) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer: dict[str, Any] = (await client.get(f"http://127.0.0.1:{api_port}/health")).json()
+    return answer
+
+
+async def everything_runs(api_port: int) -> dict[str, Any] | None:
+    """The health answer once it says ``ok`` (a worker and a scheduler alive), else None."""
+    answer = await health(api_port)
+    return answer if answer["status"] == "ok" else None
+
+
 # ------------------------------------------------------------------------- the walk-through
 
 
@@ -145,6 +157,9 @@ async def test_the_walk_through_with_curl(folder: Folder, processes: list[Notifl
     )
     processes.append(serve)
     await serve.start()
+    # The scheduler is elected moments after the port answers (a person opens a second
+    # terminal meanwhile): the walk-through's first answer is then "ok".
+    await eventually(lambda: everything_runs(folder.api_port), timeout=60)
 
     blocks = shell_blocks(folder.edit(section("### A walk-through with curl")))
     assert len(blocks) >= 6, blocks
@@ -213,7 +228,8 @@ async def own_redis_db() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def databases() -> AsyncIterator[list[str]]:
-    """Names of the temporary PostgreSQL databases a test created: dropped at the end."""
+    """Names of the temporary PostgreSQL databases a test created: dropped at the end (ask
+    for it before ``processes``, so they are stopped first)."""
     created: list[str] = []
     yield created
     base = POSTGRES_URL.rpartition("/")[0]
@@ -244,17 +260,11 @@ async def database_exists(name: str) -> bool:
         await connection.close()
 
 
-async def health(api_port: int) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        answer: dict[str, Any] = (await client.get(f"http://127.0.0.1:{api_port}/health")).json()
-    return answer
-
-
 async def test_postgresql_and_redis(
     folder: Folder,
-    processes: list[NotiflowProcess],
-    own_redis_db: str,
     databases: list[str],
+    own_redis_db: str,
+    processes: list[NotiflowProcess],
 ) -> None:
     deployment = postgres_and_redis(folder, own_redis_db)
     env = await exported(deployment, folder, databases)
@@ -282,10 +292,7 @@ async def test_postgresql_and_redis(
     await serve.start()
 
     # Its worker beats and its scheduler is elected within moments of the start.
-    async def all_running() -> bool:
-        return bool((await health(folder.api_port))["status"] == "ok")
-
-    await eventually(all_running, timeout=60)
+    await eventually(lambda: everything_runs(folder.api_port), timeout=60)
     printed = await run_steps(deployment.after, folder, env)
     assert check_promises(deployment.after, printed) == 1
 
@@ -322,9 +329,9 @@ def scale_out_commands(folder: Folder) -> list[list[str]]:
 
 async def test_scale_out_over_postgresql_and_redis(
     folder: Folder,
-    processes: list[NotiflowProcess],
-    own_redis_db: str,
     databases: list[str],
+    own_redis_db: str,
+    processes: list[NotiflowProcess],
 ) -> None:
     """The PostgreSQL and Redis block, then the scale-out processes instead of ``serve``: a
     notification sent through ``notiflow api`` reaches a pusher-js / Echo tab connected to
@@ -341,11 +348,7 @@ async def test_scale_out_over_postgresql_and_redis(
         processes.append(process)
         started[command[0]] = await process.start()
 
-    async def all_running() -> dict[str, Any] | None:
-        answer = await health(folder.api_port)
-        return answer if answer["status"] == "ok" else None
-
-    answer = await eventually(all_running, timeout=60)
+    answer = await eventually(lambda: everything_runs(folder.api_port), timeout=60)
     assert answer["worker"] == "ok"
     assert answer["scheduler"] == "ok"
     assert answer["redis"] == "ok"
@@ -402,19 +405,25 @@ async def test_scale_out_over_postgresql_and_redis(
 
         [email] = await eventually(emailed, timeout=60)
         assert "Payment failed" in email.read_text(errors="replace")
-        ledger = (
-            await client.get(
-                f"/api/v1/notifications/{sent.json()['data']['notifications'][0]['id']}/deliveries"
-            )
-        ).json()
-        assert found_in(ledger, {"channel": "email", "status": "sent"}), ledger
+        notification_id = sent.json()["data"]["notifications"][0]["id"]
 
-    # The worker sent it: the API runs no jobs.
+        async def ledger_says_sent() -> bool:
+            ledger = await client.get(f"/api/v1/notifications/{notification_id}/deliveries")
+            return found_in(ledger.json(), {"channel": "email", "status": "sent"})
+
+        # The file is written before the worker records the send: wait for the record.
+        await eventually(ledger_says_sent, timeout=60)
+
+    # The worker sent it (its log line comes once the job is done); the API runs no jobs.
     def sent_by(process: NotiflowProcess) -> bool:
         return any(
             '"job": "delivery.send"' in line and '"outcome": "ok"' in line
             for line in process.logs(limit=1_000_000).splitlines()
         )
 
-    assert sent_by(started["worker"]), started["worker"].logs()
+    async def worker_logged_the_job() -> bool:
+        return sent_by(started["worker"])
+
+    await eventually(worker_logged_the_job, timeout=60)
     assert not sent_by(started["api"])
+    assert '"event": "scheduler_elected"' in started["scheduler"].logs(limit=1_000_000)
