@@ -35,6 +35,7 @@ from notiflow.notifications.events import NotificationEvents
 from notiflow.notifications.service import NotificationService
 from notiflow.notifications.unread import MemoryUnreadCountCache
 from notiflow.tenancy.service import create_user
+from tests.delivery.processes import NotiflowProcess
 
 # A session that ends with after-commit effects still queued (committed outside a unit of work,
 # so its live events or jobs would never go out) fails the test that made it.
@@ -228,6 +229,15 @@ def make_member(runtime: Runtime) -> MakeMember:
         return Member(user=created.user, tenant=created.tenant, role=role, token=token)
 
     return make
+
+
+@pytest.fixture
+async def processes() -> AsyncIterator[list[NotiflowProcess]]:
+    """The notiflow processes a test started (append each): stopped at its end."""
+    started: list[NotiflowProcess] = []
+    yield started
+    for process in started:
+        process.stop()
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -31,8 +30,15 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import POSTGRES_URL, drop_postgres_database
-from tests.delivery.processes import NOTIFLOW, NotiflowProcess, eventually, free_port, notiflow_env
+from tests.conftest import POSTGRES_URL, REDIS_URL, drop_postgres_database
+from tests.delivery.processes import (
+    NOTIFLOW,
+    NotiflowProcess,
+    eventually,
+    everything_runs,
+    free_port,
+    notiflow_env,
+)
 from tests.readme import (
     BASH,
     Step,
@@ -84,14 +90,6 @@ def folder(tmp_path: Path) -> Folder:
     return Folder(tmp_path, free_port(), free_port())
 
 
-@pytest.fixture
-async def processes() -> AsyncIterator[list[NotiflowProcess]]:
-    started: list[NotiflowProcess] = []
-    yield started
-    for process in started:
-        process.stop()
-
-
 async def run_steps(
     all_steps: list[Step], folder: Folder, env: dict[str, str], *, epilogue: str = ""
 ) -> dict[int, str]:
@@ -131,18 +129,6 @@ def check_promises(all_steps: list[Step], printed: dict[int, str]) -> int:
             )
             checked += 1
     return checked
-
-
-async def health(api_port: int) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        answer: dict[str, Any] = (await client.get(f"http://127.0.0.1:{api_port}/health")).json()
-    return answer
-
-
-async def everything_runs(api_port: int) -> dict[str, Any] | None:
-    """The health answer once it says ``ok`` (a worker and a scheduler alive), else None."""
-    answer = await health(api_port)
-    return answer if answer["status"] == "ok" else None
 
 
 # ------------------------------------------------------------------------- the walk-through
@@ -214,8 +200,6 @@ def postgres_and_redis(folder: Folder, redis_url: str) -> Deployment:
 @pytest.fixture
 async def own_redis_db() -> AsyncIterator[str]:
     """The tests' Redis database, emptied before and after (never another one)."""
-    from tests.conftest import REDIS_URL
-
     client = Redis.from_url(REDIS_URL)
     await client.ping()
     await client.flushdb()

@@ -77,6 +77,20 @@ def scale_out_env(
     )
 
 
+async def health(api_port: int) -> dict[str, Any]:
+    """The JSON answer of ``GET /health`` of the API on ``api_port``."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer: dict[str, Any] = (await client.get(f"http://127.0.0.1:{api_port}/health")).json()
+    return answer
+
+
+async def everything_runs(api_port: int) -> dict[str, Any] | None:
+    """The health answer once it says ``ok`` (with Redis: a worker and a scheduler alive),
+    else None: ``await eventually(lambda: everything_runs(port))``."""
+    answer = await health(api_port)
+    return answer if answer["status"] == "ok" else None
+
+
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

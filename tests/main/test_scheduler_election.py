@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import REDIS_URL, TEST_PUSHER_APP_ID, TEST_PUSHER_KEY, TEST_PUSHER_SECRET
-from tests.delivery.processes import NotiflowProcess, eventually, free_port, scale_out_env
+from tests.delivery.processes import (
+    NotiflowProcess,
+    eventually,
+    everything_runs,
+    free_port,
+    health,
+    scale_out_env,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -25,21 +31,6 @@ def _events(process: NotiflowProcess, event: str) -> list[dict[str, object]]:
         for line in process.logs(limit=1_000_000).splitlines()
         if line.startswith("{") and f'"event": "{event}"' in line
     ]
-
-
-@pytest.fixture
-async def processes() -> AsyncIterator[list[NotiflowProcess]]:
-    started: list[NotiflowProcess] = []
-    yield started
-    for process in started:
-        process.stop()
-
-
-async def _health(api_port: int) -> dict[str, str]:
-    async with httpx.AsyncClient() as client:
-        response = await client.get(f"http://127.0.0.1:{api_port}/health")
-    body: dict[str, str] = response.json()
-    return body
 
 
 async def test_serve_with_redis_runs_a_worker_and_the_scheduler(
@@ -57,13 +48,9 @@ async def test_serve_with_redis_runs_a_worker_and_the_scheduler(
     processes.append(serve)
     await serve.start()
 
-    async def everything_runs() -> dict[str, str] | None:
-        health = await _health(api_port)
-        return health if health["status"] == "ok" else None
-
-    health = await eventually(everything_runs, timeout=60)
-    assert health["worker"] == "ok"
-    assert health["scheduler"] == "ok"
+    answer = await eventually(lambda: everything_runs(api_port), timeout=60)
+    assert answer["worker"] == "ok"
+    assert answer["scheduler"] == "ok"
 
     created = serve.run(
         "users", "create", "--tenant", "Acme", "--email", "owner@example.com",
@@ -116,7 +103,7 @@ async def test_an_api_alone_says_that_no_worker_or_scheduler_runs(
     await scheduler.start()
 
     async def healthy() -> bool:
-        return (await _health(api_port))["status"] == "ok"
+        return bool((await health(api_port))["status"] == "ok")
 
     await eventually(healthy, timeout=60)
 
@@ -124,7 +111,7 @@ async def test_an_api_alone_says_that_no_worker_or_scheduler_runs(
     worker.kill()
 
     async def no_worker() -> bool:
-        return (await _health(api_port))["worker"] == "none alive"
+        return bool((await health(api_port))["worker"] == "none alive")
 
     await eventually(no_worker, timeout=60)
 
