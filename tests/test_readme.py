@@ -30,6 +30,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from notiflow.notifications.types import NotificationType
 from tests.conftest import POSTGRES_URL, REDIS_URL, drop_postgres_database
 from tests.delivery.processes import (
     NOTIFLOW,
@@ -45,6 +46,7 @@ from tests.readme import (
     code_spans,
     found_in,
     ledger_promise,
+    matches,
     outputs,
     paragraph,
     promise,
@@ -156,6 +158,18 @@ async def test_the_walk_through_with_curl(folder: Folder, processes: list[Notifl
     # The health answer, the new owner, the send, the unread count twice, both ledgers (two
     # channels in the second) and the tenant's ledger search.
     assert checked >= 9, checked
+    # "every type, with the user's choice or the default"
+    [listing] = [
+        json.loads(printed[index])
+        for index, step in enumerate(all_steps)
+        if "every type, with the user's choice" in step.command
+    ]
+    preferences = {row["notification_type"]: row for row in listing["data"]}
+    assert set(preferences) == {kind.value for kind in NotificationType}
+    assert matches(
+        preferences["post_failed"],
+        {"in_app_enabled": True, "email_enabled": True, "push_enabled": False},
+    ), preferences["post_failed"]
     assert (folder.path / "var" / "notiflow.db").exists()
 
 
