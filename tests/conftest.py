@@ -50,7 +50,11 @@ _OWN_DATABASE = "NOTIFLOW_TEST_POSTGRES_URL" not in os.environ
 # With pytest-xdist (scripts/run-tests.sh) each test process has Redis databases of its own:
 # tests flush theirs, and a job stream shared by two processes' workers would lose jobs.
 XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-REDIS_URL = os.environ.get("NOTIFLOW_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{15 - XDIST_WORKER}")
+# NOTIFLOW_TEST_REDIS_URL names the first process's database; the others take those below it.
+_REDIS_SERVER, _, _REDIS_DB = os.environ.get(
+    "NOTIFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"
+).rpartition("/")
+REDIS_URL = f"{_REDIS_SERVER}/{int(_REDIS_DB) - XDIST_WORKER}"
 BACKENDS = os.environ.get("NOTIFLOW_TEST_BACKENDS", "sqlite,postgresql").split(",")
 
 

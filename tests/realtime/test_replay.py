@@ -33,7 +33,7 @@ KEY, SECRET = "replay-key", "replay-secret-0123456789"
 async def authorize(
     live: LiveStack, member: Member, socket_id: str, channel: str, **fields: Any
 ) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=live.api_url) as client:
+    async with httpx.AsyncClient(base_url=live.api_url, timeout=30) as client:
         return await client.post(
             "/broadcasting/auth",
             headers=member.headers,
@@ -42,7 +42,7 @@ async def authorize(
 
 
 async def send(live: LiveStack, member: Member, title: str) -> str:
-    async with httpx.AsyncClient(base_url=live.api_url) as client:
+    async with httpx.AsyncClient(base_url=live.api_url, timeout=30) as client:
         response = await client.post(
             "/api/v1/notifications/send",
             headers=member.headers,
@@ -99,7 +99,7 @@ async def test_the_auth_endpoint_signs_the_last_sequence_into_channel_data(
 
     # JSON bodies may give it as a number; other channels ignore it (pusher-js sends the same
     # params for every channel)
-    async with httpx.AsyncClient(base_url=live.api_url) as client:
+    async with httpx.AsyncClient(base_url=live.api_url, timeout=30) as client:
         as_json = await client.post(
             "/broadcasting/auth",
             headers=ada.headers,
