@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 from collections import Counter
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import limits
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEVELOPMENT_SECRET_KEY = "development-only-secret-key-change-me"  # noqa: S105 - refused outside development
 DEVELOPMENT_PUSHER_SECRET = "development-only-pusher-secret"  # noqa: S105 - refused outside development
@@ -53,6 +63,52 @@ class MailDriver(StrEnum):
     FILE = "file"  # one .eml file per message in NOTIFLOW_MAIL_DIR, nothing sent
 
 
+class PusherAppSettings(BaseModel):
+    """One more Pusher app beside the default one (``NOTIFLOW_PUSHER_APPS``, docs/realtime.md,
+    "Apps"): its credentials and limits; a limit left out is the default app's setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Digits, as the default app's id (the PyPI SDK insists).
+    id: str = Field(pattern=r"^[0-9]+$", max_length=50)
+    # Part of the WebSocket path /app/{key}.
+    key: str = Field(pattern=r"^[-A-Za-z0-9_.]+$", max_length=100)
+    secret: str = Field(min_length=1)
+    # Open connections at once (cluster-wide with Redis); over it: pusher:error 4100.
+    max_connections: int | None = Field(default=None, ge=1)
+    # Off: every client event is refused with pusher:error 4301.
+    client_events: bool = True
+    # Unset: NOTIFLOW_WS_PRESENCE_LIMIT.
+    max_presence_members: int | None = Field(default=None, ge=1)
+    # HTTP API requests the app may make, in the notation of the `limits` library ("100/second",
+    # "1000 per 1 minute"); over it: 429. Unset: no limit.
+    api_rate_limit: str | None = None
+    # The app's Pusher webhooks (unset: none), as NOTIFLOW_WEBHOOK_URL / _EVENTS are the
+    # default app's.
+    webhook_url: str | None = None
+    webhook_events: str = DEFAULT_WEBHOOK_EVENTS
+
+    @field_validator("api_rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate_limit(value)
+        return value
+
+
+def parse_rate_limit(value: str) -> limits.RateLimitItem:
+    """A rate limit such as ``"100/second"`` or ``"10 per 2 seconds"``; ``ValueError`` else."""
+    try:
+        return limits.parse(value)
+    except ValueError:
+        raise ValueError(
+            f"api_rate_limit {value!r} is not a rate such as '100/second' or '10 per 2 seconds'"
+        ) from None
+
+
+_APPS = TypeAdapter(list[PusherAppSettings])
+
+
 class Settings(BaseSettings):
     """Every knob of notiflow. Instantiate through :func:`get_settings`."""
 
@@ -76,6 +132,20 @@ class Settings(BaseSettings):
     pusher_app_id: str = Field(default="1", pattern=r"^[0-9]+$")
     pusher_app_key: str = Field(default="notiflow-key", min_length=1, max_length=100)
     pusher_app_secret: str = DEVELOPMENT_PUSHER_SECRET
+    # More apps, as data (docs/realtime.md, "Apps"): a JSON list of objects
+    # {"id", "key", "secret", "max_connections", "client_events", "max_presence_members",
+    # "api_rate_limit", "webhook_url", "webhook_events"} here, or in the JSON file named by
+    # PUSHER_APPS_FILE (one of the two). The app above stays the default one.
+    pusher_apps: Annotated[list[PusherAppSettings], NoDecode] = Field(default_factory=list)
+    pusher_apps_file: Path | None = None
+
+    @field_validator("pusher_apps", mode="before")
+    @classmethod
+    def _apps_from_json(cls, value: Any) -> Any:
+        if isinstance(value, str | bytes):
+            return _decode_apps(value, "NOTIFLOW_PUSHER_APPS")
+        return value
+
     # base64 of 32 bytes shared with backends that publish to private-encrypted channels;
     # unset, one is derived from the secret key (then only notiflow itself could encrypt).
     pusher_encryption_master_key: str | None = None
@@ -226,6 +296,36 @@ class Settings(BaseSettings):
     password_hash_concurrency: int | None = Field(default=None, ge=1, le=64)
 
     @model_validator(mode="after")
+    def _load_apps_file(self) -> Self:
+        if self.pusher_apps_file is None:
+            return self
+        if self.pusher_apps:
+            raise ValueError("give NOTIFLOW_PUSHER_APPS or NOTIFLOW_PUSHER_APPS_FILE, not both")
+        try:
+            text = self.pusher_apps_file.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ValueError(
+                f"NOTIFLOW_PUSHER_APPS_FILE {str(self.pusher_apps_file)!r} cannot be read: "
+                f"{error.strerror or error}"
+            ) from None
+        self.pusher_apps = _decode_apps(text, "NOTIFLOW_PUSHER_APPS_FILE")
+        return self
+
+    @model_validator(mode="after")
+    def _apps_unique(self) -> Self:
+        ids = Counter([self.pusher_app_id, *(app.id for app in self.pusher_apps)])
+        keys = Counter([self.pusher_app_key, *(app.key for app in self.pusher_apps)])
+        for kind, counts in (("id", ids), ("key", keys)):
+            twice = sorted(value for value, count in counts.items() if count > 1)
+            if twice:
+                raise ValueError(
+                    f"NOTIFLOW_PUSHER_APPS: app {kind} {twice[0]!r} is used by more than one app "
+                    f"(the default app's is NOTIFLOW_PUSHER_APP_{kind.upper()}); each app needs "
+                    f"its own {kind}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Self:
         if self.env is not Environment.DEVELOPMENT:
             if self.secret_key == DEVELOPMENT_SECRET_KEY or len(self.secret_key) < 32:
@@ -241,6 +341,14 @@ class Settings(BaseSettings):
                 )
             _refuse_predictable("NOTIFLOW_SECRET_KEY", self.secret_key, _GENERATE_RANDOM)
             _refuse_predictable("NOTIFLOW_PUSHER_APP_SECRET", pusher_secret, _GENERATE_RANDOM)
+            for app in self.pusher_apps:
+                setting = f"NOTIFLOW_PUSHER_APPS: the secret of app {app.id}"
+                if app.secret == DEVELOPMENT_PUSHER_SECRET or len(app.secret) < 16:
+                    raise ValueError(
+                        f"{setting} must be a random value of at least 16 characters outside "
+                        "development"
+                    )
+                _refuse_predictable(setting, app.secret, _GENERATE_RANDOM)
             for key in (self.encryption_keys or "").split(","):
                 if key.strip():
                     _refuse_predictable("NOTIFLOW_ENCRYPTION_KEYS", key.strip(), _GENERATE_FERNET)
@@ -262,8 +370,16 @@ class Settings(BaseSettings):
             )
         parse_push_rollout(self.push_rollout)
         parse_webhook_events(self.webhook_events)
+        development = self.env is Environment.DEVELOPMENT
         if self.webhook_url:
-            check_webhook_url(self.webhook_url, development=self.env is Environment.DEVELOPMENT)
+            check_webhook_url(self.webhook_url, development=development)
+        for app in self.pusher_apps:
+            setting = f"NOTIFLOW_PUSHER_APPS: app {app.id}'s"
+            parse_webhook_events(app.webhook_events, setting=f"{setting} webhook_events")
+            if app.webhook_url:
+                check_webhook_url(
+                    app.webhook_url, development=development, setting=f"{setting} webhook_url"
+                )
         return self
 
     @property
@@ -331,33 +447,51 @@ def parse_push_rollout(value: str) -> str | int:
     return percent
 
 
-def parse_webhook_events(value: str) -> frozenset[str]:
+def _decode_apps(text: str | bytes, setting: str) -> list[PusherAppSettings]:
+    """The apps of a JSON list; ``ValueError`` naming the setting and the first problem."""
+    try:
+        parsed = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"{setting} is not valid JSON: {error}") from None
+    if not isinstance(parsed, list):
+        raise ValueError(f'{setting} must be a JSON list of apps ([{{"id", "key", "secret"}}])')
+    try:
+        return _APPS.validate_python(parsed)
+    except ValidationError as error:
+        first = error.errors()[0]
+        index, *field = first["loc"]
+        where = f"[{index}]" + "".join(f".{part}" for part in field)
+        raise ValueError(f"{setting}{where}: {first['msg']}") from None
+
+
+def parse_webhook_events(value: str, setting: str = "NOTIFLOW_WEBHOOK_EVENTS") -> frozenset[str]:
     """The webhook event names of a comma-separated list; raise ``ValueError`` on an unknown one."""
     names = frozenset(name.strip() for name in value.split(",") if name.strip())
     unknown = sorted(names - set(WEBHOOK_EVENTS))
     if unknown:
         raise ValueError(
-            f"NOTIFLOW_WEBHOOK_EVENTS: unknown event {', '.join(unknown)}; known: "
-            f"{', '.join(WEBHOOK_EVENTS)}"
+            f"{setting}: unknown event {', '.join(unknown)}; known: {', '.join(WEBHOOK_EVENTS)}"
         )
     return names
 
 
-def check_webhook_url(url: str, *, development: bool) -> None:
+def check_webhook_url(
+    url: str, *, development: bool, setting: str = "NOTIFLOW_WEBHOOK_URL"
+) -> None:
     """Refuse a webhook URL that is not an absolute http(s) URL; outside development also one
     that sends events (client events carry what users typed) in clear text over a network: plain
     http is for a receiver on the same machine only."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"NOTIFLOW_WEBHOOK_URL must be an absolute http(s) URL, got {url!r}")
+        raise ValueError(f"{setting} must be an absolute http(s) URL, got {url!r}")
     if parts.username is not None or parts.password is not None:
         raise ValueError(
-            "NOTIFLOW_WEBHOOK_URL must not carry credentials: webhooks are authenticated by their "
+            f"{setting} must not carry credentials: webhooks are authenticated by their "
             "X-Pusher-Signature"
         )
     if not development and parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ValueError(
-            "NOTIFLOW_WEBHOOK_URL must use https outside development (plain http is accepted "
+            f"{setting} must use https outside development (plain http is accepted "
             f"for a loopback receiver only), got {url!r}"
         )
 

@@ -329,7 +329,10 @@ def serve(
             http="httptools",
         )
         realtime = build_realtime_server(
-            settings, runtime.hub, replay_source(settings, runtime.sessionmaker)
+            settings,
+            runtime.hub,
+            replay_source(settings, runtime.sessionmaker),
+            runtime.app_hubs,
         )
         try:
             await realtime.start(settings.ws_host, settings.ws_port)
@@ -482,7 +485,7 @@ def realtime(
     from notiflow.kit import metrics
     from notiflow.kit.db import create_engine
     from notiflow.kit.uow import create_sessionmaker
-    from notiflow.main.runtime import build_hub, replay_source
+    from notiflow.main.runtime import build_hubs, replay_source
     from notiflow.realtime.health import node_app
     from notiflow.realtime.server import build_realtime_server
 
@@ -496,12 +499,12 @@ def realtime(
             if http_port is not None
             else None
         )
-        hub, close_hub = await build_hub(settings)
+        hub, app_hubs, close_hub = await build_hubs(settings)
         # Only to read what a reconnecting client missed (no migrations: the API owns the
         # schema); connected on the first replay, so a node starts whatever the database does.
         engine = create_engine(settings.database_url, echo=settings.database_echo)
         replay = replay_source(settings, create_sessionmaker(engine))
-        server = build_realtime_server(settings, hub, replay)
+        server = build_realtime_server(settings, hub, replay, app_hubs)
         try:
             await server.start(bind_host, bind_port)
         except OSError as error:

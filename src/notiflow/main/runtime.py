@@ -34,6 +34,7 @@ from notiflow.notifications.unread import (
     RedisUnreadCountCache,
     UnreadCountCache,
 )
+from notiflow.realtime.apps import ApiRateLimiter, PusherApp, PusherApps, pusher_apps
 from notiflow.realtime.broadcast import (
     Broadcaster,
     HubBroadcaster,
@@ -44,13 +45,7 @@ from notiflow.realtime.broadcast import (
 from notiflow.realtime.cache import ChannelCache, MemoryCacheStore, RedisCacheStore
 from notiflow.realtime.hub import Hub
 from notiflow.realtime.notifier import DatabaseReplaySource, RealtimeNotifier
-from notiflow.realtime.redis import (
-    Cluster,
-    RedisBackplane,
-    RedisPresence,
-    close_redis_hub,
-    redis_hub,
-)
+from notiflow.realtime.redis import Cluster, RedisBackplane, RedisPresence
 from notiflow.realtime.webhooks import (
     ClusterWebhooks,
     LocalWebhooks,
@@ -72,7 +67,9 @@ class Runtime:
     cache: UnreadCountCache
     redis: Redis | None = None
     events: NotificationEvents = field(default_factory=NotificationEvents)
+    # The default app's hub (notiflow's own channels), and those of NOTIFLOW_PUSHER_APPS by id.
     hub: Hub = field(default_factory=Hub)
+    app_hubs: dict[str, Hub] = field(default_factory=dict)
     broadcaster: Broadcaster = field(default_factory=NullBroadcaster)
     cluster: Cluster | None = None
     queue: JobQueue | None = None
@@ -88,7 +85,27 @@ class Runtime:
     # the senders of the process that posts them, and this node's cluster-wide transitions.
     webhook_outbox: WebhookOutbox | None = None
     _webhook_senders: list[WebhookSender] | None = None
-    node_webhooks: ClusterWebhooks | None = None
+    node_webhooks: list[ClusterWebhooks] = field(default_factory=list)
+    _api_rate_limiter: ApiRateLimiter | None = None
+
+    @property
+    def pusher_apps(self) -> PusherApps:
+        return pusher_apps(self.settings)
+
+    def hub_for(self, app: PusherApp) -> Hub:
+        """The hub of ``app``'s channels."""
+        return self.hub if app.default else self.app_hubs[app.app_id]
+
+    def hubs(self) -> list[tuple[PusherApp, Hub]]:
+        """Every app with its hub, the default app first."""
+        return [(app, self.hub_for(app)) for app in self.pusher_apps]
+
+    @property
+    def api_rate_limiter(self) -> ApiRateLimiter:
+        """The Pusher HTTP API's per-app rate limits (shared through Redis when configured)."""
+        if self._api_rate_limiter is None:
+            self._api_rate_limiter = ApiRateLimiter(self.settings.redis_url)
+        return self._api_rate_limiter
 
     def job_alerter(self) -> Alerter:
         if self.alerter is None:
@@ -156,14 +173,17 @@ class Runtime:
         """
         if self.redis is not None and self.cluster is None:
             self.cluster = Cluster(self.redis, new_node_id())
-            backplane = RedisBackplane(self.redis, self.cluster)
-            backplane.attach(self.hub)
-            self.hub.presence = RedisPresence(self.redis, self.cluster)
-            if isinstance(self.hub.cache, ChannelCache):
-                self.hub.cache.store = RedisCacheStore(self.redis, self.cluster.link)
+            backplanes = [
+                join_cluster(app, hub, self.redis, self.cluster) for app, hub in self.hubs()
+            ]
             await self.cluster.start()
-            await backplane.start()
-            self.node_webhooks = cluster_webhooks(self.settings, self.hub, self.redis, self.cluster)
+            for backplane in backplanes:
+                await backplane.start()
+            self.node_webhooks = [
+                webhooks
+                for app, hub in self.hubs()
+                if (webhooks := cluster_webhooks(self.settings, app, hub, self.redis, self.cluster))
+            ]
         if self.queue is not None:
             context: AllJobsContext = self  # every job's context is this runtime
             try:
@@ -193,11 +213,11 @@ class Runtime:
                 structlog.get_logger(__name__).exception(
                     "webhook_events_not_stored", waiting=len(self.webhook_outbox.recorded)
                 )
-        if self.node_webhooks is not None:
-            await self.node_webhooks.stop()
-            self.node_webhooks = None
+        for webhooks in self.node_webhooks:
+            await webhooks.stop()
+        self.node_webhooks = []
         if self.cluster is not None:
-            await close_redis_hub(self.hub, self.cluster)
+            await close_hubs([hub for _, hub in self.hubs()], self.cluster)
             self.cluster = None
         await self.broadcaster.close()
         if self.redis is not None:
@@ -221,6 +241,7 @@ def create_runtime(settings: Settings) -> Runtime:
         cache=cache,
         redis=redis,
         hub=Hub(presence_limit=settings.ws_presence_limit, cache=channel_cache(settings)),
+        app_hubs=app_hubs(settings),
         cipher=TokenCipher.from_settings(settings),
         providers=build_providers(settings),
     )
@@ -242,27 +263,55 @@ def wire_webhooks(runtime: Runtime) -> None:
         runtime.sessionmaker, apps, retry_horizon_seconds=settings.webhook_retry_horizon_seconds
     )
     if runtime.redis is None:
-        app = _node_app(settings, apps)
-        if app is not None:
-            runtime.hub.webhooks = LocalWebhooks(app, runtime.webhook_outbox.recorded)
+        for app, hub in runtime.hubs():
+            hook = _webhook_app(app, apps)
+            if hook is not None:
+                hub.webhooks = LocalWebhooks(hook, runtime.webhook_outbox.recorded)
 
 
-def _node_app(settings: Settings, apps: tuple[WebhookApp, ...]) -> WebhookApp | None:
-    """The app a node serves (the one of NOTIFLOW_PUSHER_APP_KEY), if its webhooks are on."""
-    return next((app for app in apps if app.app_id == settings.pusher_app_id), None)
+def _webhook_app(app: PusherApp, apps: tuple[WebhookApp, ...]) -> WebhookApp | None:
+    """``app``'s webhooks, if they are on."""
+    return next((hook for hook in apps if hook.app_id == app.app_id), None)
 
 
 def cluster_webhooks(
-    settings: Settings, hub: Hub, redis: Redis, cluster: Cluster
+    settings: Settings, app: PusherApp, hub: Hub, redis: Redis, cluster: Cluster
 ) -> ClusterWebhooks | None:
     """Record the hub's webhook events cluster-wide (started), when the app wants webhooks."""
-    app = _node_app(settings, webhook_apps(settings))
-    if app is None:
+    hook = _webhook_app(app, webhook_apps(settings))
+    if hook is None:
         return None
-    webhooks = ClusterWebhooks(app, redis, cluster)
+    webhooks = ClusterWebhooks(hook, redis, cluster)
     hub.webhooks = webhooks
     webhooks.start()
     return webhooks
+
+
+def app_hubs(settings: Settings) -> dict[str, Hub]:
+    """A hub for each app of NOTIFLOW_PUSHER_APPS (its presence limit, its own cache)."""
+    return {
+        app.app_id: Hub(presence_limit=app.max_presence_members, cache=channel_cache(settings))
+        for app in pusher_apps(settings).others
+    }
+
+
+def join_cluster(app: PusherApp, hub: Hub, redis: Redis, cluster: Cluster) -> RedisBackplane:
+    """Put ``app``'s hub on Redis under the app's prefix (the backplane is started by the
+    caller, after the cluster)."""
+    backplane = RedisBackplane(redis, cluster, app.prefix)
+    backplane.attach(hub)
+    hub.presence = RedisPresence(redis, cluster, app.prefix)
+    if isinstance(hub.cache, ChannelCache):
+        hub.cache.store = RedisCacheStore(redis, cluster.link, prefix=app.prefix)
+    return backplane
+
+
+async def close_hubs(hubs: list[Hub], cluster: Cluster) -> None:
+    """Stop every hub's backplane, then leave the cluster."""
+    for hub in hubs:
+        if isinstance(hub.backplane, RedisBackplane):
+            await hub.backplane.stop()
+    await cluster.stop()
 
 
 def wire_jobs(runtime: Runtime) -> None:
@@ -294,10 +343,22 @@ def wire_realtime(runtime: Runtime) -> None:
 
 
 async def build_hub(settings: Settings) -> tuple[Hub, Callable[[], Awaitable[None]]]:
-    """The hub of a standalone realtime node (joined to the Redis cluster when configured),
-    and how to close it."""
+    """The default app's hub of a standalone realtime node, and how to close it (with every
+    other app's hub: :func:`build_hubs`)."""
+    hub, _, close = await build_hubs(settings)
+    return hub, close
+
+
+async def build_hubs(
+    settings: Settings,
+) -> tuple[Hub, dict[str, Hub], Callable[[], Awaitable[None]]]:
+    """The hubs of a standalone realtime node: the default app's and those of
+    NOTIFLOW_PUSHER_APPS by id (joined to the Redis cluster when configured), and how to
+    close them."""
+    apps = pusher_apps(settings)
+    hub = Hub(presence_limit=settings.ws_presence_limit, cache=channel_cache(settings))
+    others = app_hubs(settings)
     if not settings.redis_url:
-        hub = Hub(presence_limit=settings.ws_presence_limit, cache=channel_cache(settings))
         if webhook_apps(settings):
             # Its events could reach no database: the outbox is the process that owns one.
             structlog.get_logger(__name__).warning(
@@ -308,19 +369,27 @@ async def build_hub(settings: Settings) -> tuple[Hub, Callable[[], Awaitable[Non
         async def close_local() -> None:
             return None
 
-        return hub, close_local
+        return hub, others, close_local
     redis = Redis.from_url(settings.redis_url)
-    hub, cluster = await redis_hub(redis, new_node_id(), presence_limit=settings.ws_presence_limit)
-    hub.cache = channel_cache(settings, RedisCacheStore(redis, cluster.link))
-    webhooks = cluster_webhooks(settings, hub, redis, cluster)
+    cluster = Cluster(redis, new_node_id())
+    hubs = [(app, hub if app.default else others[app.app_id]) for app in apps]
+    backplanes = [join_cluster(app, app_hub, redis, cluster) for app, app_hub in hubs]
+    await cluster.start()
+    for backplane in backplanes:
+        await backplane.start()
+    webhooks = [
+        hook
+        for app, app_hub in hubs
+        if (hook := cluster_webhooks(settings, app, app_hub, redis, cluster)) is not None
+    ]
 
     async def close() -> None:
-        if webhooks is not None:
-            await webhooks.stop()
-        await close_redis_hub(hub, cluster)
+        for hook in webhooks:
+            await hook.stop()
+        await close_hubs([app_hub for _, app_hub in hubs], cluster)
         await redis.aclose()
 
-    return hub, close
+    return hub, others, close
 
 
 def replay_source(

@@ -6,7 +6,11 @@
 - the Pusher HTTP API (``/apps/{app_id}/...``), signed exactly as the ``pusher`` SDKs sign, so any
   backend can use notiflow as its Pusher server. Its refusals keep notiflow's error shape with
   Pusher's statuses: 400 for invalid parameters (where the rest of the API says 422), 413 for
-  event data over 10 KB.
+  event data over 10 KB, 429 over the app's rate limit.
+
+Each request of the Pusher HTTP API is for one app (``notiflow.realtime.apps``): signed with its
+secret, answered from its channels only. ``/broadcasting/*`` and the front-end config are
+notiflow's own, on the default app.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from notiflow.kit.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
+from notiflow.realtime.apps import ApiRateLimiter, PusherApp, PusherApps
 from notiflow.realtime.authorization import (
     LAST_SEQUENCE_PATTERN,
     MAX_LAST_SEQUENCE,
@@ -71,13 +76,17 @@ MAX_BATCH = 10
 
 
 class RealtimeContext(Protocol):
-    """What the realtime routes need from the process: its settings and its hub (the channels
-    and presence of this node, or of the cluster when it is joined to one)."""
+    """What the realtime routes need from the process: its settings, its apps and each app's
+    hub (the channels and presence of this node, or of the cluster when it is joined to one),
+    and the apps' HTTP API rate limits."""
 
     @property
     def settings(self) -> Settings: ...
     @property
-    def hub(self) -> Hub: ...
+    def pusher_apps(self) -> PusherApps: ...
+    @property
+    def api_rate_limiter(self) -> ApiRateLimiter: ...
+    def hub_for(self, app: PusherApp) -> Hub: ...
 
 
 RealtimeContextDep = Annotated[RealtimeContext, Depends(app_context)]
@@ -324,13 +333,20 @@ async def realtime_config(
 
 async def verify_pusher_signature(
     request: Request, app_id: str, context: RealtimeContextDep
-) -> None:
-    """Check a request signed like the ``pusher`` SDKs sign it (401 otherwise)."""
-    settings = context.settings
-    if app_id != settings.pusher_app_id:
+) -> PusherApp:
+    """The app of ``app_id`` once the request is signed with its key and secret as the
+    ``pusher`` SDKs sign (401 otherwise) and within its rate limit (429 otherwise)."""
+    app = context.pusher_apps.by_id.get(app_id)
+    if app is None:
         raise NotFound(f"unknown app id {app_id[:20]}")
+    await _verify_signature(request, app)
+    await context.api_rate_limiter.check(app)
+    return app
+
+
+async def _verify_signature(request: Request, app: PusherApp) -> None:
     params = dict(request.query_params)
-    if params.get("auth_key") != settings.pusher_app_key:
+    if params.get("auth_key") != app.key:
         raise Unauthorized("unknown auth_key")
     if params.get("auth_version", "1.0") != "1.0":
         raise Unauthorized("auth_version must be 1.0")
@@ -349,14 +365,13 @@ async def verify_pusher_signature(
     if given_md5 is not None and not hmac.compare_digest(given_md5, body_md5(body)):
         raise Unauthorized("body_md5 does not match the body")
     signature = params.get("auth_signature", "")
-    expected = request_signature(
-        settings.pusher_app_secret, request.method, request.url.path, params
-    )
+    expected = request_signature(app.secret, request.method, request.url.path, params)
     if not hmac.compare_digest(signature.encode(), expected.encode()):
         raise Unauthorized("invalid auth_signature")
 
 
-PusherSigned = Annotated[None, Depends(verify_pusher_signature)]
+# The app a request of the Pusher HTTP API is for, once signed and counted.
+PusherSigned = Annotated[PusherApp, Depends(verify_pusher_signature)]
 
 
 class TriggerEvent(BaseModel):
@@ -408,40 +423,39 @@ class BatchEvents(BaseModel):
     batch: Annotated[list[TriggerEvent], Field(min_length=1, max_length=MAX_BATCH)]
 
 
-async def _channel_attributes(
-    context: RealtimeContext, channel: str, info: str | None
-) -> dict[str, Any]:
+async def _channel_attributes(hub: Hub, channel: str, info: str | None) -> dict[str, Any]:
     wanted = {item.strip() for item in (info or "").split(",") if item.strip()}
     if not wanted:
         return {}
-    details = await context.hub.channel_info(channel)
+    details = await hub.channel_info(channel)
     attributes: dict[str, Any] = {}
     if "subscription_count" in wanted:
         attributes["subscription_count"] = details.subscription_count
     if "user_count" in wanted and details.user_count is not None:
         attributes["user_count"] = details.user_count
-    if "cache" in wanted and (cached := await cache_attribute(context.hub, channel)) is not None:
+    if "cache" in wanted and (cached := await cache_attribute(hub, channel)) is not None:
         attributes["cache"] = cached
     return attributes
 
 
-async def _publish(context: RealtimeContext, event: TriggerEvent) -> None:
+async def _publish(hub: Hub, event: TriggerEvent) -> None:
     for channel in event.targets():
-        await context.hub.publish(channel, event.name, event.data, event.socket_id)
+        await hub.publish(channel, event.name, event.data, event.socket_id)
 
 
 @pusher_router.post("/{app_id}/events")
 async def trigger_event(
-    app_id: str, body: TriggerEvent, _signed: PusherSigned, context: RealtimeContextDep
+    app_id: str, body: TriggerEvent, app: PusherSigned, context: RealtimeContextDep
 ) -> dict[str, Any]:
     """Publish one event to up to 100 channels (optionally excluding ``socket_id``); with
     ``info``, the attributes of each channel: ``{"channels": {name: {...}}}``."""
-    await _publish(context, body)
+    hub = context.hub_for(app)
+    await _publish(hub, body)
     if not body.info:
         return {}
     return {
         "channels": {
-            channel: await _channel_attributes(context, channel, body.info)
+            channel: await _channel_attributes(hub, channel, body.info)
             for channel in body.targets()
         }
     }
@@ -449,17 +463,17 @@ async def trigger_event(
 
 @pusher_router.post("/{app_id}/batch_events")
 async def trigger_batch(
-    app_id: str, body: BatchEvents, _signed: PusherSigned, context: RealtimeContextDep
+    app_id: str, body: BatchEvents, app: PusherSigned, context: RealtimeContextDep
 ) -> dict[str, Any]:
     """Publish up to 10 events in one request; the answer has an entry per event, the
     attributes its ``info`` asked for of its channel (``{}`` without ``info``). An event given
     several ``channels`` (Pusher's batch has one ``channel``) answers for the first."""
+    hub = context.hub_for(app)
     for event in body.batch:
-        await _publish(context, event)
+        await _publish(hub, event)
     return {
         "batch": [
-            await _channel_attributes(context, event.targets()[0], event.info)
-            for event in body.batch
+            await _channel_attributes(hub, event.targets()[0], event.info) for event in body.batch
         ]
     }
 
@@ -467,7 +481,7 @@ async def trigger_batch(
 @pusher_router.get("/{app_id}/channels")
 async def list_channels(
     app_id: str,
-    _signed: PusherSigned,
+    app: PusherSigned,
     context: RealtimeContextDep,
     filter_by_prefix: str | None = None,
     info: str | None = None,
@@ -476,10 +490,11 @@ async def list_channels(
     wanted = {item.strip() for item in (info or "").split(",") if item.strip()}
     if "user_count" in wanted and not (filter_by_prefix or "").startswith("presence-"):
         raise InvalidParameters("info=user_count requires filter_by_prefix=presence-")
-    counts = await context.hub.channel_counts(filter_by_prefix)
+    hub = context.hub_for(app)
+    counts = await hub.channel_counts(filter_by_prefix)
     channels: dict[str, Any] = {}
     for name in sorted(counts):
-        channels[name] = await _channel_attributes(context, name, info) if wanted else {}
+        channels[name] = await _channel_attributes(hub, name, info) if wanted else {}
     return {"channels": channels}
 
 
@@ -487,7 +502,7 @@ async def list_channels(
 async def channel_details(
     app_id: str,
     channel_name: str,
-    _signed: PusherSigned,
+    app: PusherSigned,
     context: RealtimeContextDep,
     info: str | None = None,
 ) -> dict[str, Any]:
@@ -495,13 +510,14 @@ async def channel_details(
     channels only and ignored for others, as Pusher does)."""
     if not valid_channel_name(channel_name):
         raise InvalidParameters("invalid channel name")
-    details = await context.hub.channel_info(channel_name)
-    return {"occupied": details.occupied, **await _channel_attributes(context, channel_name, info)}
+    hub = context.hub_for(app)
+    details = await hub.channel_info(channel_name)
+    return {"occupied": details.occupied, **await _channel_attributes(hub, channel_name, info)}
 
 
 @pusher_router.get("/{app_id}/channels/{channel_name}/users")
 async def channel_users(
-    app_id: str, channel_name: str, _signed: PusherSigned, context: RealtimeContextDep
+    app_id: str, channel_name: str, app: PusherSigned, context: RealtimeContextDep
 ) -> dict[str, Any]:
     """The members of a presence channel, each ``id`` as its authorizer gave it (``42`` stays
     a number)."""
@@ -509,18 +525,20 @@ async def channel_users(
         channel_name
     ):
         raise InvalidParameters("users are only listed for presence channels")
-    return {"users": [{"id": user_id} for user_id in await context.hub.users(channel_name)]}
+    users = await context.hub_for(app).users(channel_name)
+    return {"users": [{"id": user_id} for user_id in users]}
 
 
 @pusher_router.post("/{app_id}/users/{user_id}/terminate_connections")
 async def terminate_user_connections(
-    app_id: str, user_id: str, _signed: PusherSigned, context: RealtimeContextDep
+    app_id: str, user_id: str, app: PusherSigned, context: RealtimeContextDep
 ) -> dict[str, Any]:
-    """Close every connection signed in as ``user_id``, on every node (pusher:error 4009, close
-    4009: pusher-js does not reconnect by itself). ``{}`` whether or not any was open."""
+    """Close every connection of the app signed in as ``user_id``, on every node (pusher:error
+    4009, close 4009: pusher-js does not reconnect by itself). ``{}`` whether or not any was
+    open."""
     if not valid_user_id(user_id):
         raise InvalidParameters("user ids are 1-200 printable characters")
-    await context.hub.terminate_user_connections(user_id)
+    await context.hub_for(app).terminate_user_connections(user_id)
     return {}
 
 
@@ -531,15 +549,19 @@ pusher_users_router = APIRouter(tags=["pusher http api"], route_class=PusherRout
 
 async def _verify_pusher_signature_without_app_id(
     request: Request, context: RealtimeContextDep
-) -> None:
-    await verify_pusher_signature(request, context.settings.pusher_app_id, context)
+) -> PusherApp:
+    app = context.pusher_apps.by_key.get(request.query_params.get("auth_key", ""))
+    if app is None:
+        raise Unauthorized("unknown auth_key")
+    return await verify_pusher_signature(request, app.app_id, context)
 
 
 @pusher_users_router.post("/users/{user_id}/terminate_connections")
 async def terminate_user_connections_without_app_id(
     user_id: str,
-    _signed: Annotated[None, Depends(_verify_pusher_signature_without_app_id)],
+    app: Annotated[PusherApp, Depends(_verify_pusher_signature_without_app_id)],
     context: RealtimeContextDep,
 ) -> dict[str, Any]:
-    """``POST /apps/{app_id}/users/{user_id}/terminate_connections`` as the PyPI SDK sends it."""
-    return await terminate_user_connections(context.settings.pusher_app_id, user_id, None, context)
+    """``POST /apps/{app_id}/users/{user_id}/terminate_connections`` as the PyPI SDK sends it,
+    for the app of its ``auth_key``."""
+    return await terminate_user_connections(app.app_id, user_id, app, context)

@@ -15,7 +15,8 @@ notiflow's own broadcasts; client events are relayed but never cached, as with P
     connection.enqueue(subscription_succeeded)
     await replay.finish()  # the cached event (or pusher:cache_miss), then what was held
 
-The events live in Redis (``notiflow:rt:cache:<channel>``, expiring by themselves) when the
+The events live in Redis (``notiflow:rt:cache:<channel>``, under the app's prefix for the apps of
+``NOTIFLOW_PUSHER_APPS``, expiring by themselves) when the
 cluster is configured, so any node replays what any process published; in this process's memory
 otherwise. What happens while Redis is unreachable is in :class:`RedisCacheStore`.
 """
@@ -133,17 +134,22 @@ class RedisCacheStore:
     newer cannot be told."""
 
     def __init__(
-        self, redis: Redis, link: Link, *, clock: Callable[[], float] = time.monotonic
+        self,
+        redis: Redis,
+        link: Link,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        prefix: str = PREFIX,
     ) -> None:
         self.redis = redis
         self.link = link
+        self.prefix = prefix  # the app's (PusherApp.prefix)
         self.local = MemoryCacheStore(clock)
         # One write-back at a time, and this process's next event goes to Redis after it.
         self._write_back_lock = asyncio.Lock()
 
-    @staticmethod
-    def key(channel: str) -> str:
-        return f"{PREFIX}:cache:{channel}"
+    def key(self, channel: str) -> str:
+        return f"{self.prefix}:cache:{channel}"
 
     async def put(self, channel: str, message: bytes, ttl: float) -> None:
         if self.link.up:

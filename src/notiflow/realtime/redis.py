@@ -11,6 +11,9 @@
   and ``notiflow:rt:presence-info:<channel>`` maps the member key (the user id's string form) to
   ``{"user_id", "user_info"}``, the id kept as its JSON type. A user is present while any live
   node counts a connection, so member_added/removed fire once per user cluster-wide.
+- **Apps**: each app has a backplane and a presence store of its own, keyed under its prefix
+  (``PusherApp.prefix``): the default app's is ``notiflow:rt`` (the keys above), another app's
+  ``notiflow:rt:app:<id>`` (``...:app:<id>:ch:<name>`` and so on). Node liveness is shared.
 
 What a node writes to Redis is a mirror of its own state (the hub's channels, its presence
 members), written as absolute values, never increments: so a lost write, a Redis restarted empty
@@ -123,13 +126,19 @@ class Cluster:
         self.heartbeat = heartbeat
         self.ttl = ttl
         self.link = Link(node_id)
+        # The key prefix of every app whose backplane runs on this cluster (each has its own
+        # subscription counts per node); the default app's is PREFIX.
+        self.prefixes: list[str] = [PREFIX]
         self._task: asyncio.Task[None] | None = None
+
+    def _counts_keys(self, node_id: str) -> list[str]:
+        return [f"{prefix}:counts:{node_id}" for prefix in self.prefixes]
 
     async def start(self) -> None:
         """Register this node; with Redis unreachable now, start as in any outage (the
         backplane registers the node once Redis answers)."""
         try:
-            await self.redis.delete(f"{PREFIX}:counts:{self.node_id}")
+            await self.redis.delete(*self._counts_keys(self.node_id))
             await self._beat()
         except UNREACHABLE as error:
             self.link.lost(error)
@@ -144,7 +153,7 @@ class Cluster:
             return  # nothing to say goodbye to; our heartbeat key expires on its own
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(f"{PREFIX}:node:{self.node_id}", f"{PREFIX}:counts:{self.node_id}")
+                pipe.delete(f"{PREFIX}:node:{self.node_id}", *self._counts_keys(self.node_id))
                 pipe.srem(f"{PREFIX}:nodes", self.node_id)
                 await pipe.execute()
         except UNREACHABLE as error:
@@ -180,15 +189,20 @@ class Cluster:
         if dead:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.srem(f"{PREFIX}:nodes", *dead)
-                pipe.delete(*[f"{PREFIX}:counts:{node}" for node in dead])
+                pipe.delete(*[key for node in dead for key in self._counts_keys(node)])
                 await pipe.execute()
         return {node for node, flag in zip(nodes, alive, strict=True) if flag is not None}
 
 
 class RedisBackplane:
-    def __init__(self, redis: Redis, cluster: Cluster) -> None:
+    """One app's channels across nodes (``prefix``: the app's keys, ``PusherApp.prefix``)."""
+
+    def __init__(self, redis: Redis, cluster: Cluster, prefix: str = PREFIX) -> None:
         self.redis = redis
         self.cluster = cluster
+        self.prefix = prefix
+        if prefix not in cluster.prefixes:
+            cluster.prefixes.append(prefix)
         self.link = cluster.link
         self.node = cluster.node_id.encode()
         self.hub: Hub | None = None
@@ -264,7 +278,7 @@ class RedisBackplane:
         message = b"\n".join((self.node, (except_socket_id or "").encode(), frame))
         try:
             async with self.link.gate:
-                await self.redis.publish(f"{PREFIX}:ch:{channel}", message)
+                await self.redis.publish(f"{self.prefix}:ch:{channel}", message)
         except UNREACHABLE as error:
             self.link.lost(error)
 
@@ -288,7 +302,7 @@ class RedisBackplane:
             live = await self.cluster.live_nodes()
             async with self.redis.pipeline(transaction=False) as pipe:
                 for node in live:
-                    pipe.hgetall(f"{PREFIX}:counts:{node}")
+                    pipe.hgetall(f"{self.prefix}:counts:{node}")
                 per_node = await pipe.execute()
         for counts in per_node:
             for raw_channel, raw_count in counts.items():
@@ -344,11 +358,11 @@ class RedisBackplane:
         unsubscribe = [name for name in channels if name not in local and name in self._subscribed]
         if subscribe:
             self._subscribed.update(subscribe)
-            await self._pubsub.subscribe(*[f"{PREFIX}:ch:{name}" for name in subscribe])
+            await self._pubsub.subscribe(*[f"{self.prefix}:ch:{name}" for name in subscribe])
         if unsubscribe:
             self._subscribed.difference_update(unsubscribe)
-            await self._pubsub.unsubscribe(*[f"{PREFIX}:ch:{name}" for name in unsubscribe])
-        key = f"{PREFIX}:counts:{self.cluster.node_id}"
+            await self._pubsub.unsubscribe(*[f"{self.prefix}:ch:{name}" for name in unsubscribe])
+        key = f"{self.prefix}:counts:{self.cluster.node_id}"
         counts = {name: len(local[name]) for name in channels if name in local}
         gone = [name for name in channels if name not in local]
         if not counts and not gone:
@@ -370,15 +384,15 @@ class RedisBackplane:
         wanted = set(self.hub.channels) if self.hub is not None else set()
         # A pub/sub connection needs at least one subscription before it can be read.
         await self._pubsub.subscribe(
-            f"{PREFIX}:node-inbox:{self.cluster.node_id}",
-            *[f"{PREFIX}:ch:{name}" for name in wanted],
+            f"{self.prefix}:node-inbox:{self.cluster.node_id}",
+            *[f"{self.prefix}:ch:{name}" for name in wanted],
         )
         self._subscribed = wanted
         await self._restore()
 
     async def _restore(self) -> None:
         node = self.cluster.node_id
-        key = f"{PREFIX}:counts:{node}"
+        key = f"{self.prefix}:counts:{node}"
         channels = self.hub.channels if self.hub is not None else {}
         presence = self.hub.presence if self.hub is not None else None
         # Channels still marked are synced again afterwards: one joined while this runs may
@@ -433,7 +447,7 @@ class RedisBackplane:
         """
         pubsub = self._pubsub
         assert pubsub is not None  # noqa: S101 - set by _connect() before this runs
-        channel_prefix = f"{PREFIX}:ch:"
+        channel_prefix = f"{self.prefix}:ch:"
         probe_sent: float | None = None
         while not self._closing:
             if not self.link.up:
@@ -472,9 +486,10 @@ class RedisPresence:
     """Presence across nodes. This node's members are kept here too (``local``): they answer
     while Redis is unreachable and are written back when it returns."""
 
-    def __init__(self, redis: Redis, cluster: Cluster) -> None:
+    def __init__(self, redis: Redis, cluster: Cluster, prefix: str = PREFIX) -> None:
         self.redis = redis
         self.cluster = cluster
+        self.prefix = prefix
         self.link = cluster.link
         self.local = MemoryPresence()
         # (channel, member key) changed while Redis could not be written.
@@ -487,14 +502,14 @@ class RedisPresence:
         """This node's entry for one user, as it is now."""
         member, count = self.local.connections(channel, key)
         if member is not None and count:
-            pipe.hset(f"{PREFIX}:presence:{channel}", self._field(key), count)
+            pipe.hset(f"{self.prefix}:presence:{channel}", self._field(key), count)
             pipe.hset(
-                f"{PREFIX}:presence-info:{channel}",
+                f"{self.prefix}:presence-info:{channel}",
                 key,
                 json.dumps({"user_id": member.user_id, "user_info": member.user_info}),
             )
         else:
-            pipe.hdel(f"{PREFIX}:presence:{channel}", self._field(key))
+            pipe.hdel(f"{self.prefix}:presence:{channel}", self._field(key))
 
     def restore(self, pipe: Pipeline) -> set[tuple[str, str]]:
         """Queue every entry of this node (and the removal of those that ended meanwhile);
@@ -526,7 +541,7 @@ class RedisPresence:
             try:
                 async with self.link.gate, self.redis.pipeline(transaction=False) as pipe:
                     self._write(pipe, channel, key)
-                    pipe.hgetall(f"{PREFIX}:presence:{channel}")
+                    pipe.hgetall(f"{self.prefix}:presence:{channel}")
                     results = await pipe.execute()
                 entries: dict[Any, Any] = results[-1]
                 return entries
@@ -555,7 +570,7 @@ class RedisPresence:
             if await self._others(channel, member.key, entries):
                 return False
             async with self.link.gate:
-                await self.redis.hdel(f"{PREFIX}:presence-info:{channel}", member.key)
+                await self.redis.hdel(f"{self.prefix}:presence-info:{channel}", member.key)
         except UNREACHABLE as error:
             self.link.lost(error)
         return True
@@ -577,7 +592,7 @@ class RedisPresence:
         present: list[str] = []
         stale: list[str] = []
         for raw_field, raw_count in (
-            await self.redis.hgetall(f"{PREFIX}:presence:{channel}")
+            await self.redis.hgetall(f"{self.prefix}:presence:{channel}")
         ).items():
             field = _text(raw_field)
             node, _, user = field.partition("|")
@@ -586,10 +601,10 @@ class RedisPresence:
             elif int(raw_count) > 0 and user not in present:
                 present.append(user)
         if stale:
-            await self.redis.hdel(f"{PREFIX}:presence:{channel}", *stale)
+            await self.redis.hdel(f"{self.prefix}:presence:{channel}", *stale)
         if not present:
             return {}
-        infos = await self.redis.hmget(f"{PREFIX}:presence-info:{channel}", present)
+        infos = await self.redis.hmget(f"{self.prefix}:presence-info:{channel}", present)
         return {key: _stored_member(key, info) for key, info in zip(present, infos, strict=True)}
 
 

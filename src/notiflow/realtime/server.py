@@ -16,7 +16,8 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ from picows import (
 
 from notiflow.config import Settings
 from notiflow.realtime import protocol
+from notiflow.realtime.apps import PusherApp, pusher_apps
 from notiflow.realtime.cache import cache_replay
 from notiflow.realtime.hub import TERMINATE_USER_FRAME, Hub, PresenceFull, websocket_frame
 from notiflow.realtime.protocol import (
@@ -84,6 +86,28 @@ def origin_allowed(origin: str | None, allowed: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(host, pattern) for pattern in allowed)
 
 
+@dataclass(slots=True, eq=False)
+class ServedApp:
+    """An app as this server serves it: its protocol settings (key, secret, client events),
+    its hub (channels, presence, cache), its connection limit, and its open connections. A
+    connection finds it once, by the key of its path, and keeps it."""
+
+    config: ProtocolConfig
+    hub: Hub
+    app_id: str = ""
+    max_connections: int | None = None
+    # Whether subscribing to private-notifications.{userId} replays notiflow's notifications:
+    # only on notiflow's own (default) app, whose users they are.
+    replays: bool = True
+    # Open connections here, and (with a Redis cluster) on the other nodes as last read.
+    connections: int = 0
+    elsewhere: int = 0
+
+    def full(self) -> bool:
+        limit = self.max_connections
+        return limit is not None and self.connections + self.elsewhere >= limit
+
+
 class SignedInUser:
     """A signed-in connection as the subscriber of its server-to-user channel: events go to the
     connection; the hub's terminate frame closes it instead (4009). Only these subscribers
@@ -108,7 +132,9 @@ class Connection(WSListener):
         "_abort_timer",
         "_fragment_bytes",
         "_fragments",
+        "app",
         "closing",
+        "hub",
         "pending",
         "protocol",
         "raw",
@@ -119,12 +145,19 @@ class Connection(WSListener):
     )
 
     def __init__(
-        self, server: RealtimeServer, socket_id: str, refusal: tuple[int, str] | None
+        self,
+        server: RealtimeServer,
+        socket_id: str,
+        refusal: tuple[int, str] | None,
+        app: ServedApp | None = None,
     ) -> None:
         self.server = server
         self.socket_id = socket_id
         self.refusal = refusal
-        self.protocol = PusherConnection(socket_id, server.config, time.monotonic())
+        # The connection's app, found once: everything it does goes to this hub.
+        self.app = app or server.default_app
+        self.hub = self.app.hub
+        self.protocol = PusherConnection(socket_id, self.app.config, time.monotonic())
         self.pending: list[bytes] = []
         self._fragments: list[bytes] | None = None
         self._fragment_bytes = 0
@@ -143,6 +176,7 @@ class Connection(WSListener):
             self.refuse(*self.refusal)
             return
         self.server.connections[self.socket_id] = self
+        self.app.connections += 1
         self.perform(self.protocol.open())
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -226,13 +260,11 @@ class Connection(WSListener):
             if isinstance(action, Send):
                 self.enqueue(websocket_frame(action.frame))
             elif isinstance(action, Whisper):
-                self.server.spawn(
-                    self.server.hub.whisper(action.channel, action.frame, self.socket_id)
-                )
+                self.server.spawn(self.hub.whisper(action.channel, action.frame, self.socket_id))
             elif isinstance(action, Join):
                 self.server.spawn(self._join(action.channel, action.member, action.signed_data))
             elif isinstance(action, Leave):
-                self.server.spawn(self.server.hub.leave(action.channel, self, action.member))
+                self.server.spawn(self.hub.leave(action.channel, self, action.member))
             elif isinstance(action, Close):
                 self.close(action.code, action.reason)
             elif isinstance(action, SignIn):
@@ -246,11 +278,13 @@ class Connection(WSListener):
         # notifications channel through one that holds it until the missed events and the
         # unread counts have.
         server = self.server
-        replay = cache_replay(server.hub, channel, self) or missed_replay(
-            server.replay, server.hub, channel, self, signed_data, server.replay_timeout
+        hub = self.hub
+        source = server.replay if self.app.replays else None
+        replay = cache_replay(hub, channel, self) or missed_replay(
+            source, hub, channel, self, signed_data, server.replay_timeout
         )
         try:
-            members = await self.server.hub.join(channel, replay or self, member)
+            members = await hub.join(channel, replay or self, member)
         except PresenceFull:
             self.protocol.subscriptions.pop(channel, None)
             self.enqueue(
@@ -268,7 +302,7 @@ class Connection(WSListener):
             log.exception("realtime_join_failed", channel=channel, error=repr(error))
             self.protocol.subscriptions.pop(channel, None)
             try:
-                await self.server.hub.leave(channel, self, member)
+                await hub.leave(channel, self, member)
             except Exception:  # the client still gets its answer below
                 log.exception("realtime_leave_failed", channel=channel)
             self.enqueue(
@@ -280,7 +314,7 @@ class Connection(WSListener):
             )
             return
         if self.transport is None or self.transport.is_disconnected:
-            await self.server.hub.leave(channel, self, member)
+            await hub.leave(channel, self, member)
             return
         presence = protocol.presence_data(members) if members is not None else None
         self.enqueue(websocket_frame(protocol.subscription_succeeded(channel, presence)))
@@ -290,7 +324,7 @@ class Connection(WSListener):
     async def _sign_in(self, action: SignIn) -> None:
         """Join the user's channel, then say the sign-in succeeded: once the client knows,
         what is sent to the user reaches it (in a cluster too: the join waits for Redis)."""
-        hub = self.server.hub
+        hub = self.hub
         try:
             await hub.join(action.channel, SignedInUser(self), None)
         except Exception as error:  # answer the client: a sign-in never fails in silence
@@ -401,9 +435,17 @@ class RealtimeServer:
         reap_interval: float = 5.0,
         replay: ReplaySource | None = None,
         replay_timeout: float = 5.0,
+        apps: Sequence[ServedApp] = (),
     ) -> None:
         self.config = config
         self.hub = hub or Hub()
+        # The app of config and hub (notiflow's own), then any others, by key.
+        self.default_app = ServedApp(config, self.hub)
+        self.apps = {config.app_key: self.default_app}
+        for app in apps:
+            if app.config.app_key in self.apps:
+                raise ValueError(f"two apps have the key {app.config.app_key!r}")
+            self.apps[app.config.app_key] = app
         self.allowed_origins = tuple(allowed_origins)
         self.max_connections = max_connections
         self.max_frame_bytes = max_frame_bytes
@@ -500,7 +542,8 @@ class RealtimeServer:
 
     def forget(self, connection: Connection) -> None:
         """A connection's socket is gone."""
-        self.connections.pop(connection.socket_id, None)
+        if self.connections.pop(connection.socket_id, None) is not None:
+            connection.app.connections -= 1
         if self.stopping and not self.connections:
             self._all_gone.set()
 
@@ -510,15 +553,22 @@ class RealtimeServer:
         if prefix or not key or "/" in key:
             return None  # 404
         refusal: tuple[int, str] | None = None
+        app = self.apps.get(key)
         if self.stopping:
             refusal = (ErrorCode.RECONNECT, "Server shutting down")
-        elif key != self.config.app_key:
+        elif app is None:
             refusal = (ErrorCode.APP_NOT_FOUND, f"App key {key[:64]} does not exist")
         elif not origin_allowed(request.headers.get("Origin"), self.allowed_origins):
             refusal = (ErrorCode.UNAUTHORIZED, "Origin not allowed")
         elif self.max_connections is not None and len(self.connections) >= self.max_connections:
             refusal = (ErrorCode.OVER_CAPACITY, "Over connection quota")
-        return Connection(self, self.socket_ids.next(), refusal)
+        elif app.full():
+            # Soketi's answer (Pusher's own, 4004, would stop pusher-js for good).
+            refusal = (
+                ErrorCode.OVER_CAPACITY,
+                "The current concurrent connections quota has been reached",
+            )
+        return Connection(self, self.socket_ids.next(), refusal, app)
 
     # ---------------------------------------------------------------- writes and tasks
 
@@ -554,25 +604,52 @@ class RealtimeServer:
                     connection.perform(actions)
 
 
+def protocol_config(settings: Settings, app: PusherApp) -> ProtocolConfig:
+    """What a connection of ``app`` follows: the app's key, secret and client-event switch,
+    the server's ``NOTIFLOW_WS_*`` limits."""
+    return ProtocolConfig(
+        app_key=app.key,
+        app_secret=app.secret,
+        activity_timeout=settings.ws_activity_timeout,
+        max_message_bytes=settings.ws_max_message_bytes,
+        client_events=app.client_events,
+        client_event_rate=settings.ws_client_event_rate,
+        max_channels_per_connection=settings.ws_max_channels_per_connection,
+        user_auth_timeout=settings.ws_user_auth_timeout_seconds or None,
+    )
+
+
 def build_realtime_server(
-    settings: Settings, hub: Hub, replay: ReplaySource | None = None
+    settings: Settings,
+    hub: Hub,
+    replay: ReplaySource | None = None,
+    app_hubs: Mapping[str, Hub] | None = None,
 ) -> RealtimeServer:
-    """The WebSocket server configured from ``NOTIFLOW_*`` settings; ``replay`` reads missed
-    notifications (none without it, or with NOTIFLOW_WS_REPLAY_MAX_EVENTS=0)."""
+    """The WebSocket server configured from ``NOTIFLOW_*`` settings; ``hub`` is the default
+    app's, ``app_hubs`` those of the apps of NOTIFLOW_PUSHER_APPS by id (each one needed);
+    ``replay`` reads missed notifications (none without it, or with
+    NOTIFLOW_WS_REPLAY_MAX_EVENTS=0)."""
     user_auth_timeout = settings.ws_user_auth_timeout_seconds or None
     # The sign-in deadline is checked by the same sweep as liveness: every 5 s, or often
     # enough to close a connection within half the deadline past it.
     reap_interval = 5.0 if user_auth_timeout is None else min(5.0, user_auth_timeout / 2)
-    return RealtimeServer(
-        ProtocolConfig(
-            app_key=settings.pusher_app_key,
-            app_secret=settings.pusher_app_secret,
-            activity_timeout=settings.ws_activity_timeout,
-            max_message_bytes=settings.ws_max_message_bytes,
-            client_event_rate=settings.ws_client_event_rate,
-            max_channels_per_connection=settings.ws_max_channels_per_connection,
-            user_auth_timeout=user_auth_timeout,
-        ),
+    apps = pusher_apps(settings)
+    served: list[ServedApp] = []
+    for app in apps.others:
+        app_hub = (app_hubs or {}).get(app.app_id)
+        if app_hub is None:
+            raise ValueError(f"no hub for the app {app.app_id} of NOTIFLOW_PUSHER_APPS")
+        served.append(
+            ServedApp(
+                protocol_config(settings, app),
+                app_hub,
+                app_id=app.app_id,
+                max_connections=app.max_connections,
+                replays=False,
+            )
+        )
+    server = RealtimeServer(
+        protocol_config(settings, apps.default),
         hub,
         allowed_origins=settings.ws_allowed_origins,
         max_fragments=settings.ws_max_message_fragments,
@@ -581,4 +658,7 @@ def build_realtime_server(
         replay=replay if settings.ws_replay_max_events > 0 else None,
         replay_timeout=settings.ws_replay_timeout_seconds,
         reap_interval=reap_interval,
+        apps=served,
     )
+    server.default_app.app_id = apps.default.app_id
+    return server

@@ -96,21 +96,33 @@ class WebhookTiming:
 
 
 def webhook_apps(settings: Settings) -> tuple[WebhookApp, ...]:
-    """The apps whose webhooks are on. Today that is the one app of ``NOTIFLOW_PUSHER_APP_*``
-    when ``NOTIFLOW_WEBHOOK_URL`` is set; apps kept as data will each bring their own here,
-    and everything downstream (the nodes' records, the outbox, one sender per app) is keyed by
-    the app id already."""
-    if not settings.webhook_url:
-        return ()
-    return (
+    """The apps whose webhooks are on: the default app (``NOTIFLOW_PUSHER_APP_*``) when
+    ``NOTIFLOW_WEBHOOK_URL`` is set, and each app of ``NOTIFLOW_PUSHER_APPS`` with a
+    ``webhook_url``. Everything downstream (the nodes' records, the outbox, one sender per app)
+    is keyed by the app id."""
+    apps: list[WebhookApp] = []
+    if settings.webhook_url:
+        apps.append(
+            WebhookApp(
+                app_id=settings.pusher_app_id,
+                key=settings.pusher_app_key,
+                secret=settings.pusher_app_secret,
+                url=settings.webhook_url,
+                events=parse_webhook_events(settings.webhook_events),
+            )
+        )
+    apps.extend(
         WebhookApp(
-            app_id=settings.pusher_app_id,
-            key=settings.pusher_app_key,
-            secret=settings.pusher_app_secret,
-            url=settings.webhook_url,
-            events=parse_webhook_events(settings.webhook_events),
-        ),
+            app_id=app.id,
+            key=app.key,
+            secret=app.secret,
+            url=app.webhook_url,
+            events=parse_webhook_events(app.webhook_events),
+        )
+        for app in settings.pusher_apps
+        if app.webhook_url
     )
+    return tuple(apps)
 
 
 # ---------------------------------------------------------------------------- the events
