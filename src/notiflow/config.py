@@ -461,7 +461,8 @@ def _decode_apps(text: str | bytes, setting: str) -> list[PusherAppSettings]:
         first = error.errors()[0]
         index, *field = first["loc"]
         where = f"[{index}]" + "".join(f".{part}" for part in field)
-        raise ValueError(f"{setting}{where}: {first['msg']}") from None
+        problem = str(first["msg"]).removeprefix("Value error, ")
+        raise ValueError(f"{setting}{where}: {problem}") from None
 
 
 def parse_webhook_events(value: str, setting: str = "NOTIFLOW_WEBHOOK_EVENTS") -> frozenset[str]:

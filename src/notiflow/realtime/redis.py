@@ -282,6 +282,29 @@ class RedisBackplane:
         except UNREACHABLE as error:
             self.link.lost(error)
 
+    async def connections_elsewhere(self, here: int) -> int | None:
+        """Write this node's open connections of the app (``here``) and return those of the
+        other live nodes; None while Redis is unreachable."""
+        if not self.link.up:
+            return None
+        key = f"{self.prefix}:connections"
+        node = self.cluster.node_id
+        try:
+            async with self.link.gate:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.hset(key, node, here)
+                    pipe.hgetall(key)
+                    _, entries = await pipe.execute()
+                live = await self.cluster.live_nodes()
+                counts = {_text(name): int(count) for name, count in entries.items()}
+                stale = [name for name in counts if name not in live and name != node]
+                if stale:
+                    await self.redis.hdel(key, *stale)
+        except UNREACHABLE as error:
+            self.link.lost(error)
+            return None
+        return sum(count for name, count in counts.items() if name != node and name in live)
+
     async def channel_counts(self, prefix: str | None = None) -> dict[str, int]:
         if self.link.up:
             try:

@@ -51,6 +51,7 @@ from notiflow.realtime.protocol import (
     SignIn,
     Whisper,
 )
+from notiflow.realtime.redis import RedisBackplane
 from notiflow.realtime.replay import ReplaySource, missed_replay
 
 log = structlog.get_logger(__name__)
@@ -60,6 +61,9 @@ MAX_WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 # RFC 6455 close codes
 PROTOCOL_ERROR = 1002
 MESSAGE_TOO_BIG = 1009
+# How often a node with Redis writes its connections of each app that has max_connections, and
+# reads the other nodes': the limit holds for the cluster within what opens in that time.
+CONNECTION_COUNT_INTERVAL = 1.0
 # SO_LINGER on with a zero timeout: close() resets the connection and drops the unsent data
 # instead of leaving the kernel to push it to a peer that does not read.
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
@@ -467,6 +471,7 @@ class RealtimeServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._counter: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -502,6 +507,13 @@ class RealtimeServer:
             backlog=4096,
         )
         self._reaper = asyncio.create_task(self._reap_forever())
+        counted = [
+            (app, app.hub.backplane)
+            for app in self.apps.values()
+            if app.max_connections is not None and isinstance(app.hub.backplane, RedisBackplane)
+        ]
+        if counted:
+            self._counter = asyncio.create_task(self._count_forever(counted))
         log.info("realtime_listening", url=f"ws://{host}:{self.port}/app/{self.config.app_key}")
 
     async def stop(self) -> None:
@@ -516,10 +528,11 @@ class RealtimeServer:
 
     async def _shut_down(self) -> None:
         self.stopping = True
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+        for task in (self._reaper, self._counter):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._server is not None:
             # First, so pusher-js's immediate reconnect finds this node closed and goes on to
             # another one (a connection accepted meanwhile is refused with 4200 too).
@@ -593,6 +606,20 @@ class RealtimeServer:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("realtime_task_failed", error=repr(task.exception()))
+
+    async def _count_forever(self, counted: list[tuple[ServedApp, RedisBackplane]]) -> None:
+        """Keep each app's connections on the other nodes known (``ServedApp.elsewhere``);
+        while Redis is unreachable the last known count stands."""
+        while True:
+            for app, backplane in counted:
+                try:
+                    elsewhere = await backplane.connections_elsewhere(app.connections)
+                except Exception:  # a defect must not end the counting for good
+                    log.exception("realtime_connection_count_failed", app=app.app_id)
+                    continue
+                if elsewhere is not None:
+                    app.elsewhere = elsewhere
+            await asyncio.sleep(CONNECTION_COUNT_INTERVAL)
 
     async def _reap_forever(self) -> None:
         while True:
