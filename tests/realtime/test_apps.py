@@ -138,19 +138,26 @@ async def subscribed(client: NodeClient, *channels: str) -> None:
         await client.wait_for({"type": "subscribed", "channel": channel}, EVENT_BOUND)
 
 
-def signed_params(app: App, method: str, path: str, body: bytes = b"") -> dict[str, str]:
+def signed_params(
+    app: App, method: str, path: str, body: bytes = b"", **query: str
+) -> dict[str, str]:
     """Query parameters of a Pusher HTTP API request signed as the SDKs sign it."""
     _, key, secret = app
-    params = {"auth_key": key, "auth_timestamp": str(int(time.time())), "auth_version": "1.0"}
+    params = {
+        "auth_key": key,
+        "auth_timestamp": str(int(time.time())),
+        "auth_version": "1.0",
+        **query,
+    }
     if body:
         params["body_md5"] = hashlib.md5(body).hexdigest()  # noqa: S324 - Pusher's scheme
     params["auth_signature"] = request_signature(secret, method, path, params)
     return params
 
 
-async def api_get(http: httpx.AsyncClient, app: App, path: str) -> httpx.Response:
+async def api_get(http: httpx.AsyncClient, app: App, path: str, **query: str) -> httpx.Response:
     full = f"/apps/{app[0]}{path}"
-    return await http.get(full, params=signed_params(app, "GET", full))
+    return await http.get(full, params=signed_params(app, "GET", full, **query))
 
 
 async def open_presence(port: int, app: App, channel: str, user_id: Any) -> WsClient:
@@ -196,7 +203,8 @@ async def test_two_apps_on_one_server_never_see_each_others_events_members_or_ch
             )
             assert joining["member"]["id"] == 2
             here = await two.wait_for({"type": "presence", "action": "here"}, EVENT_BOUND)
-            assert sorted(m["id"] for m in here["members"]) == [1, 2], two.transcript()
+            # pusher-js keys its member list by the ids' string form
+            assert sorted(m["id"] for m in here["members"]) == ["1", "2"], two.transcript()
 
             # the HTTP API of each app publishes to its own subscribers only
             answer = await run_sdk(
@@ -228,7 +236,7 @@ async def test_two_apps_on_one_server_never_see_each_others_events_members_or_ch
             async with httpx.AsyncClient(base_url=live.api_url) as http:
                 second_channels = (await api_get(http, SECOND, "/channels")).json()
                 home_channels = (await api_get(http, home, "/channels")).json()
-                lobby = await api_get(http, SECOND, "/channels/lobby?info=subscription_count")
+                lobby = await api_get(http, SECOND, "/channels/lobby", info="subscription_count")
                 second_users = (await api_get(http, SECOND, "/channels/presence-room/users")).json()
                 home_users = (await api_get(http, home, "/channels/presence-room/users")).json()
             assert set(second_channels["channels"]) == {"presence-room", "lobby", "private-chat"}
@@ -395,12 +403,6 @@ async def test_an_app_over_its_api_rate_limit_gets_429_then_ok_after_the_window(
             return (await api_get(http, METERED, "/channels")).status_code == 200
 
         await eventually(allowed_again, timeout=60)
-    # the npm SDK sees the status too
-    answer = await run_sdk(
-        sdk_config(METERED, live.api_port),
-        {"action": "trigger", "channel": "lobby", "event": "E", "data": {}},
-    )
-    assert answer["status"] in (200, 429), answer
 
 
 # ---------------------------------------------------------------- configuration
