@@ -22,12 +22,15 @@ import pusher
 import pytest
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from notiflow.main.runtime import Runtime, app_hubs, channel_cache, wire_realtime
+from notiflow.kit.errors import TooManyRequests
+from notiflow.main.runtime import Runtime, app_hubs, channel_cache, create_runtime, wire_realtime
+from notiflow.realtime.apps import ApiRateLimiter, PusherApp
 from notiflow.realtime.hub import Hub
 from notiflow.realtime.server import build_realtime_server
 from notiflow.realtime.signing import channel_auth, request_signature, user_auth
-from notiflow.realtime.webhooks import verify_signature
+from notiflow.realtime.webhooks import LocalWebhooks, verify_signature
 from tests.admin.webhook_receiver import WebhookReceiver
 from tests.conftest import REDIS_URL, make_settings
 from tests.delivery.processes import (
@@ -596,3 +599,66 @@ async def _apps_across_nodes(
     for request in receiver.requests:
         assert request.headers["x-pusher-key"] == SECOND[1]
         assert verify_signature(SECOND[2], request.body, request.headers["x-pusher-signature"])
+
+
+async def test_the_rate_limit_is_shared_through_redis_and_let_through_without_it(
+    redis: Redis,
+) -> None:
+    """Two API processes count one app's requests together; a Redis that cannot be reached
+    limits nothing (the HTTP API keeps answering)."""
+    app = PusherApp(*METERED, api_rate_limit="2 per 30 seconds")
+    other_process = Redis.from_url(REDIS_URL)
+    first, second = ApiRateLimiter(redis), ApiRateLimiter(other_process)
+    await first.check(app)
+    await second.check(app)
+    with pytest.raises(TooManyRequests):
+        await first.check(app)
+    with pytest.raises(TooManyRequests):
+        await second.check(app)
+    await first.check(PusherApp(*SECOND, api_rate_limit="2 per 30 seconds"))  # its own count
+    await other_process.aclose()
+    nowhere = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    unreachable = ApiRateLimiter(nowhere)
+    for _ in range(3):
+        await unreachable.check(app)
+    await nowhere.aclose()
+
+
+async def test_each_apps_hub_records_its_own_webhooks(engine: AsyncEngine) -> None:
+    apps = [{**APPS[0], "webhook_url": "http://127.0.0.1:9/second"}, APPS[1]]
+    settings = make_settings(
+        database_url=engine.url.render_as_string(hide_password=False),
+        webhook_url="http://127.0.0.1:9/home",
+        pusher_apps=json.dumps(apps),
+    )
+    runtime = create_runtime(settings)
+    try:
+        assert isinstance(runtime.hub.webhooks, LocalWebhooks)
+        assert runtime.hub.webhooks.app.url == "http://127.0.0.1:9/home"
+        second = runtime.app_hubs[SECOND[0]].webhooks
+        assert isinstance(second, LocalWebhooks)
+        assert (second.app.app_id, second.app.key, second.app.secret) == SECOND
+        assert runtime.app_hubs[QUIET[0]].webhooks is None
+        assert runtime.app_hubs[SECOND[0]].presence_limit == 2
+        assert runtime.app_hubs[QUIET[0]].presence_limit == settings.ws_presence_limit
+    finally:
+        await runtime.close()
+
+
+async def test_cache_channels_keep_each_apps_last_event(apps_live: LiveStack) -> None:
+    live = apps_live
+    answer = await run_sdk(
+        sdk_config(SECOND, live.api_port),
+        {"action": "trigger", "channel": "cache-score", "event": "Score", "data": {"home": 2}},
+    )
+    assert answer["status"] == 200, answer
+    second = await WsClient.open(live.ws_port, SECOND[1])
+    second.subscribe("cache-score")
+    cached = await second.wait_for("Score", channel="cache-score", timeout=EVENT_BOUND)
+    assert json.loads(cached["data"]) == {"home": 2}
+    home = await WsClient.open(live.ws_port, live.key)
+    home.subscribe("cache-score")
+    await home.wait_for("pusher:cache_miss", channel="cache-score", timeout=EVENT_BOUND)
+    assert [m for m in await home.quiet(0.3) if m.get("event") == "Score"] == []
+    for client in (second, home):
+        await client.close()

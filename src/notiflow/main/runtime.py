@@ -104,7 +104,7 @@ class Runtime:
     def api_rate_limiter(self) -> ApiRateLimiter:
         """The Pusher HTTP API's per-app rate limits (shared through Redis when configured)."""
         if self._api_rate_limiter is None:
-            self._api_rate_limiter = ApiRateLimiter(self.settings.redis_url)
+            self._api_rate_limiter = ApiRateLimiter(self.redis)
         return self._api_rate_limiter
 
     def job_alerter(self) -> Alerter:

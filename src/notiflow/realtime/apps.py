@@ -7,7 +7,7 @@ Pusher HTTP API request by the id of ``/apps/{id}`` (or its ``auth_key``)::
     apps = pusher_apps(settings)
     app = apps.by_key.get("acme-key")      # None: unknown key (pusher:error 4001)
     app = apps.by_id.get("2")              # None: unknown app (404)
-    await ApiRateLimiter().check(app)      # TooManyRequests (429) over its api_rate_limit
+    await ApiRateLimiter(redis).check(app) # TooManyRequests (429) over its api_rate_limit
 
 Each app has a hub of its own (its channels, presence and cache), so the channels of two apps
 never meet; in Redis each app's keys and pub/sub channels live under :attr:`PusherApp.prefix`.
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import structlog
 from limits import RateLimitItem
-from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
+from redis.asyncio import Redis
 
 from notiflow.config import Settings, parse_rate_limit
 from notiflow.kit.errors import TooManyRequests
@@ -105,18 +105,20 @@ def pusher_apps(settings: Settings) -> PusherApps:
 
 class ApiRateLimiter:
     """Each app's Pusher HTTP API rate limit (``api_rate_limit``), over a moving window: every
-    signed request counts one. With a Redis URL the count is shared by every process that
-    serves the API; otherwise it is this process's. Redis unreachable, requests are let through
-    (the outage is logged): the limit protects the server, it is not a quota to bill."""
+    signed request counts one. With ``redis`` (the process's client, whose connections it
+    shares) the count is shared by every process that serves the API; otherwise it is this
+    process's. Redis unreachable, requests are let through (the outage is logged): the limit
+    protects the server, it is not a quota to bill."""
 
-    def __init__(self, redis_url: str | None = None) -> None:
+    def __init__(self, redis: Redis | None = None) -> None:
         storage: Storage = MemoryStorage()
-        if redis_url:
-            shared = storage_from_string(
-                f"async+{redis_url}", implementation="redispy", key_prefix=f"{PREFIX}:api-rate"
+        if redis is not None:
+            storage = RedisStorage(
+                "async+redis://",
+                implementation="redispy",
+                key_prefix=f"{PREFIX}:api-rate",
+                connection_pool=redis.connection_pool,  # type: ignore[arg-type]  # typed for scalar options only; redis-py takes a pool
             )
-            assert isinstance(shared, Storage)  # noqa: S101 - an async+ URI gives one
-            storage = shared
         self._limiter = MovingWindowRateLimiter(storage)
         self._items: dict[str, RateLimitItem] = {}
         self._failing = False
