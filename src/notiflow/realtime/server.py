@@ -1,7 +1,8 @@
 """The WebSocket server: picows transport, the protocol core per connection, the hub for channels.
 
 Each connection runs :class:`~notiflow.realtime.protocol.PusherConnection` and performs its
-actions. Outgoing frames are queued per connection and written once per loop tick, so a burst of
+actions on the hub of its app (:class:`ServedApp`, found once by the key of ``/app/{key}``: no
+per-message lookup). Outgoing frames are queued per connection and written once per loop tick, so a burst of
 events to one socket costs one ``write``; every frame is built once for all of its receivers.
 """
 
