@@ -2,8 +2,9 @@
 
 Each connection runs :class:`~notiflow.realtime.protocol.PusherConnection` and performs its
 actions on the hub of its app (:class:`ServedApp`, found once by the key of ``/app/{key}``: no
-per-message lookup). Outgoing frames are queued per connection and written once per loop tick, so a burst of
-events to one socket costs one ``write``; every frame is built once for all of its receivers.
+per-message lookup). Outgoing frames are queued per connection and written once per loop tick,
+so a burst of events to one socket costs one ``write``; every frame is built once for all of its
+receivers.
 """
 
 from __future__ import annotations
