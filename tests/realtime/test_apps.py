@@ -25,14 +25,21 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notiflow.kit.errors import TooManyRequests
-from notiflow.main.runtime import Runtime, app_hubs, channel_cache, create_runtime, wire_realtime
+from notiflow.main.runtime import (
+    Runtime,
+    app_hubs,
+    channel_cache,
+    create_runtime,
+    replay_source,
+    wire_realtime,
+)
 from notiflow.realtime.apps import ApiRateLimiter, PusherApp
 from notiflow.realtime.hub import Hub
 from notiflow.realtime.server import build_realtime_server
 from notiflow.realtime.signing import channel_auth, request_signature, user_auth
 from notiflow.realtime.webhooks import LocalWebhooks, verify_signature
 from tests.admin.webhook_receiver import WebhookReceiver
-from tests.conftest import REDIS_URL, make_settings
+from tests.conftest import REDIS_URL, MakeMember, make_settings
 from tests.delivery.processes import (
     NOTIFLOW,
     NotiflowProcess,
@@ -77,7 +84,9 @@ async def apps_live(runtime: Runtime) -> AsyncIterator[LiveStack]:
     runtime.hub = Hub(presence_limit=settings.ws_presence_limit, cache=channel_cache(settings))
     runtime.app_hubs = app_hubs(settings)
     wire_realtime(runtime)
-    realtime = build_realtime_server(settings, runtime.hub, None, runtime.app_hubs)
+    realtime = build_realtime_server(
+        settings, runtime.hub, replay_source(settings, runtime.sessionmaker), runtime.app_hubs
+    )
     await realtime.start("127.0.0.1", 0)
     server, task, port = await start_api(runtime)
     try:
@@ -662,3 +671,26 @@ async def test_cache_channels_keep_each_apps_last_event(apps_live: LiveStack) ->
     assert [m for m in await home.quiet(0.3) if m.get("event") == "Score"] == []
     for client in (second, home):
         await client.close()
+
+
+async def test_notiflows_own_replay_stays_on_the_default_app(
+    apps_live: LiveStack, make_member: MakeMember
+) -> None:
+    """Another app's backend can sign any channel name: its private-notifications.{userId} is an
+    ordinary channel, never a replay of that notiflow user's notifications or unread count."""
+    live = apps_live
+    ada = await make_member("acme")
+    channel = f"private-notifications.{ada.id}"
+    snapshots: dict[str, list[dict[str, Any]]] = {}
+    for app in (default_app(live), SECOND):
+        client = await WsClient.open(live.ws_port, app[1])
+        client.subscribe(channel, channel_auth(app[1], app[2], client.socket_id, channel))
+        await client.wait_for("pusher_internal:subscription_succeeded", channel=channel)
+        if app == SECOND:
+            await client.quiet(0.5)
+        else:
+            await client.wait_for("UnreadCountChanged", channel=channel, timeout=EVENT_BOUND)
+        snapshots[app[0]] = [m for m in client.messages if m.get("event") == "UnreadCountChanged"]
+        await client.close()
+    assert len(snapshots[default_app(live)[0]]) == 1
+    assert snapshots[SECOND[0]] == []
