@@ -487,17 +487,10 @@ def test_a_bad_apps_configuration_stops_the_server_with_one_clear_line(tmp_path:
 # ---------------------------------------------------------------- two nodes (real processes)
 
 
-@pytest.fixture
-async def processes(redis: Redis) -> Any:
-    """The notiflow processes a test starts (``redis`` empties the test database around it)."""
-    started: list[NotiflowProcess] = []
-    yield started
-    for process in started:
-        await asyncio.to_thread(process.stop)
-
-
 async def test_two_nodes_over_redis_keep_apps_apart_count_connections_and_send_each_apps_webhooks(
-    processes: list[NotiflowProcess], tmp_path: Path
+    processes: list[NotiflowProcess],
+    redis: Redis,  # empties the test database around the test
+    tmp_path: Path,
 ) -> None:
     """``notiflow serve`` (node A) and ``notiflow realtime`` (node B) over Redis, the apps read
     from a file. Presence and events of the second app cross the nodes and reach none of the
