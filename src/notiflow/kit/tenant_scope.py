@@ -11,7 +11,11 @@ its existence)::
     workspace = await find_in_tenant(session, Workspace, workspace_id, tenant_id)  # or None
 
 Only models whose rows always belong to a tenant (a non-null ``tenant_id``) are accepted: the
-types say so, and mypy refuses the others.
+types say so, and mypy refuses the others. Tables whose rows may belong to no tenant (failed jobs
+and audit entries of the platform itself) are narrowed with :func:`in_owning_tenant`, under which
+a row of no tenant is never found::
+
+    select(FailedJob).where(in_owning_tenant(FailedJob, tenant_id))
 """
 
 from __future__ import annotations
@@ -25,13 +29,27 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from notiflow.kit.errors import NotFound
 
-__all__ = ["TenantRow", "TenantTable", "find_in_tenant", "get_in_tenant", "in_tenant"]
+__all__ = [
+    "OptionalTenantTable",
+    "TenantRow",
+    "TenantTable",
+    "find_in_tenant",
+    "get_in_tenant",
+    "in_owning_tenant",
+    "in_tenant",
+]
 
 
 class TenantTable(Protocol):
     """A mapped class with a non-null ``tenant_id`` column (what a query filters on)."""
 
     tenant_id: ClassVar[InstrumentedAttribute[uuid.UUID]]
+
+
+class OptionalTenantTable(Protocol):
+    """A mapped class whose rows may belong to no tenant (a nullable ``tenant_id`` column)."""
+
+    tenant_id: ClassVar[InstrumentedAttribute[uuid.UUID | None]]
 
 
 class TenantRow(Protocol):
@@ -50,6 +68,12 @@ def in_tenant(
     join conditions. ``tenant_id`` may be a column, to keep a joined row in the same tenant as
     another: ``in_tenant(Membership, PersonalAccessToken.tenant_id)``."""
     return model.tenant_id == tenant_id
+
+
+def in_owning_tenant(model: type[OptionalTenantTable], tenant_id: uuid.UUID) -> ColumnElement[bool]:
+    """The criterion "this row of ``model`` belongs to ``tenant_id``" for a table whose rows may
+    belong to no tenant: those (the platform's own) never match, whatever the tenant."""
+    return model.tenant_id.is_not(None) & (model.tenant_id == tenant_id)
 
 
 async def find_in_tenant(

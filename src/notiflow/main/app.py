@@ -18,7 +18,9 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from notiflow import __version__
+from notiflow.admin.failed_jobs_api import router as failed_jobs_router
 from notiflow.analytics.api import router as analytics_router
+from notiflow.audit.api import router as audit_router
 from notiflow.auth.api import router as auth_router
 from notiflow.auth.tokens_api import router as tokens_router
 from notiflow.config import Settings, get_settings
@@ -126,6 +128,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(push_router)
     app.include_router(unsubscribe_router)
     app.include_router(privacy_router)
+    app.include_router(failed_jobs_router)
+    app.include_router(audit_router)
     app.include_router(metrics_router)
 
     @app.get("/health", tags=["health"])
