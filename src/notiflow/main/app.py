@@ -25,6 +25,7 @@ from notiflow.auth.api import router as auth_router
 from notiflow.auth.tokens_api import router as tokens_router
 from notiflow.config import Settings, get_settings
 from notiflow.content.api import router as posts_router
+from notiflow.content.lag_api import router as publish_lag_router
 from notiflow.delivery.push_api import router as push_router
 from notiflow.delivery.unsubscribe_api import router as unsubscribe_router
 from notiflow.inbox.api import router as inbox_router
@@ -42,6 +43,7 @@ from notiflow.main.scheduler import jobs_health
 from notiflow.notifications.api import router as notifications_router
 from notiflow.notifications.api import tenant_router
 from notiflow.notifications.ledger_api import router as ledger_router
+from notiflow.notifications.outcomes_api import router as outcomes_router
 from notiflow.privacy.api import router as privacy_router
 from notiflow.realtime.api import auth_router as realtime_router
 from notiflow.realtime.api import pusher_router, pusher_users_router
@@ -130,6 +132,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(privacy_router)
     app.include_router(failed_jobs_router)
     app.include_router(audit_router)
+    app.include_router(outcomes_router)
+    app.include_router(publish_lag_router)
     app.include_router(metrics_router)
 
     @app.get("/health", tags=["health"])
