@@ -53,15 +53,18 @@ async def test_role_and_preference_changes_are_listed_with_actor_and_before_afte
     assert role_change["target"] == {"type": "user", "id": str(alice.id)}
     assert (role_change["before"], role_change["after"]) == ({"role": "member"}, {"role": "admin"})
 
-    by_action = (await client.get(AUDIT, params={"action": "member.role_changed"},
-                                  headers=owner.headers)).json()["data"]  # fmt: skip
+    by_action = (
+        await client.get(AUDIT, params={"action": "member.role_changed"}, headers=owner.headers)
+    ).json()["data"]
     assert [entry["id"] for entry in by_action] == [role_change["id"]]
-    by_actor = (await client.get(AUDIT, params={"actor_id": str(alice.id)},
-                                 headers=owner.headers)).json()["data"]  # fmt: skip
+    by_actor = (
+        await client.get(AUDIT, params={"actor_id": str(alice.id)}, headers=owner.headers)
+    ).json()["data"]
     assert by_actor
     assert {entry["actor"]["id"] for entry in by_actor} == {str(alice.id)}
-    theirs = (await client.get(AUDIT, params={"actor_id": str(alice.id)},
-                               headers=outsider.headers)).json()["data"]  # fmt: skip
+    theirs = (
+        await client.get(AUDIT, params={"actor_id": str(alice.id)}, headers=outsider.headers)
+    ).json()["data"]
     assert theirs == []
 
 

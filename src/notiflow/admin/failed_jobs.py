@@ -45,7 +45,7 @@ def _scope(tenant_id: uuid.UUID | None) -> ColumnElement[bool]:
     return true() if tenant_id is None else in_owning_tenant(FailedJob, tenant_id)
 
 
-def _listing(tenant_id: uuid.UUID | None, include_retried: bool) -> Select[tuple[FailedJob]]:
+def _listing(tenant_id: uuid.UUID | None, include_retried: bool) -> Select[FailedJob]:
     query = (
         select(FailedJob)
         .where(_scope(tenant_id))

@@ -49,6 +49,8 @@ async def publish_lag(
     )
     lags: dict[datetime, list[float]] = {moment: [] for moment in window.starts()}
     for published_at, scheduled_at in rows:
+        if published_at is None or scheduled_at is None:  # excluded by the query
+            continue
         bucket = lags.get(window.start_of(published_at.timestamp()))
         if bucket is not None:
             # Published early (a clock a little ahead) is no lag, not a negative one.

@@ -57,6 +57,7 @@ from notiflow.kit.outages import (
     redis_unavailable,
 )
 from notiflow.kit.retry import RetryPolicy
+from notiflow.kit.throughput import JobThroughput
 from notiflow.kit.uow import unit_of_work
 from notiflow.models import JobAttempt
 
@@ -143,9 +144,20 @@ RETRY_LEASE_SECONDS = 300.0
 
 
 class JobQueue:
-    def __init__(self, broker: AsyncBroker, jobs: list[Job[Any, Any]]) -> None:
+    def __init__(
+        self,
+        broker: AsyncBroker,
+        jobs: list[Job[Any, Any]],
+        *,
+        throughput: JobThroughput | None = None,
+    ) -> None:
         self.broker = broker
         self.jobs = {job.name: job for job in jobs}
+        # Where the outcome of every run is counted per minute (none: not counted).
+        self.throughput = throughput
+        # The embedded queue's depth: runs handed over and waiting for a slot, and running.
+        self.waiting = 0
+        self.running = 0
         # Taskiq's in-memory broker starts every message's task at once (its max_async_tasks is
         # only honoured by listening receivers), so the embedded queue bounds itself: no more
         # jobs run at once than the database pool serves. Redis workers are bounded by
@@ -189,8 +201,20 @@ def _taskiq_adapter(job: Job[Any, Any], queue: JobQueue) -> Callable[..., Awaita
         if queue.slots is None:
             await run_job(job_context, job, payload)
             return
-        async with queue.slots:
-            await run_job(job_context, job, payload)
+        queue.waiting += 1
+        waiting = True
+        try:
+            async with queue.slots:
+                queue.waiting -= 1
+                waiting = False
+                queue.running += 1
+                try:
+                    await run_job(job_context, job, payload)
+                finally:
+                    queue.running -= 1
+        finally:
+            if waiting:  # cancelled before its turn
+                queue.waiting -= 1
 
     run.__name__ = job.name.replace(".", "_")
     return run
@@ -214,6 +238,7 @@ async def run_job(context: JobContext, job: Job[Any, Any], payload: dict[str, An
         seconds = time.perf_counter() - started
         record_job(job.name, "failed", seconds)
         record_failed_job()
+        await _count_run(context, "failed", tenant_id)
         log.error(
             "job",
             job=job.name,
@@ -254,6 +279,7 @@ async def run_job(context: JobContext, job: Job[Any, Any], payload: dict[str, An
         if attempts is not None:
             record_job(job.name, "retry", seconds)
             record_retry(job.name)
+            await _count_run(context, "retry", tenant_id)
             log.warning(
                 "job",
                 job=job.name,
@@ -267,6 +293,7 @@ async def run_job(context: JobContext, job: Job[Any, Any], payload: dict[str, An
             return
         record_job(job.name, "failed", seconds)
         record_failed_job()
+        await _count_run(context, "failed", tenant_id)
         log.exception(
             "job",
             job=job.name,
@@ -290,6 +317,7 @@ async def run_job(context: JobContext, job: Job[Any, Any], payload: dict[str, An
     seconds = time.perf_counter() - started
     DATABASE.recovered(component="job", started=began)
     record_job(job.name, "ok", seconds)
+    await _count_run(context, "ok", tenant_id)
     log.info(
         "job",
         job=job.name,
@@ -298,6 +326,17 @@ async def run_job(context: JobContext, job: Job[Any, Any], payload: dict[str, An
         tenant_id=tenant_id,
         workspace_id=workspace_id,
     )
+
+
+async def _count_run(context: JobContext, outcome: str, tenant_id: object) -> None:
+    """Count the run in its minute (``kit/throughput.py``), never failing the job for it."""
+    throughput = context.queue.throughput if context.queue is not None else None
+    if throughput is None:
+        return
+    try:
+        await throughput.record(outcome, tenant_id if isinstance(tenant_id, str) else None)
+    except Exception:
+        log.exception("job_throughput_not_counted", outcome=outcome)
 
 
 async def _reject(

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from notiflow import __version__
 from notiflow.admin.failed_jobs_api import router as failed_jobs_router
+from notiflow.admin.jobs_api import router as admin_jobs_router
 from notiflow.analytics.api import router as analytics_router
 from notiflow.audit.api import router as audit_router
 from notiflow.auth.api import router as auth_router
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(unsubscribe_router)
     app.include_router(privacy_router)
     app.include_router(failed_jobs_router)
+    app.include_router(admin_jobs_router)
     app.include_router(audit_router)
     app.include_router(outcomes_router)
     app.include_router(publish_lag_router)

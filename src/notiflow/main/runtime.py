@@ -24,6 +24,7 @@ from notiflow.kit.db import create_engine
 from notiflow.kit.errors import InvalidInput
 from notiflow.kit.outages import REDIS, redis_unavailable
 from notiflow.kit.queue import JobQueue, build_broker
+from notiflow.kit.throughput import build_throughput
 from notiflow.kit.uow import create_sessionmaker
 from notiflow.main.jobs import ALL_JOBS, AllJobsContext
 from notiflow.notifications.counting import CountCreated
@@ -316,7 +317,11 @@ async def close_hubs(hubs: list[Hub], cluster: Cluster) -> None:
 
 def wire_jobs(runtime: Runtime) -> None:
     """The job queue, and the dispatcher that wakes a worker after each send."""
-    runtime.queue = JobQueue(build_broker(runtime.settings.redis_url), ALL_JOBS)
+    runtime.queue = JobQueue(
+        build_broker(runtime.settings.redis_url),
+        ALL_JOBS,
+        throughput=build_throughput(runtime.redis),
+    )
     if not runtime.senders:
         runtime.senders = build_senders(runtime.settings)
     runtime.events.subscribe(DeliveryDispatcher(runtime))
