@@ -48,6 +48,7 @@ from notiflow.notifications.outcomes_api import router as outcomes_router
 from notiflow.privacy.api import router as privacy_router
 from notiflow.realtime.api import auth_router as realtime_router
 from notiflow.realtime.api import pusher_router, pusher_users_router
+from notiflow.realtime.nodes_api import router as realtime_nodes_router
 from notiflow.realtime.redis import backplane_status
 from notiflow.social.api import router as social_router
 from notiflow.tenancy.api import router as user_router
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(audit_router)
     app.include_router(outcomes_router)
     app.include_router(publish_lag_router)
+    app.include_router(realtime_nodes_router)
     app.include_router(metrics_router)
 
     @app.get("/health", tags=["health"])

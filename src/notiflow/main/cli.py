@@ -302,6 +302,7 @@ def serve(
         start_queue_sampler,
         start_worker,
     )
+    from notiflow.realtime.node_stats import report_connections
     from notiflow.realtime.server import build_realtime_server
 
     settings = served_settings(get_settings(), host=host, port=port, ws_port=ws_port)
@@ -344,6 +345,7 @@ def serve(
                 "NOTIFLOW_WS_PORT",
             )  # fmt: skip
         metrics.set_realtime_connections_source(lambda: realtime.connection_count)
+        report_connections(runtime.hub, lambda: realtime.connection_count)
         # Everything a deployment needs runs here, whatever the configuration: jobs (with
         # Redis, a worker on the shared queue; without, in this process as they are queued)
         # and a candidate for the one scheduler (the sweeper hands out retries and anything a
@@ -487,6 +489,7 @@ def realtime(
     from notiflow.kit.uow import create_sessionmaker
     from notiflow.main.runtime import build_hubs, replay_source
     from notiflow.realtime.health import node_app
+    from notiflow.realtime.node_stats import report_connections
     from notiflow.realtime.server import build_realtime_server
 
     settings = get_settings()
@@ -514,6 +517,7 @@ def realtime(
                 error, "WebSocket", bind_host, bind_port, "--port", "NOTIFLOW_WS_PORT"
             )
         metrics.set_realtime_connections_source(lambda: server.connection_count)
+        report_connections(hub, lambda: server.connection_count)
         http: uvicorn.Server | None = None
         http_task: asyncio.Task[None] | None = None
         if http_socket is not None and http_port is not None:

@@ -86,6 +86,23 @@ def authorize_channel(user: ChannelUser, channel: str) -> ChannelDecision:
     return ChannelDecision(channel, kind, None if allowed else Refusal.NOT_ALLOWED)
 
 
+def belongs_to_tenant(channel: str, tenant_id: uuid.UUID, member_ids: frozenset[uuid.UUID]) -> bool:
+    """Is ``channel`` one of the tenant's own, as the rules above give them out: a member's
+    ``private-notifications.{userId}`` or the tenant's ``private-tenant.{tenantId}`` /
+    ``presence-tenant.{tenantId}`` (with their encrypted and cache variants)? Public channels
+    and every other name belong to no tenant."""
+    if not valid_channel_name(channel) or channel_kind(channel) is ChannelKind.PUBLIC:
+        return False
+    bare = channel.removeprefix("private-encrypted-").removeprefix("private-")
+    bare = bare.removeprefix("presence-").removeprefix("cache-")
+    notifications = _NOTIFICATIONS.match(bare)
+    if notifications is not None:
+        user = _uuid(notifications["user"])
+        return channel_kind(channel) is not ChannelKind.PRESENCE and user in member_ids
+    tenant = _TENANT.match(bare)
+    return tenant is not None and _uuid(tenant["tenant"]) == tenant_id
+
+
 def require_channel(user: ChannelUser, channel: str) -> ChannelKind:
     """The channel's kind when ``user`` may subscribe; otherwise the error to answer with
     (422 for a name that is not a channel name, 403 for a channel that is not theirs)."""

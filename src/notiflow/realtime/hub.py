@@ -9,7 +9,7 @@ also kept by the hub's ``cache`` (``notiflow.realtime.cache``) for later subscri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -188,6 +188,9 @@ class Hub:
         self.cache = cache
 
         self.webhooks: HubWebhooks | None = None
+        # The open WebSocket connections of this process's server, when it runs one
+        # (``notiflow.realtime.node_stats.report_connections``).
+        self.connections: Callable[[], int] | None = None
 
     # ------------------------------------------------------------------ membership
 

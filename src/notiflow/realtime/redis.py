@@ -7,6 +7,9 @@
   node left behind (counts, presence) is ignored at once and cleaned up lazily.
 - **Counts**: ``notiflow:rt:counts:<node>`` maps channel -> local subscriptions, so the HTTP API
   on any process answers for the whole cluster.
+- **Node stats**: a node that serves WebSocket connections also writes, with each heartbeat,
+  ``notiflow:rt:stats:<node>`` (``connections``, ``started_at``, ``reported_at``; the same TTL),
+  which the admin API reads (``notiflow.realtime.node_stats``).
 - **Presence**: ``notiflow:rt:presence:<channel>`` maps ``<node>|<member key>`` -> connections,
   and ``notiflow:rt:presence-info:<channel>`` maps the member key (the user id's string form) to
   ``{"user_id", "user_info"}``, the id kept as its JSON type. A user is present while any live
@@ -31,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -130,6 +134,10 @@ class Cluster:
         # subscription counts per node); the default app's is PREFIX.
         self.prefixes: list[str] = [PREFIX]
         self._task: asyncio.Task[None] | None = None
+        # This node's open WebSocket connections, when it serves them (its stats are written
+        # with each heartbeat); None for a process without a WebSocket server (the API).
+        self.connections: Callable[[], int] | None = None
+        self.started_at = time.time()
 
     def _counts_keys(self, node_id: str) -> list[str]:
         return [f"{prefix}:counts:{node_id}" for prefix in self.prefixes]
@@ -153,7 +161,11 @@ class Cluster:
             return  # nothing to say goodbye to; our heartbeat key expires on its own
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(f"{PREFIX}:node:{self.node_id}", *self._counts_keys(self.node_id))
+                pipe.delete(
+                    f"{PREFIX}:node:{self.node_id}",
+                    f"{PREFIX}:stats:{self.node_id}",
+                    *self._counts_keys(self.node_id),
+                )
                 pipe.srem(f"{PREFIX}:nodes", self.node_id)
                 await pipe.execute()
         except UNREACHABLE as error:
@@ -162,6 +174,17 @@ class Cluster:
     def register(self, pipe: Pipeline) -> None:
         pipe.set(f"{PREFIX}:node:{self.node_id}", "1", px=int(self.ttl * 1000))
         pipe.sadd(f"{PREFIX}:nodes", self.node_id)
+        if self.connections is not None:
+            stats = f"{PREFIX}:stats:{self.node_id}"
+            pipe.hset(
+                stats,
+                mapping={
+                    "connections": self.connections(),
+                    "started_at": self.started_at,
+                    "reported_at": time.time(),
+                },
+            )
+            pipe.pexpire(stats, int(self.ttl * 1000))
 
     async def _beat(self) -> None:
         async with self.link.gate, self.redis.pipeline(transaction=False) as pipe:
