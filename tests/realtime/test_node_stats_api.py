@@ -139,7 +139,8 @@ async def test_every_live_node_reports_over_redis_and_a_stopped_one_leaves(
     client: httpx.AsyncClient, cluster_nodes: list[Node], make_member: MakeMember
 ) -> None:
     a, b, _ = cluster_nodes
-    assert a.server is not None and b.server is not None
+    assert a.server is not None
+    assert b.server is not None
     admin = await make_member("acme", role=Role.OWNER)
     outsider = await make_member("globex", role=Role.OWNER)
     on_a = [
