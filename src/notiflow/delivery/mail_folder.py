@@ -3,7 +3,8 @@
 With no SMTP server configured in development, every email notiflow would send — notifications,
 failed-job alerts, the GDPR deletion notice — is written to ``NOTIFLOW_MAIL_DIR`` (default
 ``./var/mail``) as one ``.eml`` file per message, exactly the bytes an SMTP server would have
-received. Any mail client opens them; ``notiflow`` itself never reads them back::
+received. Any mail client opens them, and so does the admin API in development
+(:mod:`notiflow.delivery.mail_outbox`)::
 
     sender = FolderMailSender(Path("var/mail"))
     result = await sender.send(context)  # SendResult.sent(<Message-ID>), the file written

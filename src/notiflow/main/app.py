@@ -27,6 +27,7 @@ from notiflow.auth.tokens_api import router as tokens_router
 from notiflow.config import Settings, get_settings
 from notiflow.content.api import router as posts_router
 from notiflow.content.lag_api import router as publish_lag_router
+from notiflow.delivery.mail_api import router as mail_router
 from notiflow.delivery.push_api import router as push_router
 from notiflow.delivery.unsubscribe_api import router as unsubscribe_router
 from notiflow.inbox.api import router as inbox_router
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(outcomes_router)
     app.include_router(publish_lag_router)
     app.include_router(realtime_nodes_router)
+    app.include_router(mail_router)
     app.include_router(metrics_router)
 
     @app.get("/health", tags=["health"])
