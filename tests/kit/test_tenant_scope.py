@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notiflow.kit.errors import NotFound
-from notiflow.kit.tenant_scope import find_in_tenant, get_in_tenant, in_tenant
-from notiflow.models import Membership, Tenant, User, Workspace
+from notiflow.kit.tenant_scope import find_in_tenant, get_in_tenant, in_owning_tenant, in_tenant
+from notiflow.models import FailedJob, Membership, Tenant, User, Workspace
 
 
 @dataclass(frozen=True)
@@ -133,3 +133,21 @@ async def test_a_row_already_in_the_session_is_still_checked(
     assert loaded is not None
     assert await find_in_tenant(session, Workspace, loaded.id, tenants.acme.id) is None
     assert await find_in_tenant(session, Workspace, loaded.id, tenants.globex.id) is loaded
+
+
+async def test_rows_of_no_tenant_are_nobodys(session: AsyncSession, tenants: TwoTenants) -> None:
+    """in_owning_tenant: a table whose rows may belong to no tenant (failed jobs) shows each
+    tenant its own rows, and the platform's rows to no tenant."""
+    session.add_all(
+        [
+            FailedJob(job_name="inbox.sync", tenant_id=tenants.acme.id, exception="acme's"),
+            FailedJob(job_name="inbox.sync", tenant_id=tenants.globex.id, exception="globex's"),
+            FailedJob(job_name="notifications.cleanup", tenant_id=None, exception="nobody's"),
+        ]
+    )
+    await session.flush()
+    for tenant, expected in ((tenants.acme, ["acme's"]), (tenants.globex, ["globex's"])):
+        found = await session.scalars(
+            select(FailedJob.exception).where(in_owning_tenant(FailedJob, tenant.id))
+        )
+        assert list(found) == expected
