@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -70,6 +71,13 @@ class ScheduleEntry:
 
     def next_run(self, after: datetime) -> datetime:
         return next_run(self.cron, self.timezone, after)
+
+
+class WorkspaceJobName(StrEnum):
+    """The jobs that run for each workspace (and that a tenant's admins may run now)."""
+
+    REFRESH_TOKENS = "social.refresh_tokens"
+    ARCHIVE_INBOX = "inbox.archive_old"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +137,13 @@ def workspace_jobs(settings: Settings) -> list[WorkspaceJob]:
     hour = settings.maintenance_hour
     return [
         WorkspaceJob(
-            job="social.refresh_tokens",
+            job=WorkspaceJobName.REFRESH_TOKENS.value,
             cron=f"0 {hour} * * *",
             description=f"Daily at {hour:02d}:00 workspace time: refresh tokens expiring "
             f"within {settings.token_refresh_window_days} days",
         ),
         WorkspaceJob(
-            job="inbox.archive_old",
+            job=WorkspaceJobName.ARCHIVE_INBOX.value,
             cron=f"0 {hour} * * 0",
             description=f"Weekly, Sunday {hour:02d}:00 workspace time: archive inbox items "
             f"older than {settings.inbox_archive_days} days",

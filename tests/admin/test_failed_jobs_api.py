@@ -109,8 +109,11 @@ async def test_another_tenants_or_a_platform_job_is_not_found(
     assert {(row.id, row.retried_at) for row in rows} == {(theirs.id, None), (platform.id, None)}
 
     bad = await client.post(f"{FAILED}/not-an-id/retry", headers=admin.headers)
-    assert bad.status_code == 422
-    assert bad.json()["error"]["code"] == "validation_failed"
+    assert bad.status_code == 404, "only an id names a failed job"
+    assert bad.json()["error"]["code"] == "not_found"
+    options = await client.options(f"{FAILED}/retry-all", headers=admin.headers)
+    assert options.status_code == 405
+    assert options.headers["allow"] == "POST"
     cursor = await client.get(FAILED, params={"cursor": "???"}, headers=admin.headers)
     assert cursor.status_code == 422
     assert cursor.json()["error"]["code"] == "validation_failed"

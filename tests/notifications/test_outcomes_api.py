@@ -93,7 +93,8 @@ async def test_members_get_403_and_bad_windows_a_422(
         {"hours": 0},
         {"hours": 169},
         {"bucket_minutes": 0},
-        {"hours": 168, "bucket_minutes": 1},  # 10,080 buckets
+        {"hours": 168, "bucket_minutes": 1},  # one of 5, 15, 60, 360, 1440
+        {"bucket_minutes": 7},
         {"hours": "a day"},
     ):
         response = await client.get(OUTCOMES, params=params, headers=admin.headers)

@@ -103,7 +103,9 @@ async def retry_all_failed_jobs(
 
 
 @router.post(
-    "/{job_id}/retry",
+    # ``:uuid``: only an id matches, so ``/retry-all`` is never read as a job's id (nor its
+    # 405 answer told that DELETE is allowed there).
+    "/{job_id:uuid}/retry",
     response_model=RetriedData,
     summary="Retry one failed job",
 )
@@ -119,7 +121,7 @@ async def retry_failed_job(
 
 
 @router.delete(
-    "/{job_id}",
+    "/{job_id:uuid}",
     status_code=204,
     summary="Forget one failed job",
 )

@@ -15,6 +15,7 @@ from notiflow.admin import jobs_overview
 from notiflow.auth.deps import TenantAdmin
 from notiflow.kit.deps import AppContextDep, SessionDep
 from notiflow.notifications.schemas import DataEnvelope
+from notiflow.schedule import WorkspaceJobName
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
@@ -159,7 +160,7 @@ async def schedule(
 class RunNowRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    job: str = Field(min_length=1, max_length=100, examples=["inbox.archive_old"])
+    job: WorkspaceJobName
     workspace_id: uuid.UUID
 
 
@@ -184,6 +185,8 @@ async def run_now(
     tenant's workspace, 422 for a job that is not a per-workspace one. Audited
     (``scheduled_job.run_now``). Owners and admins only."""
     workspace = await jobs_overview.run_now(
-        session, context.queue, context.settings, auth, body.job, body.workspace_id
+        session, context.queue, context.settings, auth, body.job.value, body.workspace_id
     )
-    return DataEnvelope(data=RunNowData(job=body.job, workspace_id=workspace.id, enqueued=True))
+    return DataEnvelope(
+        data=RunNowData(job=body.job.value, workspace_id=workspace.id, enqueued=True)
+    )

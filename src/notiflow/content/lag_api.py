@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from notiflow.auth.deps import TenantAdmin
 from notiflow.content.lag import publish_lag
 from notiflow.kit.deps import SessionDep
-from notiflow.kit.timebuckets import BucketWindow
+from notiflow.kit.timebuckets import MAX_HOURS, BucketMinutes, BucketWindow
 from notiflow.notifications.schemas import DataEnvelope
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
@@ -40,22 +40,23 @@ class LagData(BaseModel):
 async def lag(
     auth: TenantAdmin,
     session: SessionDep,
-    hours: Annotated[int, Query(ge=1, le=168)] = 24,
-    bucket_minutes: Annotated[int, Query(ge=1, le=1440)] = 60,
+    hours: Annotated[int, Query(ge=1, le=MAX_HOURS)] = 24,
+    bucket_minutes: BucketMinutes = BucketMinutes.HOUR,
 ) -> DataEnvelope[LagData]:
     """For the caller's tenant's scheduled posts published in the last ``hours`` (1-168), per
-    bucket of ``bucket_minutes`` (aligned on the clock, UTC; the last one still filling): how
+    bucket of ``bucket_minutes`` (5, 15, 60, 360 or 1440; aligned on the clock, UTC; the
+    last one still filling): how
     many targets (a post on one account) were published and their lag, the seconds between
     the post's ``scheduled_at`` and the target's ``published_at`` (average and maximum; null
-    for a bucket with none). Posts published without a schedule are not counted. At most 1440
-    buckets (else 422). Owners and admins only."""
-    window = BucketWindow.last(hours=hours, bucket_minutes=bucket_minutes)
+    for a bucket with none). Posts published without a schedule are not counted. Owners and
+    admins only."""
+    window = BucketWindow.last(hours=hours, bucket_minutes=int(bucket_minutes))
     buckets = await publish_lag(session, auth.tenant_id, window)
     return DataEnvelope(
         data=LagData(
             since=window.since,
             until=window.until,
-            bucket_minutes=bucket_minutes,
+            bucket_minutes=int(bucket_minutes),
             buckets=[
                 LagBucketData(
                     start=b.start,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import IntEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, cast, func
@@ -25,10 +26,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notiflow.kit.errors import InvalidInput
 from notiflow.kit.ids import utcnow
 
-__all__ = ["MAX_BUCKETS", "BucketWindow", "bucket_start"]
+__all__ = ["MAX_BUCKETS", "MAX_HOURS", "BucketMinutes", "BucketWindow", "bucket_start"]
 
-# More points than any chart draws usefully; a larger request is refused as bad input.
-MAX_BUCKETS = 1_440
+
+class BucketMinutes(IntEnum):
+    """The bucket sizes a chart may ask for: with at most ``MAX_HOURS``, never more than
+    ``MAX_BUCKETS`` points, whatever the combination (so a valid request is always served)."""
+
+    FIVE = 5
+    FIFTEEN = 15
+    HOUR = 60
+    SIX_HOURS = 360
+    DAY = 1440
+
+
+MAX_HOURS = 168
+MAX_BUCKETS = MAX_HOURS * 60 // min(BucketMinutes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from notiflow.auth.deps import TenantAdmin
 from notiflow.kit.deps import SessionDep
-from notiflow.kit.timebuckets import BucketWindow
+from notiflow.kit.timebuckets import MAX_HOURS, BucketMinutes, BucketWindow
 from notiflow.notifications.outcomes import delivery_outcomes
 from notiflow.notifications.schemas import DataEnvelope
 
@@ -38,22 +38,23 @@ class OutcomesData(BaseModel):
 async def outcomes(
     auth: TenantAdmin,
     session: SessionDep,
-    hours: Annotated[int, Query(ge=1, le=168)] = 24,
-    bucket_minutes: Annotated[int, Query(ge=1, le=1440)] = 60,
+    hours: Annotated[int, Query(ge=1, le=MAX_HOURS)] = 24,
+    bucket_minutes: BucketMinutes = BucketMinutes.HOUR,
 ) -> DataEnvelope[OutcomesData]:
     """The caller's tenant's deliveries (the ledger of email, push and SMS) over the last
-    ``hours`` (1-168), counted per bucket of ``bucket_minutes`` (aligned on the clock, UTC;
+    ``hours`` (1-168), counted per bucket of ``bucket_minutes`` (5, 15, 60, 360 or 1440;
+    aligned on the clock, UTC;
     the last bucket is the current one, still filling) by channel and status:
     ``counts = {"email": {"sent": 12, "failed": 1}, "push": {"suppressed": 4}}``. A delivery
     counts in the bucket of its creation, with its status now. Every bucket is listed, empty
-    ones with ``counts = {}``; at most 1440 buckets (else 422). Owners and admins only."""
-    window = BucketWindow.last(hours=hours, bucket_minutes=bucket_minutes)
+    ones with ``counts = {}``. Owners and admins only."""
+    window = BucketWindow.last(hours=hours, bucket_minutes=int(bucket_minutes))
     buckets = await delivery_outcomes(session, auth.tenant_id, window)
     return DataEnvelope(
         data=OutcomesData(
             since=window.since,
             until=window.until,
-            bucket_minutes=bucket_minutes,
+            bucket_minutes=int(bucket_minutes),
             buckets=[OutcomeBucketData(start=b.start, counts=b.counts) for b in buckets],
         )
     )
