@@ -4,7 +4,9 @@ caller's tenant's channels by name, from the embedded server and from nodes over
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +21,8 @@ from notiflow.realtime.protocol import ProtocolConfig
 from notiflow.realtime.redis import Cluster, RedisBackplane, RedisPresence, close_redis_hub
 from notiflow.realtime.server import RealtimeServer
 from notiflow.realtime.signing import channel_auth
-from tests.conftest import TEST_PUSHER_KEY, TEST_PUSHER_SECRET, MakeMember
+from tests.conftest import REDIS_URL, TEST_PUSHER_KEY, TEST_PUSHER_SECRET, MakeMember
+from tests.delivery.processes import NotiflowProcess, eventually, free_port, scale_out_env
 from tests.realtime.conftest import LiveStack
 from tests.realtime.wsclient import WsClient
 
@@ -177,3 +180,62 @@ async def test_every_live_node_reports_over_redis_and_a_stopped_one_leaves(
     finally:
         for ws in on_a + on_b:
             await ws.close()
+
+
+async def test_served_and_realtime_processes_report_their_connections(
+    redis: Redis, tmp_path: Path
+) -> None:
+    """``notiflow serve`` (API and WebSockets) and a ``notiflow realtime`` node over Redis: a
+    client on each shows as one connection on each node, and a node that stops leaves."""
+    app = ("4848", "nodes-key", "nodes-secret-0123456789abcdef")
+    api_port, ws_a, ws_b, http_b = free_port(), free_port(), free_port(), free_port()
+    env = scale_out_env(tmp_path, REDIS_URL, api_port, app)
+    processes: list[NotiflowProcess] = []
+    clients: list[WsClient] = []
+    try:
+        serve = await NotiflowProcess(
+            ["serve", "--port", str(api_port), "--ws-port", str(ws_a)],
+            env,
+            ready_url=f"http://127.0.0.1:{api_port}/health",
+        ).start()
+        processes.append(serve)
+        node = await NotiflowProcess(
+            ["realtime", "--port", str(ws_b), "--http-port", str(http_b)],
+            env,
+            ready_url=f"http://127.0.0.1:{http_b}/health",
+        ).start()
+        processes.append(node)
+        created = serve.run(
+            "users", "create", "--tenant", "Acme", "--email", "owner@example.com",
+            "--name", "Olivia", "--role", "owner", "--with-token",
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        headers = {"Authorization": f"Bearer {json.loads(created.stdout)['token']}"}
+        clients = [await WsClient.open(ws_a, app[1]), await WsClient.open(ws_b, app[1])]
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as http:
+
+            async def nodes() -> list[dict[str, Any]]:
+                response = await http.get(NODES, headers=headers)
+                assert response.status_code == 200, response.text
+                found: list[dict[str, Any]] = response.json()["data"]["nodes"]
+                return found
+
+            async def one_connection_on_each() -> list[dict[str, Any]] | None:
+                found = await nodes()
+                counts = sorted(node["connections"] for node in found)
+                return found if counts == [1, 1] else None
+
+            # Each node reports with its heartbeat (every 10 s).
+            await eventually(one_connection_on_each, timeout=60)
+            node.stop()
+            await eventually(lambda: _has_nodes(nodes, 1), timeout=60)
+    finally:
+        for client in clients:
+            await client.close()
+        for process in processes:
+            process.stop()
+
+
+async def _has_nodes(nodes: Any, count: int) -> bool:
+    return len(await nodes()) == count
