@@ -4,6 +4,7 @@ schedule with next runs, and "run now" for a workspace's job."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import uuid
 import warnings
@@ -24,6 +25,8 @@ from notiflow.kit.queue import (
     WorkspacePayload,
     build_broker,
     run_job,
+    sample_embedded_depth_forever,
+    sample_queue_depth_forever,
 )
 from notiflow.kit.throughput import RedisThroughput
 from notiflow.main.runtime import Runtime, wire_jobs
@@ -82,6 +85,19 @@ async def test_the_embedded_queue_counts_the_runs_of_the_serving_process(
         assert _total(minutes, "tenant_finished") >= 1, "the delivery job of acme's send"
         assert _total(minutes, "finished") >= _total(minutes, "tenant_finished")
         assert _total(minutes, "failed") == 0
+        assert all(minute["queue_depth"] is None for minute in minutes), "no sampler ran yet"
+        sampler = asyncio.create_task(sample_embedded_depth_forever(runtime.queue, interval=0.05))
+        try:
+            for _ in range(200):
+                body = (await client.get(JOBS, headers=admin.headers)).json()["data"]
+                if body["throughput"][-1]["queue_depth"] is not None:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        assert body["throughput"][-1]["queue_depth"] == 0
 
         theirs = (await client.get(JOBS, params={"minutes": 5}, headers=outsider.headers)).json()
         assert len(theirs["data"]["throughput"]) == 5
@@ -114,9 +130,23 @@ async def test_with_redis_the_depth_is_the_streams_and_runs_are_counted_in_redis
         await run_job(runtime, job, {"tenant_id": str(admin.tenant_id)})
         await run_job(runtime, job, {})
         await run_job(runtime, failing, {"tenant_id": str(admin.tenant_id)})
-        response = await client.get(JOBS, headers=admin.headers)
-        assert response.status_code == 200, response.text
-        body = response.json()["data"]
+        sampler = asyncio.create_task(
+            sample_queue_depth_forever(redis, interval=0.05, throughput=queue.throughput)
+        )
+        try:
+            for _ in range(200):
+                response = await client.get(JOBS, headers=admin.headers)
+                assert response.status_code == 200, response.text
+                body = response.json()["data"]
+                if any(minute["queue_depth"] == 3 for minute in body["throughput"]):
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        assert [m["queue_depth"] for m in body["throughput"] if m["queue_depth"] is not None]
+        assert {m["queue_depth"] for m in body["throughput"]} <= {None, 3}, "sampled, charted"
         assert body["queue"]["backend"] == "redis"
         assert body["queue"]["waiting"] == 3
         assert body["queue"]["running"] is None

@@ -37,6 +37,9 @@ class MinuteData(BaseModel):
     tenant_finished: int
     tenant_retried: int
     tenant_failed: int
+    queue_depth: int | None = Field(
+        description="The queue's depth last sampled in the minute (every 5 s); null: none"
+    )
 
 
 class JobsData(BaseModel):
@@ -60,7 +63,8 @@ async def jobs(
     wait for a retry, and the caller's tenant's own deliveries waiting in the outbox. Then the
     runs of the last ``minutes`` (1-120, default 60), minute by minute: finished, retried
     (a try failed, another comes) and failed (gave up), for every tenant together and for the
-    jobs whose payload names the caller's tenant (``tenant_*``). Counts only: no other
+    jobs whose payload names the caller's tenant (``tenant_*``), and the queue's depth as last
+    sampled in the minute (``queue_depth``, for a chart). Counts only: no other
     tenant's job is named. 503 while Redis is unreachable. Owners and admins only."""
     queue = await jobs_overview.queue_depth(session, context.queue, context.redis, auth.tenant_id)
     minutes_counted = await jobs_overview.throughput(context.queue, auth.tenant_id, minutes)
@@ -84,6 +88,7 @@ async def jobs(
                         tenant_finished=m.tenant_finished,
                         tenant_retried=m.tenant_retried,
                         tenant_failed=m.tenant_failed,
+                        queue_depth=m.queue_depth,
                     )
                     for m in minutes_counted
                 ]

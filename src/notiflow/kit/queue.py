@@ -538,10 +538,31 @@ async def job_queue_depth(redis: Redis) -> int:
     return sum(int(group.get("lag") or 0) + int(group.get("pending") or 0) for group in groups)
 
 
-async def sample_queue_depth_forever(redis: Redis, interval: float = QUEUE_SAMPLE_SECONDS) -> None:
-    """Keep ``notiflow_queue_depth{queue="jobs"}`` current in this process's /metrics."""
+async def sample_queue_depth_forever(
+    redis: Redis,
+    interval: float = QUEUE_SAMPLE_SECONDS,
+    throughput: JobThroughput | None = None,
+) -> None:
+    """Keep ``notiflow_queue_depth{queue="jobs"}`` current in this process's /metrics, and the
+    minute's depth in ``throughput`` (the admin API's chart of the last hours)."""
     while True:
         # An outage is told by the process's other loops; the gauge keeps its last value.
         with contextlib.suppress(*REDIS_UNAVAILABLE_ERRORS):
-            set_queue_depth("jobs", await job_queue_depth(redis))
+            depth = await job_queue_depth(redis)
+            set_queue_depth("jobs", depth)
+            if throughput is not None:
+                await throughput.record_depth(depth)
+        await asyncio.sleep(interval)
+
+
+async def sample_embedded_depth_forever(
+    queue: JobQueue, interval: float = QUEUE_SAMPLE_SECONDS
+) -> None:
+    """The embedded queue's depth (runs waiting for a slot, and running) into the gauge and the
+    minute's depth, as :func:`sample_queue_depth_forever` does for the Redis stream."""
+    while True:
+        depth = queue.waiting + queue.running
+        set_queue_depth("jobs", depth)
+        if queue.throughput is not None:
+            await queue.throughput.record_depth(depth)
         await asyncio.sleep(interval)

@@ -1,4 +1,5 @@
-"""Job throughput: how many job runs finished, were retried and failed, minute by minute.
+"""Job throughput: how many job runs finished, were retried and failed, minute by minute, and
+the queue's depth as sampled in each minute.
 
 The runs of the last hours are counted where the jobs run, in one place every process can
 read: a Redis hash per minute (``notiflow:jobs:minute:<epoch minute>``, kept two hours) when
@@ -8,8 +9,9 @@ a tenant is also counted for that tenant, so a tenant's admins see their own sha
 
     throughput = build_throughput(redis)
     await throughput.record("ok", tenant_id)            # by the job runner, after each run
+    await throughput.record_depth(42)                   # by the queue sampler, every few seconds
     minutes = await throughput.last_minutes(60, tenant_id)
-    minutes[-1].finished, minutes[-1].tenant_failed
+    minutes[-1].finished, minutes[-1].tenant_failed, minutes[-1].queue_depth
 
 Counting must never fail or slow down a job: a Redis outage loses the counts of its minutes
 (said in the log by the outage's other observers), nothing else.
@@ -44,6 +46,8 @@ KEEP_MINUTES = 120
 KEY_PREFIX = "notiflow:jobs:minute:"
 # What a run's outcome is counted as: ok -> finished, retry -> retried, failed -> failed.
 OUTCOMES = ("ok", "retry", "failed")
+# The minute's field holding the queue depth last sampled in it.
+DEPTH = "depth"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +60,17 @@ class MinuteCount:
     tenant_finished: int
     tenant_retried: int
     tenant_failed: int
+    # The queue's depth last sampled in that minute; None where no sample was taken.
+    queue_depth: int | None
 
 
 class JobThroughput(Protocol):
     async def record(self, outcome: str, tenant_id: str | None) -> None:
         """Count one run's ``outcome`` (``ok``, ``retry`` or ``failed``) now."""
+        ...
+
+    async def record_depth(self, depth: int) -> None:
+        """Keep ``depth`` as the queue's depth of this minute (the last sample wins)."""
         ...
 
     async def last_minutes(self, minutes: int, tenant_id: uuid.UUID) -> list[MinuteCount]:
@@ -85,6 +95,7 @@ def _count(minute: int, counts: dict[str, int], tenant: str) -> MinuteCount:
         tenant_finished=counts.get(f"{tenant}:ok", 0),
         tenant_retried=counts.get(f"{tenant}:retry", 0),
         tenant_failed=counts.get(f"{tenant}:failed", 0),
+        queue_depth=counts.get(DEPTH),
     )
 
 
@@ -100,14 +111,20 @@ class MemoryThroughput:
     def __init__(self) -> None:
         self._minutes: dict[int, Counter[str]] = {}
 
-    async def record(self, outcome: str, tenant_id: str | None) -> None:
+    def _current(self) -> Counter[str]:
         minute = _minute()
         counts = self._minutes.get(minute)
         if counts is None:
             counts = self._minutes[minute] = Counter()
             for old in [key for key in self._minutes if key <= minute - KEEP_MINUTES]:
                 del self._minutes[old]
-        counts.update(_fields(outcome, tenant_id))
+        return counts
+
+    async def record(self, outcome: str, tenant_id: str | None) -> None:
+        self._current().update(_fields(outcome, tenant_id))
+
+    async def record_depth(self, depth: int) -> None:
+        self._current()[DEPTH] = depth
 
     async def last_minutes(self, minutes: int, tenant_id: uuid.UUID) -> list[MinuteCount]:
         return [
@@ -131,9 +148,17 @@ class RedisThroughput:
                 pipe.expire(key, KEEP_MINUTES * 60)
                 await pipe.execute()
 
+    async def record_depth(self, depth: int) -> None:
+        key = f"{KEY_PREFIX}{_minute()}"
+        with contextlib.suppress(*REDIS_UNAVAILABLE_ERRORS):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(key, DEPTH, depth)
+                pipe.expire(key, KEEP_MINUTES * 60)
+                await pipe.execute()
+
     async def last_minutes(self, minutes: int, tenant_id: uuid.UUID) -> list[MinuteCount]:
         tenant = str(tenant_id)
-        fields = [*OUTCOMES, *(f"{tenant}:{outcome}" for outcome in OUTCOMES)]
+        fields = [*OUTCOMES, *(f"{tenant}:{outcome}" for outcome in OUTCOMES), DEPTH]
         window = _window(minutes)
         async with self.redis.pipeline(transaction=False) as pipe:
             for minute in window:
@@ -142,7 +167,11 @@ class RedisThroughput:
         return [
             _count(
                 minute,
-                {field: int(value) for field, value in zip(fields, row, strict=True) if value},
+                {
+                    field: int(value)
+                    for field, value in zip(fields, row, strict=True)
+                    if value is not None
+                },
                 tenant,
             )
             for minute, row in zip(window, rows, strict=True)

@@ -12,7 +12,7 @@ from notiflow.content.jobs import scan_forever
 from notiflow.delivery.jobs import sweep_forever
 from notiflow.kit.leadership import beat_forever, lead_forever
 from notiflow.kit.locks import live_leases
-from notiflow.kit.queue import sample_queue_depth_forever
+from notiflow.kit.queue import sample_embedded_depth_forever, sample_queue_depth_forever
 from notiflow.main.runtime import Runtime
 from notiflow.realtime.webhooks import StreamIngest
 from notiflow.schedule import run_schedule
@@ -51,11 +51,17 @@ def start_worker(runtime: Runtime, concurrency: int) -> list[asyncio.Task[None]]
 
 
 def start_queue_sampler(runtime: Runtime) -> list[asyncio.Task[None]]:
-    """With the Redis queue, keep this process's ``notiflow_queue_depth{queue="jobs"}``
-    current (every process that serves /metrics runs one)."""
-    if runtime.redis is None:
-        return []
-    return [asyncio.create_task(sample_queue_depth_forever(runtime.redis), name="queue-depth")]
+    """Keep this process's ``notiflow_queue_depth{queue="jobs"}`` current and the queue's depth
+    of each minute for the admin API (every process that serves /metrics runs one): the Redis
+    stream's, or without Redis the embedded queue of this process."""
+    queue = runtime.queue
+    throughput = queue.throughput if queue is not None else None
+    if runtime.redis is not None:
+        sampler = sample_queue_depth_forever(runtime.redis, throughput=throughput)
+        return [asyncio.create_task(sampler, name="queue-depth")]
+    if queue is not None and queue.embedded:
+        return [asyncio.create_task(sample_embedded_depth_forever(queue), name="queue-depth")]
+    return []
 
 
 async def jobs_health(runtime: Runtime) -> dict[str, str]:
