@@ -67,6 +67,9 @@ async def test_admins_list_their_tenants_failed_jobs_newest_first(
     )
     assert [row["id"] for row in by_cursor.json()["data"]] == [str(older.id)]
 
+    one_job = await client.get(FAILED, params={"job": "inbox.sync"}, headers=admin.headers)
+    assert [row["id"] for row in one_job.json()["data"]] == [str(older.id)]
+
     theirs = (await client.get(FAILED, headers=outsider.headers)).json()["data"]
     assert [row["job"] for row in theirs] == ["inbox.archive_old"]
 

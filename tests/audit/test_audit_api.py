@@ -62,6 +62,12 @@ async def test_role_and_preference_changes_are_listed_with_actor_and_before_afte
     ).json()["data"]
     assert by_actor
     assert {entry["actor"]["id"] for entry in by_actor} == {str(alice.id)}
+    actions = await client.get(f"{AUDIT}/actions", headers=owner.headers)
+    assert actions.status_code == 200, actions.text
+    assert actions.json()["data"] == sorted(set(actions.json()["data"]))
+    assert "member.role_changed" in actions.json()["data"]
+    their_actions = (await client.get(f"{AUDIT}/actions", headers=outsider.headers)).json()
+    assert "member.role_changed" not in their_actions["data"]
     theirs = (
         await client.get(AUDIT, params={"actor_id": str(alice.id)}, headers=outsider.headers)
     ).json()["data"]
@@ -126,6 +132,7 @@ async def test_members_get_403_and_bad_filters_a_422(
     admin = await make_member("acme", role=Role.ADMIN)
     forbidden = await client.get(AUDIT, headers=member.headers)
     assert forbidden.status_code == 403
+    assert (await client.get(f"{AUDIT}/actions", headers=member.headers)).status_code == 403
     assert forbidden.json()["error"]["code"] == "forbidden"
     for params in (
         {"since": "2026-12-06T10:00:00"},  # no time zone

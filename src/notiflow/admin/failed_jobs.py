@@ -45,7 +45,9 @@ def _scope(tenant_id: uuid.UUID | None) -> ColumnElement[bool]:
     return true() if tenant_id is None else in_owning_tenant(FailedJob, tenant_id)
 
 
-def _listing(tenant_id: uuid.UUID | None, include_retried: bool) -> Select[FailedJob]:
+def _listing(
+    tenant_id: uuid.UUID | None, include_retried: bool, job_name: str | None = None
+) -> Select[FailedJob]:
     query = (
         select(FailedJob)
         .where(_scope(tenant_id))
@@ -53,6 +55,8 @@ def _listing(tenant_id: uuid.UUID | None, include_retried: bool) -> Select[Faile
     )
     if not include_retried:
         query = query.where(FailedJob.retried_at.is_(None))
+    if job_name is not None:
+        query = query.where(FailedJob.job_name == job_name)
     return query
 
 
@@ -67,14 +71,16 @@ async def page_failed(
     tenant_id: uuid.UUID,
     *,
     include_retried: bool = False,
+    job_name: str | None = None,
     page: int = 1,
     per_page: int = 50,
     cursor: Cursor | None = None,
 ) -> Page[FailedJob]:
-    """One page of a tenant's failed jobs, newest first (by page number or by ``cursor``)."""
+    """One page of a tenant's failed jobs (of one job, with ``job_name``), newest first (by
+    page number or by ``cursor``)."""
     return await paginate(
         session,
-        _listing(tenant_id, include_retried),
+        _listing(tenant_id, include_retried, job_name),
         key=(FailedJob.failed_at, FailedJob.id),
         position=lambda job: (job.failed_at, job.id),
         page=page,

@@ -65,19 +65,22 @@ async def list_failed_jobs(
     auth: TenantAdmin,
     session: SessionDep,
     include_retried: bool = False,
+    job: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> FailedJobPage:
     """Jobs of the caller's tenant that gave up, newest first: the job's name, its payload,
     the error it ended with, how many tries it had and when it failed. Jobs already retried
-    are left out unless ``include_retried=true``. Page with page/per_page (totals included) or
+    are left out unless ``include_retried=true``; ``job`` keeps one job's failures (e.g.
+    ``delivery.send``). Page with page/per_page (totals included) or
     with ``cursor`` from ``meta.next_cursor``. Platform-wide jobs (with no tenant) are never
     listed here. Owners and admins only."""
     result = await failed_jobs.page_failed(
         session,
         auth.tenant_id,
         include_retried=include_retried,
+        job_name=job,
         page=page,
         per_page=per_page,
         cursor=Cursor.decode(cursor) if cursor else None,

@@ -13,6 +13,7 @@ from notiflow.audit import service as audit
 from notiflow.auth.deps import TenantAdmin
 from notiflow.kit.deps import SessionDep
 from notiflow.kit.pagination import Cursor, PageMeta, page_meta
+from notiflow.notifications.schemas import DataEnvelope
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
@@ -93,3 +94,14 @@ async def audit_log(
     return AuditPage(
         data=[AuditEntryData.from_entry(found) for found in result.items], meta=page_meta(result)
     )
+
+
+@router.get(
+    "/audit-log/actions",
+    response_model=DataEnvelope[list[str]],
+    summary="The actions in the tenant's audit log",
+)
+async def audit_actions(auth: TenantAdmin, session: SessionDep) -> DataEnvelope[list[str]]:
+    """Every ``action`` found in the caller's tenant's audit log, alphabetically: the choices
+    of the ``action`` filter of ``GET /api/v1/admin/audit-log``. Owners and admins only."""
+    return DataEnvelope(data=await audit.actions(session, auth.tenant_id))

@@ -100,3 +100,14 @@ async def search(
         page=rows.page,
         total=rows.total,
     )
+
+
+async def actions(session: AsyncSession, tenant_id: uuid.UUID) -> list[str]:
+    """The actions found in a tenant's audit log, in alphabetical order (a filter's choices)."""
+    found = await session.scalars(
+        select(AuditLog.action)
+        .distinct()
+        .where(in_owning_tenant(AuditLog, tenant_id))
+        .order_by(AuditLog.action)
+    )
+    return list(found)
