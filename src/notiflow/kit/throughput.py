@@ -19,6 +19,7 @@ Counting must never fail or slow down a job: a Redis outage loses the counts of 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import time
@@ -43,6 +44,8 @@ __all__ = [
 
 # Minutes kept (and the most a reader may ask for).
 KEEP_MINUTES = 120
+# The longest a count may hold up the job that made it (Redis slow rather than down).
+RECORD_TIMEOUT_SECONDS = 1.0
 KEY_PREFIX = "notiflow:jobs:minute:"
 # What a run's outcome is counted as: ok -> finished, retry -> retried, failed -> failed.
 OUTCOMES = ("ok", "retry", "failed")
@@ -141,8 +144,11 @@ class RedisThroughput:
 
     async def record(self, outcome: str, tenant_id: str | None) -> None:
         key = f"{KEY_PREFIX}{_minute()}"
-        with contextlib.suppress(*REDIS_UNAVAILABLE_ERRORS):
-            async with self.redis.pipeline(transaction=False) as pipe:
+        with contextlib.suppress(*REDIS_UNAVAILABLE_ERRORS, TimeoutError):
+            async with (
+                asyncio.timeout(RECORD_TIMEOUT_SECONDS),
+                self.redis.pipeline(transaction=False) as pipe,
+            ):
                 for field in _fields(outcome, tenant_id):
                     pipe.hincrby(key, field, 1)
                 pipe.expire(key, KEEP_MINUTES * 60)
@@ -150,8 +156,11 @@ class RedisThroughput:
 
     async def record_depth(self, depth: int) -> None:
         key = f"{KEY_PREFIX}{_minute()}"
-        with contextlib.suppress(*REDIS_UNAVAILABLE_ERRORS):
-            async with self.redis.pipeline(transaction=False) as pipe:
+        with contextlib.suppress(*REDIS_UNAVAILABLE_ERRORS, TimeoutError):
+            async with (
+                asyncio.timeout(RECORD_TIMEOUT_SECONDS),
+                self.redis.pipeline(transaction=False) as pipe,
+            ):
                 pipe.hset(key, DEPTH, depth)
                 pipe.expire(key, KEEP_MINUTES * 60)
                 await pipe.execute()
