@@ -38,6 +38,9 @@ class RecordingQueue:
     """Stands in for the job queue: remembers what was enqueued (after commit), as the JSON
     the real queue carries."""
 
+    # Counts no runs (the real queue's ``throughput``).
+    throughput = None
+
     def __init__(self) -> None:
         self.enqueued: list[tuple[str, dict[str, Any]]] = []
 
