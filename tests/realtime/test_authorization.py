@@ -14,6 +14,7 @@ from notiflow.realtime.authorization import (
     ChannelUser,
     Refusal,
     authorize_channel,
+    belongs_to_tenant,
     encryption_master_key,
     require_channel,
     subscription_auth,
@@ -193,3 +194,27 @@ def test_without_a_configured_master_key_one_is_derived_from_the_secret_key() ->
     assert len(derived) == 32
     assert derived == encryption_master_key(make_settings())
     assert derived != encryption_master_key(make_settings(secret_key="another-" * 6))
+
+
+@pytest.mark.parametrize(
+    ("channel", "ours"),
+    [
+        (f"private-notifications.{ADA.user_id}", True),
+        (f"private-encrypted-notifications.{ADA.user_id}", True),
+        (f"private-cache-notifications.{ADA.user_id}", True),
+        (f"presence-notifications.{ADA.user_id}", False),  # never a presence channel
+        (f"private-notifications.{uuid.uuid4()}", False),  # not a member
+        (f"private-tenant.{ADA.tenant_id}", True),
+        (f"presence-tenant.{ADA.tenant_id}", True),
+        (f"presence-cache-tenant.{ADA.tenant_id}", True),
+        (f"private-encrypted-cache-tenant.{ADA.tenant_id}", True),
+        (f"private-tenant.{uuid.uuid4()}", False),  # another tenant's
+        (f"tenant.{ADA.tenant_id}", False),  # public: nobody's
+        ("private-orders", False),
+        ("not a channel", False),
+    ],
+)
+def test_a_channel_belongs_to_the_tenant_of_its_name_or_of_its_user(
+    channel: str, ours: bool
+) -> None:
+    assert belongs_to_tenant(channel, ADA.tenant_id, frozenset({ADA.user_id})) is ours
