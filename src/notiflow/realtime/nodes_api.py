@@ -28,7 +28,7 @@ class NodeData(BaseModel):
     connections: int
     channels: int = Field(description="Channels with a subscriber on this node (all tenants)")
     subscriptions: int = Field(description="Subscriptions on this node (all tenants)")
-    started_at: datetime | None
+    started_at: datetime | None = Field(description="With Redis: when the node joined; else null")
     reported_at: datetime = Field(description="When the counts were taken")
     tenant_channels: list[TenantChannelData] = Field(
         description="The caller's tenant's own channels with a subscriber on this node"
