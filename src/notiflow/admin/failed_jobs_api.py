@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from notiflow.admin import failed_jobs
 from notiflow.auth.deps import TenantAdmin
 from notiflow.kit.deps import AppContextDep, SessionDep
-from notiflow.kit.pagination import Cursor, PageMeta, page_meta
+from notiflow.kit.pagination import Cursor, CursorQuery, PageMeta, page_meta
 from notiflow.models import FailedJob
 
 router = APIRouter(prefix="/api/v1/admin/failed-jobs", tags=["admin"])
@@ -68,7 +68,7 @@ async def list_failed_jobs(
     job: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorQuery = None,
 ) -> FailedJobPage:
     """Jobs of the caller's tenant that gave up, newest first: the job's name, its payload,
     the error it ended with, how many tries it had and when it failed. Jobs already retried
@@ -83,7 +83,7 @@ async def list_failed_jobs(
         job_name=job,
         page=page,
         per_page=per_page,
-        cursor=Cursor.decode(cursor) if cursor else None,
+        cursor=Cursor.from_query(cursor),
     )
     return FailedJobPage(
         data=[FailedJobData.from_model(job) for job in result.items], meta=page_meta(result)

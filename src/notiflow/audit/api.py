@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel
 from notiflow.audit import service as audit
 from notiflow.auth.deps import TenantAdmin
 from notiflow.kit.deps import SessionDep
-from notiflow.kit.pagination import Cursor, PageMeta, page_meta
+from notiflow.kit.pagination import Cursor, CursorQuery, PageMeta, page_meta
 from notiflow.notifications.schemas import DataEnvelope
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
@@ -74,7 +74,7 @@ async def audit_log(
     until: AwareDatetime | None = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorQuery = None,
 ) -> AuditPage:
     """Changes made in the caller's tenant, newest first: who (``actor``), what (``action``,
     e.g. ``member.role_changed``, ``notification_preference.updated``,
@@ -89,7 +89,7 @@ async def audit_log(
         audit.AuditFilters(action=action, actor_id=actor_id, since=since, until=until),
         page=page,
         per_page=per_page,
-        cursor=Cursor.decode(cursor) if cursor else None,
+        cursor=Cursor.from_query(cursor),
     )
     return AuditPage(
         data=[AuditEntryData.from_entry(found) for found in result.items], meta=page_meta(result)
