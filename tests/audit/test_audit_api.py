@@ -136,6 +136,7 @@ async def test_members_get_403_and_bad_filters_a_422(
     assert forbidden.json()["error"]["code"] == "forbidden"
     for params in (
         {"since": "2026-12-06T10:00:00"},  # no time zone
+        {"until": "0.5"},  # a number is not a time
         {"actor_id": "someone"},
         {"per_page": 0},
         {"cursor": "nope"},

@@ -7,12 +7,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from notiflow.audit import service as audit
 from notiflow.auth.deps import TenantAdmin
 from notiflow.kit.deps import SessionDep
 from notiflow.kit.pagination import Cursor, CursorQuery, PageMeta, page_meta
+from notiflow.kit.timezones import Rfc3339Datetime
 from notiflow.notifications.schemas import DataEnvelope
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
@@ -70,8 +71,8 @@ async def audit_log(
     session: SessionDep,
     action: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     actor_id: uuid.UUID | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Rfc3339Datetime | None = None,
+    until: Rfc3339Datetime | None = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: CursorQuery = None,
