@@ -182,6 +182,7 @@ async def test_every_live_node_reports_over_redis_and_a_stopped_one_leaves(
             await ws.close()
 
 
+@pytest.mark.slow  # two notiflow processes, and a heartbeat (10 s) to wait for
 async def test_served_and_realtime_processes_report_their_connections(
     redis: Redis, tmp_path: Path
 ) -> None:
