@@ -87,7 +87,9 @@ async def _nodes(hub: Hub) -> list[tuple[str, dict[str, bytes], dict[str, int]]]
         async with redis.pipeline(transaction=False) as pipe:
             for node in live:
                 pipe.hgetall(f"{PREFIX}:stats:{node}")
-                pipe.hgetall(f"{PREFIX}:counts:{node}")
+                # notiflow's own app's channels (the app this hub serves); other apps' channels
+                # are never a tenant's.
+                pipe.hgetall(f"{backplane.prefix}:counts:{node}")
             found = await pipe.execute()
     except UNREACHABLE as error:
         raise _unreachable() from error

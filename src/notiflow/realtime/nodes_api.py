@@ -4,7 +4,7 @@ node, with only the caller's tenant's channels by name (owners and admins)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
@@ -12,10 +12,17 @@ from pydantic import BaseModel, Field
 from notiflow.auth.deps import TenantAdmin
 from notiflow.kit.deps import SessionDep, app_context
 from notiflow.notifications.schemas import DataEnvelope
-from notiflow.realtime.api import RealtimeContext
+from notiflow.realtime.hub import Hub
 from notiflow.realtime.node_stats import tenant_node_stats
 
 router = APIRouter(prefix="/api/v1/admin/realtime", tags=["admin"])
+
+
+class NodesContext(Protocol):
+    """What the route needs from the process: the hub of notiflow's own app."""
+
+    @property
+    def hub(self) -> Hub: ...
 
 
 class TenantChannelData(BaseModel):
@@ -48,7 +55,7 @@ class NodesData(BaseModel):
 async def realtime_nodes(
     auth: TenantAdmin,
     session: SessionDep,
-    context: Annotated[RealtimeContext, Depends(app_context)],
+    context: Annotated[NodesContext, Depends(app_context)],
 ) -> DataEnvelope[NodesData]:
     """Every live process serving WebSocket connections (each `notiflow realtime` node and
     `notiflow serve`'s embedded server): its open connections, how many channels have a
