@@ -150,6 +150,14 @@ async def test_feed_filters_by_type_read_state_and_channel(
     assert titles(await feed(client, alice, channel="email")) == ["by email"]
     assert titles(await feed(client, alice, channel="in_app")) == ["comment", "mention"]
     assert titles(await feed(client, alice, type="new_comment", is_read="false")) == ["comment"]
+    assert titles(await feed(client, alice, category="engagement")) == [
+        "by email",
+        "comment",
+        "mention",
+    ]
+    assert titles(await feed(client, alice, category="billing")) == []
+    unknown = await client.get(API, params={"category": "gossip"}, headers=alice.headers)
+    assert unknown.status_code == 422
     email_only = (await feed(client, alice, channel="email"))["data"][0]
     assert email_only["channel"] == "email"
     assert email_only["is_read"] is True
@@ -393,7 +401,11 @@ async def test_preferences_list_every_type_with_defaults(
         "in_app_enabled",
         "email_enabled",
         "push_enabled",
+        "category",
+        "tenant_policy",
     }
+    assert by_type["new_mention"]["category"] == "engagement"
+    assert by_type["new_mention"]["tenant_policy"] == {}
     assert by_type["new_mention"]["in_app_enabled"] is True
     assert by_type["new_mention"]["email_enabled"] is True
     # Types the registry does not email by default say so.
@@ -430,12 +442,16 @@ async def test_put_preferences_returns_the_full_list_and_applies_spec_defaults(
         "in_app_enabled": True,
         "email_enabled": True,
         "push_enabled": False,
+        "category": "engagement",
+        "tenant_policy": {},
     }
     assert by_type["new_mention"] == {
         "notification_type": "new_mention",
         "in_app_enabled": False,
         "email_enabled": False,
         "push_enabled": True,
+        "category": "engagement",
+        "tenant_policy": {},
     }
     # A later GET shows the same thing.
     again = await client.get(f"{API}/preferences", headers=alice.headers)
@@ -850,6 +866,12 @@ async def test_tenant_policy_shows_in_the_ledger(
     }
     payment_channels = by_channel(await ledger(client, alice, payment))
     assert payment_channels["email"] == ("pending", "tenant_enforced")
+    # Her preferences say which of her choices the tenant overrides.
+    preferences = (await client.get(f"{API}/preferences", headers=alice.headers)).json()["data"]
+    policies = {item["notification_type"]: item["tenant_policy"] for item in preferences}
+    assert policies["new_mention"] == {"email": "forbidden", "push": "forbidden"}
+    assert policies["payment_failed"] == {"email": "enforced"}
+    assert policies["new_comment"] == {}
     # payment_failed also goes by SMS, which needs a verified phone number.
     assert payment_channels["sms"] == ("suppressed", "no_verified_phone")
 

@@ -35,7 +35,7 @@ from notiflow.notifications.schemas import (
     UpdatedCountData,
     UpdatePreferencesRequest,
 )
-from notiflow.notifications.types import NotificationChannel, NotificationType
+from notiflow.notifications.types import Category, NotificationChannel, NotificationType
 
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
 tenant_router = APIRouter(prefix="/api/v1/tenant", tags=["tenant"])
@@ -48,16 +48,18 @@ async def index(
     type: NotificationType | None = None,
     is_read: bool | None = None,
     channel: NotificationChannel | None = None,
+    category: Category | None = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 15,
     cursor: CursorQuery = None,
 ) -> NotificationPage:
-    """The user's notifications, newest first. Filter by type, is_read and channel; page with
-    page/per_page (totals included) or with the opaque ``cursor`` from ``meta.next_cursor``."""
+    """The user's notifications, newest first. Filter by type, category, is_read and channel;
+    page with page/per_page (totals included) or with the opaque ``cursor`` from
+    ``meta.next_cursor`` (send the same filters with it)."""
     result = await service.list_for_user(
         auth.user.id,
         auth.tenant_id,
-        NotificationFilters(type=type, is_read=is_read, channel=channel),
+        NotificationFilters(type=type, is_read=is_read, channel=channel, category=category),
         page=page,
         per_page=per_page,
         cursor=Cursor.from_query(cursor),
@@ -125,11 +127,22 @@ async def delete_multiple(
 
 @router.get("/preferences", response_model=DataEnvelope[list[NotificationPreferenceData]])
 async def preferences(
-    auth: CurrentAuth, service: NotificationServiceDep
+    auth: CurrentAuth, service: NotificationServiceDep, session: SessionDep
 ) -> DataEnvelope[list[NotificationPreferenceData]]:
-    """One entry per notification type: the user's choice, or the type's default."""
+    """One entry per notification type: the user's choice, or the type's default; its category,
+    and the channels the tenant enforces or forbids for it (``tenant_policy``), which override
+    the user's choice."""
+    return await _preferences_of(auth, service, session)
+
+
+async def _preferences_of(
+    auth: CurrentAuth, service: NotificationServiceDep, session: SessionDep
+) -> DataEnvelope[list[NotificationPreferenceData]]:
     items = await service.get_preferences(auth.user.id)
-    return DataEnvelope(data=[NotificationPreferenceData.from_preference(p) for p in items])
+    tenant = await tenant_notification_settings.get_settings(session, auth.tenant_id)
+    return DataEnvelope(
+        data=[NotificationPreferenceData.from_preference(item, tenant) for item in items]
+    )
 
 
 @router.put("/preferences", response_model=DataEnvelope[list[NotificationPreferenceData]])
@@ -137,6 +150,7 @@ async def update_preferences(
     body: UpdatePreferencesRequest,
     auth: CurrentAuth,
     service: NotificationServiceDep,
+    session: SessionDep,
 ) -> DataEnvelope[list[NotificationPreferenceData]]:
     """Set per-type preferences; returns the full list afterwards. Changes are logged."""
     await service.update_preferences(
@@ -152,8 +166,7 @@ async def update_preferences(
         ],
         actor=auth,
     )
-    items = await service.get_preferences(auth.user.id)
-    return DataEnvelope(data=[NotificationPreferenceData.from_preference(p) for p in items])
+    return await _preferences_of(auth, service, session)
 
 
 @router.post(

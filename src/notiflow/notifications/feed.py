@@ -22,7 +22,12 @@ from notiflow.kit.pagination import Cursor, Page, paginate
 from notiflow.kit.tenant_scope import in_tenant
 from notiflow.models import Notification, NotificationDelivery
 from notiflow.notifications.context import NotificationContext
-from notiflow.notifications.types import NotificationChannel, NotificationType
+from notiflow.notifications.types import (
+    TYPE_REGISTRY,
+    Category,
+    NotificationChannel,
+    NotificationType,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +35,11 @@ class NotificationFilters:
     type: NotificationType | None = None
     is_read: bool | None = None
     channel: NotificationChannel | None = None
+    category: Category | None = None
+
+
+def types_of(category: Category) -> list[str]:
+    return [name.value for name, spec in TYPE_REGISTRY.items() if spec.category is category]
 
 
 class NotificationFeed(NotificationContext):
@@ -176,6 +186,8 @@ class NotificationFeed(NotificationContext):
             query = query.where(Notification.type == filters.type.value)
         if filters.channel is not None:
             query = query.where(Notification.channel == filters.channel.value)
+        if filters.category is not None:
+            query = query.where(Notification.type.in_(types_of(filters.category)))
         if filters.is_read is True:
             query = query.where(Notification.read_at.is_not(None))
         elif filters.is_read is False:

@@ -147,6 +147,18 @@ class Recipient:
     preferences: dict[NotificationType, PreferenceFlags] = field(default_factory=dict)
 
 
+def effective_policy(
+    notification_type: NotificationType, tenant: TenantNotificationSettings
+) -> dict[NotificationChannel, PolicyRule]:
+    """The tenant's rules that decide this type's channels before the user's choice (rule 1 of
+    :func:`resolve`): ``forbidden`` always, ``enforced`` only on a type that may be enforced."""
+    rules: dict[NotificationChannel, PolicyRule] = {}
+    for channel, rule in tenant.policy.get(notification_type, {}).items():
+        if rule == "forbidden" or type_spec(notification_type).enforceable:
+            rules[channel] = rule
+    return rules
+
+
 def in_push_rollout(user_id: uuid.UUID, is_admin: bool, stage: str | int) -> bool:
     """Whether a user is inside the push rollout stage. A percentage picks users by a stable hash
     of their id, so the users who are in at 10% are still in at 50%."""

@@ -23,9 +23,9 @@ from notiflow.kit.pagination import PageMeta
 from notiflow.kit.text import NO_NUL_PATTERN, NOT_BLANK_PATTERN, require_text
 from notiflow.models import Notification, NotificationDelivery
 from notiflow.notifications.events import NotificationRecord
-from notiflow.notifications.policy import TenantNotificationSettings
+from notiflow.notifications.policy import PolicyRule, TenantNotificationSettings, effective_policy
 from notiflow.notifications.preferences import PreferenceUpdate
-from notiflow.notifications.types import NotificationChannel, NotificationType
+from notiflow.notifications.types import NotificationChannel, NotificationType, type_spec
 
 MAX_DATA_BYTES = 16_384
 # Where a notification leads: an http(s) URL or a path of this site.
@@ -101,20 +101,33 @@ class NotificationData(BaseModel):
 
 
 class NotificationPreferenceData(BaseModel):
-    """One type's preference as the API returns it."""
+    """One type's preference as the API returns it, with the type's category and the tenant's
+    rules for it (what a preferences screen needs to group the types and lock the cells)."""
 
     notification_type: str
     in_app_enabled: bool
     email_enabled: bool
     push_enabled: bool
+    category: str
+    tenant_policy: dict[str, PolicyRule] = Field(
+        description=(
+            "Channels the tenant enforces (always on) or forbids (always off) for this type, "
+            "whatever the user's flags say; channels without a rule are left out."
+        )
+    )
 
     @classmethod
-    def from_preference(cls, preference: PreferenceUpdate) -> NotificationPreferenceData:
+    def from_preference(
+        cls, preference: PreferenceUpdate, tenant: TenantNotificationSettings
+    ) -> NotificationPreferenceData:
+        rules = effective_policy(preference.notification_type, tenant)
         return cls(
             notification_type=preference.notification_type.value,
             in_app_enabled=preference.in_app_enabled,
             email_enabled=preference.email_enabled,
             push_enabled=preference.push_enabled,
+            category=type_spec(preference.notification_type).category.value,
+            tenant_policy={channel.value: rule for channel, rule in rules.items()},
         )
 
 
