@@ -46,6 +46,8 @@ from notiflow.notifications.api import router as notifications_router
 from notiflow.notifications.api import tenant_router
 from notiflow.notifications.ledger_api import router as ledger_router
 from notiflow.notifications.outcomes_api import router as outcomes_router
+from notiflow.pages.api import STATIC_PATH, static_files
+from notiflow.pages.api import router as pages_router
 from notiflow.privacy.api import router as privacy_router
 from notiflow.realtime.api import auth_router as realtime_router
 from notiflow.realtime.api import pusher_router, pusher_users_router
@@ -141,6 +143,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(realtime_nodes_router)
     app.include_router(mail_router)
     app.include_router(metrics_router)
+    app.include_router(pages_router)
+    app.mount(STATIC_PATH, static_files(), name="static")
 
     @app.get("/health", tags=["health"])
     async def health(request: Request) -> JSONResponse:
