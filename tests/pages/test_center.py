@@ -61,3 +61,107 @@ async def test_a_wrong_password_says_so(server: Server, new_page: NewPage) -> No
     await page.get_by_label("Password", exact=True).fill("not the password")
     await page.get_by_role("button", name="Sign in", exact=True).click()
     await expect(page.get_by_role("alert")).to_have_text(re.compile("incorrect"))
+
+
+async def test_a_sent_notification_appears_live_and_reading_it_in_one_tab_clears_the_other(
+    server: Server, new_page: NewPage
+) -> None:
+    user = server.user()
+    first = await new_page()
+    await sign_in(first, user)
+    second = await new_page(context=first.context)  # another tab: signed in by the same storage
+    await second.goto("/")
+    await expect(second.locator("#nf-live")).to_have_attribute("data-live", "connected")
+    for tab in (first, second):
+        await expect(tab.locator("#nf-badge")).to_be_hidden()
+        await expect(tab.get_by_text("No notifications here.")).to_be_visible()
+
+    await server.send(user, title="Your post is live", message="Spring launch went out.")
+
+    for tab in (first, second):  # no reload
+        await expect(tab.locator("#nf-feed > li")).to_have_count(1)
+        await expect(tab.locator("#nf-feed > li").first).to_contain_text("Your post is live")
+        await expect(tab.locator("#nf-badge")).to_have_text("1")
+        await expect(tab.locator(".toast").filter(has_text="Your post is live")).to_be_visible()
+        await expect(tab.locator("#nf-announcer")).to_have_text(
+            "New notification: Your post is live"
+        )
+
+    await first.get_by_role("button", name="Mark “Your post is live” read").click()
+
+    await expect(first.locator("#nf-badge")).to_be_hidden()
+    await expect(second.locator("#nf-badge")).to_be_hidden()
+    await expect(second.locator("#nf-bell")).to_have_attribute(
+        "aria-label", "Notifications: none unread"
+    )
+    # The other tab shows it read too.
+    await expect(second.locator("#nf-feed > li.item--unread")).to_have_count(0)
+
+
+async def test_with_push_off_for_a_type_its_next_notification_does_not_pop_up_but_is_listed(
+    server: Server, new_page: NewPage
+) -> None:
+    user = server.user()
+    page = await new_page()
+    await sign_in(page, user)
+    await page.get_by_role("link", name="Preferences").click()
+    comments = page.get_by_role("checkbox", name="New comment: Push", exact=True)
+    await expect(comments).to_be_checked()
+    await comments.uncheck()
+    await expect(page.locator("#nf-prefs-status")).to_have_text("Saved.")
+    await page.get_by_role("link", name=re.compile("^Notifications")).click()
+
+    await server.send(user, type="new_comment", title="Quiet comment")
+    await server.send(user, type="new_mention", title="Loud mention")
+
+    # The second pops up; by then the first (sent before it on the same channel) would have.
+    await expect(page.locator(".toast").filter(has_text="Loud mention")).to_be_visible()
+    await expect(page.locator(".toast").filter(has_text="Quiet comment")).to_have_count(0)
+    feed = page.locator("#nf-feed > li")
+    await expect(feed).to_have_count(2)
+    await expect(feed.filter(has_text="Quiet comment")).to_be_visible()
+    await expect(page.locator("#nf-badge")).to_have_text("2")
+    # Kept after a reload: the preference is the server's.
+    await page.reload()
+    await page.get_by_role("link", name="Preferences").click()
+    await expect(
+        page.get_by_role("checkbox", name="New comment: Push", exact=True)
+    ).not_to_be_checked()
+
+
+async def test_why_did_i_get_this_explains_the_ledger_in_plain_words(
+    server: Server, new_page: NewPage
+) -> None:
+    user = server.user()
+    await server.api(
+        "PATCH",
+        "/api/v1/me/notification-preferences",
+        user,
+        json={"email_notifications_enabled": False},
+    )
+    await server.send(user, type="new_mention", title="Mentioned by Rauf")
+    await server.send(user, type="post_published", title="Post out")
+    page = await new_page()
+    await sign_in(page, user)
+
+    mention = page.locator("#nf-feed > li").filter(has_text="Mentioned by Rauf")
+    why = mention.get_by_role("button", name="Why did I get this?")
+    await why.click()
+    await expect(why).to_have_attribute("aria-expanded", "true")
+    explanation = mention.locator(".why")
+    await expect(explanation).to_contain_text(
+        "It is in your notification center because it was sent to you as “New mention” "
+        "(Engagement)."
+    )
+    await expect(explanation.locator("[data-channel=email]")).to_have_text(
+        "Email: Not sent. You switched this channel off for all notifications."
+    )
+    # No browser subscribed to Web Push: the live event went out, no push message did.
+    await expect(explanation.locator("[data-channel=push]")).to_contain_text("Push: Not sent.")
+
+    published = page.locator("#nf-feed > li").filter(has_text="Post out")
+    await published.get_by_role("button", name="Why did I get this?").click()
+    # The global switch is checked first (the type's own default for email is off too).
+    await expect(published.locator(".why [data-channel=email]")).to_contain_text(
+        "You switched this channel off for all notifications."
+    )

@@ -107,7 +107,9 @@ export function getToken() {
 
 let signedOutHandler = () => {};
 
-export async function api(path, { method = "GET", body, params, token = getToken() } = {}) {
+export async function api(path, { method = "GET", body, params, token = getToken(), auth = true } = {}) {
+  // Signed out meanwhile (another tab, or the user): no request, no 401 from the server.
+  if (auth && !token) throw new ApiError(401, "unauthenticated", t("signin.expired"));
   const url = new URL(path, window.location.origin);
   for (const [name, value] of Object.entries(params || {})) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
@@ -198,6 +200,7 @@ export function startPage({ onSignedIn, onSignedOut }) {
     try {
       const { data } = await api("/api/v1/auth/login", {
         method: "POST",
+        auth: false,
         token: null,
         body: { email: form.email.value.trim(), password: form.password.value },
       });
