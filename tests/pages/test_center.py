@@ -165,3 +165,128 @@ async def test_why_did_i_get_this_explains_the_ledger_in_plain_words(
     await expect(published.locator(".why [data-channel=email]")).to_contain_text(
         "You switched this channel off for all notifications."
     )
+
+
+async def test_the_azerbaijani_locale_shows_azerbaijani_text_and_can_be_switched(
+    server: Server, new_page: NewPage
+) -> None:
+    user = server.user()
+    await server.send(user, type="new_comment", title="Rauf şərh yazdı")
+    page = await new_page(locale="az-AZ")  # the browser asks for Azerbaijani
+    await page.goto("/")
+    await expect(page.locator("html")).to_have_attribute("lang", "az")
+    await expect(page.get_by_role("heading", name="Daxil olun")).to_be_visible()
+    await page.get_by_label("E-poçt", exact=True).fill(user.email)
+    await page.get_by_label("Şifrə", exact=True).fill(user.password)
+    await page.get_by_role("button", name="Daxil ol", exact=True).click()
+
+    await expect(page.get_by_role("heading", name="Bildirişlər")).to_be_visible()
+    await expect(page.locator("#nf-bell")).to_have_attribute(
+        "aria-label", "Bildirişlər: 1 oxunmamış"
+    )
+    item = page.locator("#nf-feed > li").first
+    await expect(item.get_by_role("button", name="Bunu niyə aldım?")).to_be_visible()
+    await expect(item).to_contain_text("Yeni şərh")
+    await page.get_by_role("link", name="Tənzimləmələr").click()
+    await expect(page.get_by_role("heading", name="Bildiriş tənzimləmələri")).to_be_visible()
+    await expect(page.get_by_role("table").first.locator("caption")).to_have_text(
+        "Məzmun və təsdiq"
+    )
+
+    # Switched to English: at once, and remembered by this browser.
+    await page.get_by_label("Dil", exact=True).select_option("en")
+    await expect(page.get_by_role("heading", name="Notification preferences")).to_be_visible()
+    await page.reload()
+    await expect(page.locator("html")).to_have_attribute("lang", "en")
+    await expect(page.get_by_role("link", name="Preferences")).to_be_visible()
+
+
+async def test_the_preferences_show_what_the_tenant_enforces_or_forbids(
+    server: Server, new_page: NewPage
+) -> None:
+    owner = server.user()
+    await server.api(
+        "PUT",
+        "/api/v1/tenant/notification-settings",
+        owner,
+        json={
+            "policy": {
+                "payment_failed": {"email": "enforced"},
+                "new_comment": {"push": "forbidden"},
+            }
+        },
+    )
+    page = await new_page()
+    await sign_in(page, owner)
+    await page.get_by_role("link", name="Preferences").click()
+
+    enforced = page.get_by_role("checkbox", name="Payment failed: Email", exact=True)
+    await expect(enforced).to_be_checked()
+    await expect(enforced).to_be_disabled()
+    await expect(enforced).to_have_accessible_description("Required by your organisation")
+    forbidden = page.get_by_role("checkbox", name="New comment: Push", exact=True)
+    await expect(forbidden).not_to_be_checked()
+    await expect(forbidden).to_be_disabled()
+    await expect(forbidden).to_have_accessible_description("Turned off by your organisation")
+    # Grouped by category, and free cells stay editable.
+    billing = page.get_by_role("table", name="Billing")
+    await expect(billing.get_by_role("row", name=re.compile("^Payment failed"))).to_be_visible()
+    await expect(
+        page.get_by_role("checkbox", name="New comment: Email", exact=True)
+    ).to_be_enabled()
+
+    # The global email switch: saved on the server, shown in the grid.
+    await page.get_by_role("switch", name="Email notifications").uncheck()
+    await expect(page.locator("#nf-prefs-status")).to_have_text("Saved.")
+    await expect(billing.get_by_role("columnheader", name=re.compile("^Email"))).to_contain_text(
+        "Off for all notifications"
+    )
+    user = await server.api("GET", "/api/v1/user", owner)
+    assert user["data"]["email_notifications_enabled"] is False
+
+
+async def test_the_feed_scrolls_filters_and_marks_several_read_or_archives_them(
+    server: Server, new_page: NewPage
+) -> None:
+    user = server.user()
+    for number in range(1, 46):
+        await server.send(user, type="post_published", title=f"Post number {number}")
+    await server.send(user, type="payment_failed", title="Card declined")
+    page = await new_page()
+    await sign_in(page, user)
+    items = page.locator("#nf-feed > li")
+    await expect(items.first).to_contain_text("Card declined")
+    await expect(page.locator("#nf-badge")).to_have_text("46")
+
+    # Infinite scroll: the cursor pages arrive as the end of the list comes into view.
+    for expected in (40, 46):
+        await items.last.scroll_into_view_if_needed()
+        await expect(items).to_have_count(expected)
+    await expect(items.last).to_contain_text("Post number 1")
+    await expect(page.locator("#nf-load-more")).to_be_hidden()
+
+    await page.get_by_label("Category").select_option("billing")
+    await expect(items).to_have_count(1)
+    await expect(items.first).to_contain_text("Card declined")
+    await page.get_by_label("Category").select_option("")
+    await page.get_by_label("Type").select_option("post_published")
+    await expect(items.first).to_contain_text("Post number 45")
+
+    await page.get_by_role("checkbox", name="Select “Post number 45”").check()
+    await page.get_by_role("checkbox", name="Select “Post number 44”").check()
+    await expect(page.locator("#nf-selected-count")).to_have_text("2 selected")
+    await page.get_by_role("button", name="Mark selected read").click()
+    await expect(page.locator("#nf-badge")).to_have_text("44")
+    await page.get_by_label("Show").select_option("false")  # unread only
+    await expect(items.first).to_contain_text("Post number 43")
+
+    await page.get_by_role("checkbox", name="Select “Post number 43”").check()
+    await page.get_by_role("button", name="Archive selected").click()
+    await expect(items.first).to_contain_text("Post number 42")
+    await expect(page.locator("#nf-badge")).to_have_text("43")
+    await page.get_by_role("button", name="Archive “Post number 42”").click()
+    await expect(items.first).to_contain_text("Post number 41")
+
+    await page.get_by_role("button", name="Mark all read").click()
+    await expect(page.locator("#nf-badge")).to_be_hidden()
+    await expect(page.get_by_text("No notifications here.")).to_be_visible()

@@ -48,8 +48,9 @@ def supported(tag: str | None) -> str | None:
     return language if language in LOCALES else None
 
 
-def negotiate(accept_language: str | None) -> str:
-    """The best supported language of an ``Accept-Language`` header (by q-value, then order)."""
+def negotiate(accept_language: str | None) -> str | None:
+    """The best supported language of an ``Accept-Language`` header (by q-value, then order),
+    or None when it names none."""
     ranked: list[tuple[float, int, str]] = []
     for position, part in enumerate((accept_language or "").split(",")[:20]):
         tag, _, parameters = part.partition(";")
@@ -64,4 +65,4 @@ def negotiate(accept_language: str | None) -> str:
         language = supported(tag)
         if language is not None and quality > 0:
             ranked.append((-quality, position, language))
-    return min(ranked)[2] if ranked else DEFAULT_LOCALE
+    return min(ranked)[2] if ranked else None

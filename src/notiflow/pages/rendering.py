@@ -18,7 +18,13 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from notiflow import __version__
-from notiflow.pages.i18n import LOCALE_NAMES, catalogues, message, negotiate
+from notiflow.pages.i18n import (
+    DEFAULT_LOCALE,
+    LOCALE_NAMES,
+    catalogues,
+    message,
+    negotiate,
+)
 
 STATIC_PATH = "/static"
 
@@ -70,9 +76,11 @@ def _messages_json() -> str:
 
 
 def render_page(request: Request, template: str, *, title_key: str, **context: Any) -> HTMLResponse:
-    """The page in the request's language (``Accept-Language``; the scripts then prefer the
-    language the user chose or has in their profile)."""
-    locale = negotiate(request.headers.get("accept-language"))
+    """The page in the request's language (``Accept-Language``, else English). The scripts
+    then switch to the language chosen in the page, if any, or else, when the browser asked for
+    no language the pages have, to the one of the user's profile."""
+    asked = negotiate(request.headers.get("accept-language"))
+    locale = asked or DEFAULT_LOCALE
 
     def translate(key: str) -> str:
         return message(locale, key)
@@ -82,6 +90,7 @@ def render_page(request: Request, template: str, *, title_key: str, **context: A
         .get_template(template)
         .render(
             locale=locale,
+            locale_negotiated=asked is not None,
             locales=LOCALE_NAMES,
             t=translate,
             title_key=title_key,

@@ -10,7 +10,8 @@
 // - Messages: t(key, params) from the catalogues the server embedded (#nf-messages); elements
 //   with data-i18n="key" (text) or data-i18n-attr="attr:key;attr:key" are re-translated when
 //   the language changes. The language: the one chosen in the switch (localStorage
-//   "notiflow:locale"), else the user's profile locale, else the browser's Accept-Language.
+//   "notiflow:locale"), else the browser's (Accept-Language, which the server rendered the page
+//   in), else the user's profile locale, else English.
 
 const TOKEN_KEY = "notiflow:token";
 const LOCALE_KEY = "notiflow:locale";
@@ -172,7 +173,7 @@ export function startPage({ onSignedIn, onSignedOut }) {
     const { data } = await api("/api/v1/user", { token });
     store(TOKEN_KEY, token);
     user = data;
-    if (!stored(LOCALE_KEY)) {
+    if (!stored(LOCALE_KEY) && document.documentElement.dataset.localeNegotiated !== "true") {
       const profile = supportedLocale(data.locale);
       if (profile) setLocale(profile);
     }
