@@ -270,4 +270,5 @@ async def axe_violations(
 
 async def screenshot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.evaluate("window.scrollTo(0, 0)")
     await page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=False)

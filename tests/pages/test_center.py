@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
-from playwright.async_api import expect
+from playwright.async_api import Browser, expect
 
-from tests.pages.conftest import NewPage, Server, sign_in
+from tests.pages.conftest import NewPage, Server, sign_in, start_server
 
 
 async def test_sign_in_with_email_and_password_shows_the_unread_badge(
@@ -87,7 +89,7 @@ async def test_a_sent_notification_appears_live_and_reading_it_in_one_tab_clears
             "New notification: Your post is live"
         )
 
-    await first.get_by_role("button", name="Mark “Your post is live” read").click()
+    await first.get_by_role("button", name="Mark read: Your post is live").click()
 
     await expect(first.locator("#nf-badge")).to_be_hidden()
     await expect(second.locator("#nf-badge")).to_be_hidden()
@@ -284,9 +286,42 @@ async def test_the_feed_scrolls_filters_and_marks_several_read_or_archives_them(
     await page.get_by_role("button", name="Archive selected").click()
     await expect(items.first).to_contain_text("Post number 42")
     await expect(page.locator("#nf-badge")).to_have_text("43")
-    await page.get_by_role("button", name="Archive “Post number 42”").click()
+    await page.get_by_role("button", name="Archive: Post number 42").click()
     await expect(items.first).to_contain_text("Post number 41")
 
     await page.get_by_role("button", name="Mark all read").click()
     await expect(page.locator("#nf-badge")).to_be_hidden()
     await expect(page.get_by_text("No notifications here.")).to_be_visible()
+
+
+async def test_the_web_push_opt_in_shows_only_when_vapid_keys_are_configured(
+    server: Server, new_page: NewPage, browser: Browser, tmp_path: Path
+) -> None:
+    user = server.user()
+    page = await new_page()
+    await sign_in(page, user)
+    await page.get_by_role("link", name="Preferences").click()
+    await expect(page.get_by_role("heading", name="Notification preferences")).to_be_visible()
+    await expect(page.get_by_role("heading", name="Browser notifications")).to_be_hidden()
+
+    keys = json.loads(server.process.run("webpush", "keys").stdout)
+    with_keys = await start_server(
+        tmp_path, vapid_public_key=keys["public_key"], vapid_private_key=keys["private_key"]
+    )
+    pages = NewPage(browser, with_keys)
+    try:
+        page = await pages()
+        await sign_in(page, with_keys.user())
+        await page.get_by_role("link", name="Preferences").click()
+        await expect(page.get_by_role("heading", name="Browser notifications")).to_be_visible()
+        await expect(page.get_by_role("button", name="Turn on for this browser")).to_be_visible()
+        await expect(page.locator("#nf-push-status")).to_have_text("Off for this browser.")
+        # The service worker it subscribes with is registered (from notiflow's static files).
+        scope = await page.evaluate(
+            "navigator.serviceWorker.getRegistration('/static/js/').then((r) => r && r.scope)"
+        )
+        assert scope == f"{with_keys.url}/static/js/"
+    finally:
+        await pages.close()
+        with_keys.process.stop()
+    assert pages.problems == []

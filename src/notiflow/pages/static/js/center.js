@@ -9,6 +9,8 @@ import {
 const PAGE_SIZE = 20;
 const TOAST_SECONDS = 10;
 const CHANNELS = ["in_app", "email", "push"];
+// The padlock of a cell the tenant decides (the same drawing as in center.html's legend).
+const LOCK_PATH = "M12 2a5 5 0 0 0-5 5v3H6a2 2 0 0 0-2 2v8a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2v-8a2 2 0 0 0-2-2h-1V7a5 5 0 0 0-5-5Zm-3 8V7a3 3 0 0 1 6 0v3Z";
 
 const $ = (id) => document.getElementById(id);
 
@@ -129,7 +131,7 @@ function renderItem(notification, { fresh = false } = {}) {
   const actions = element("div", { class: "item__actions" });
   if (unread) {
     actions.append(element("button", {
-      type: "button", class: "button button--small", text: t("feed.mark_read"),
+      type: "button", class: "button button--small item__read", text: t("feed.mark_read"),
       "aria-label": t("feed.mark_read_named", { title }),
       onclick: () => run(async () => {
         await api(`/api/v1/notifications/${notification.id}/read`, { method: "POST" });
@@ -139,7 +141,7 @@ function renderItem(notification, { fresh = false } = {}) {
     }));
   }
   actions.append(element("button", {
-    type: "button", class: "button button--small button--quiet", text: t("feed.archive"),
+    type: "button", class: "button button--small button--quiet item__archive", text: t("feed.archive"),
     "aria-label": t("feed.archive_named", { title }),
     onclick: () => run(async () => {
       await api(`/api/v1/notifications/${notification.id}/archive`, { method: "POST" });
@@ -165,7 +167,7 @@ function renderItem(notification, { fresh = false } = {}) {
       "div",
       { class: "item__body" },
       element("p", { class: "item__title" },
-        unread ? element("span", { class: "visually-hidden", text: `${t("feed.unread_marker")}: ` }) : null,
+        unread ? element("span", { class: "visually-hidden item__unread", text: `${t("feed.unread_marker")}: ` }) : null,
         title),
       element("p", { class: "item__message", text: notification.message }),
       element("p", { class: "item__meta" },
@@ -210,6 +212,22 @@ function replaceItem(notification) {
     node.replaceWith(fresh);
     if (hadFocus) fresh.querySelector("input").focus();
   }
+}
+
+/** Show an item read where it is (no re-render: keyboard focus stays where it was). */
+function markShownRead(notification) {
+  state.items.set(notification.id, notification);
+  const node = $("nf-feed").querySelector(`[data-id="${CSS.escape(notification.id)}"]`);
+  if (!node || !notification.is_read) return replaceItem(notification);
+  node.classList.remove("item--unread");
+  node.querySelector(".item__unread")?.remove();
+  const button = node.querySelector(".item__read");
+  if (button) {
+    const hadFocus = button === document.activeElement;
+    button.remove();
+    if (hadFocus) node.querySelector(".item__archive").focus();
+  }
+  return undefined;
 }
 
 async function loadMore() {
@@ -293,7 +311,7 @@ function refreshHead({ fresh = true } = {}) {
     for (const notification of page.data) {
       const known = state.items.get(notification.id);
       if (known) {
-        if (known.is_read !== notification.is_read) replaceItem(notification);
+        if (known.is_read !== notification.is_read) markShownRead(notification);
         anchor = list.querySelector(`[data-id="${CSS.escape(notification.id)}"]`)?.nextElementSibling ?? null;
         continue;
       }
@@ -441,6 +459,19 @@ function disconnectLive() {
 
 // ------------------------------------------------------------------ preferences
 
+function lockIcon() {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("class", "lock");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("fill", "currentColor");
+  path.setAttribute("d", LOCK_PATH);
+  svg.append(path);
+  return svg;
+}
+
 function policyNote(policy) {
   return policy === "enforced" ? t("prefs.enforced") : t("prefs.forbidden");
 }
@@ -482,7 +513,7 @@ function renderCell(item, channel) {
     input.setAttribute("aria-describedby", `${id}-note`);
     return element("span", { class: "cell", title: policyNote(policy), "data-policy": policy },
       input,
-      element("span", { class: "cell__lock", "aria-hidden": "true", text: "🔒" }),
+      lockIcon(),
       element("span", { class: "visually-hidden", id: `${id}-note`, text: policyNote(policy) }));
   }
   input.checked = item[`${channel}_enabled`];
