@@ -348,8 +348,10 @@ function explainDelivery(delivery) {
     parts.push(delivery.status);
   }
   if (delivery.reason) {
-    parts.push(hasMessage(`reason.${delivery.reason}`)
-      ? t(`reason.${delivery.reason}`)
+    // A reason may carry details after its code: "push_subscriptions_gone (410)".
+    const code = delivery.reason.split(/[\s(]/)[0];
+    parts.push(hasMessage(`reason.${code}`)
+      ? t(`reason.${code}`)
       : t("reason.unknown", { reason: delivery.reason }));
   }
   return parts.join(" ");
