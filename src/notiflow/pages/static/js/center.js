@@ -184,6 +184,7 @@ function renderItem(notification, { fresh = false } = {}) {
 function updateEmpty() {
   const list = $("nf-feed");
   $("nf-feed-empty").hidden = !(state.done && list.children.length === 0);
+  $("nf-feed-end").hidden = !(state.done && list.children.length > PAGE_SIZE);
   $("nf-load-more").hidden = state.done;
 }
 
@@ -658,7 +659,12 @@ function rerenderForLocale() {
 }
 
 function wire() {
-  window.addEventListener("hashchange", () => { showView(); fillViewport(); });
+  window.addEventListener("hashchange", () => {
+    showView();
+    // Where the view starts, for keyboard and screen reader users.
+    $(window.location.hash === "#preferences" ? "nf-preferences-title" : "nf-feed-title").focus();
+    fillViewport();
+  });
   $("nf-filters").addEventListener("change", (event) => {
     state.filters[event.target.name] = event.target.value;
     if (event.target.name === "category") renderFilterOptions();

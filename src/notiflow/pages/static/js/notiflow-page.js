@@ -168,6 +168,11 @@ export function startPage({ onSignedIn, onSignedOut }) {
   if (chosen) setLocale(chosen);
 
   let user = null;
+  const showUser = () => {
+    const element = document.getElementById("nf-user");
+    element.textContent = user ? t("layout.signed_in_as", { name: user.name || user.email }) : "";
+  };
+  onLocaleChange(showUser);
 
   async function enter(token) {
     const { data } = await api("/api/v1/user", { token });
@@ -178,6 +183,7 @@ export function startPage({ onSignedIn, onSignedOut }) {
       if (profile) setLocale(profile);
     }
     signInStatus("");
+    showUser();
     setState("signed-in");
     await onSignedIn(data);
   }
@@ -197,6 +203,7 @@ export function startPage({ onSignedIn, onSignedOut }) {
     const form = event.currentTarget;
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
+    button.textContent = t("signin.signing_in");
     signInStatus("");
     try {
       const { data } = await api("/api/v1/auth/login", {
@@ -212,6 +219,7 @@ export function startPage({ onSignedIn, onSignedOut }) {
       signInStatus(known[error.status] ? t(known[error.status]) : t("error.generic", { message: error.message }));
     } finally {
       button.disabled = false;
+      button.textContent = t("signin.submit");
     }
   });
 
