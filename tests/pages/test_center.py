@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
+from tests.delivery.processes import NOTIFLOW, NotiflowProcess, free_port, notiflow_env
 from tests.pages.conftest import NewPage, Server, sign_in, start_server
 
 
@@ -325,3 +327,49 @@ async def test_the_web_push_opt_in_shows_only_when_vapid_keys_are_configured(
         await pages.close()
         with_keys.process.stop()
     assert pages.problems == []
+
+
+async def test_the_demo_shows_in_the_notification_center_with_a_pasted_token(
+    browser: Browser, tmp_path: Path
+) -> None:
+    port, ws_port = free_port(), free_port()
+    env = notiflow_env(env="development", database_url=f"sqlite+aiosqlite:///{tmp_path}/demo.db")
+    process = await asyncio.create_subprocess_exec(
+        NOTIFLOW,
+        "serve",
+        "--demo",
+        "--port",
+        str(port),
+        "--ws-port",
+        str(ws_port),
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        while line := (await process.stdout.readline()).decode():
+            lines.append(line)
+            if line.rstrip() == "}":
+                break
+        demo = json.loads("".join(lines))["demo"]
+        assert demo["notification_center"] == f"http://127.0.0.1:{port}/"
+        # The served demo, for the page's base URL (this process object starts nothing).
+        server = Server(NotiflowProcess([], env), f"http://127.0.0.1:{port}")
+        server.process.stop()
+        pages = NewPage(browser, server)
+        page = await pages()
+        await page.goto(demo["notification_center"])
+        await page.get_by_text("Use a token instead").click()
+        await page.get_by_label("API token").fill(demo["editor_token"])
+        await page.get_by_role("button", name="Use this token").click()
+        # The editor's post is scheduled: the first thing in the feed.
+        await expect(page.locator("#nf-feed > li").first).to_contain_text("Post scheduled")
+        await expect(page.locator("#nf-live")).to_have_attribute("data-live", "connected")
+        await pages.close()
+        assert pages.problems == []
+    finally:
+        process.terminate()
+        await process.wait()
