@@ -300,11 +300,11 @@ function refreshHead({ fresh = true } = {}) {
     if (generation !== state.generation) return;
     const list = $("nf-feed");
     const head = new Set(page.data.map((item) => item.id));
-    const oldest = page.data.length ? page.data[page.data.length - 1].created_at : null;
+    const oldest = page.data.length ? Date.parse(page.data[page.data.length - 1].created_at) : null;
     // Shown items as new as the head's oldest but no longer in it: read or archived elsewhere
     // (and filtered out), or deleted.
     for (const [id, item] of state.items) {
-      if (!head.has(id) && (page.meta.next_cursor === null || (oldest && item.created_at >= oldest))) {
+      if (!head.has(id) && (page.meta.next_cursor === null || (oldest !== null && Date.parse(item.created_at) >= oldest))) {
         removeItem(id);
       }
     }
@@ -689,6 +689,12 @@ function wire() {
 
 wire();
 showView();
+// "2 minutes ago" stays true.
+window.setInterval(() => {
+  for (const time of document.querySelectorAll("#nf-feed time")) {
+    time.textContent = formatTime(time.getAttribute("datetime"));
+  }
+}, 30_000);
 startPage({
   onSignedIn: async (user) => {
     state.user = user;
