@@ -156,9 +156,12 @@ function signInStatus(message) {
 
 /**
  * Wire the shared parts of a page and sign in. `onSignedIn(user)` gets GET /api/v1/user's data
- * (the page then loads its own data); `onSignedOut()` must drop what the page shows.
+ * (the page then loads its own data); `onSignedOut()` must drop what the page shows. `roles`
+ * (e.g. ["owner", "admin"]) limits the page to those tenant roles: anyone else sees the "not for
+ * your account" panel and the page loads nothing. (The API refuses them anyway, with 403: this
+ * only spares them a page of errors.)
  */
-export function startPage({ onSignedIn, onSignedOut }) {
+export function startPage({ onSignedIn, onSignedOut, roles = null }) {
   const language = document.getElementById("nf-language");
   language.addEventListener("change", () => {
     store(LOCALE_KEY, language.value);
@@ -171,6 +174,7 @@ export function startPage({ onSignedIn, onSignedOut }) {
   const showUser = () => {
     const element = document.getElementById("nf-user");
     element.textContent = user ? t("layout.signed_in_as", { name: user.name || user.email }) : "";
+    document.getElementById("nf-forbidden-text").textContent = user ? t("layout.forbidden", { role: user.role }) : "";
   };
   onLocaleChange(showUser);
 
@@ -184,13 +188,17 @@ export function startPage({ onSignedIn, onSignedOut }) {
     }
     signInStatus("");
     showUser();
+    if (roles && !roles.includes(data.role)) {
+      setState("forbidden");
+      return;
+    }
     setState("signed-in");
     await onSignedIn(data);
   }
 
   function leave(expired) {
     store(TOKEN_KEY, null);
-    const wasSignedIn = user !== null;
+    const wasSignedIn = user !== null && document.body.dataset.state === "signed-in";
     user = null;
     setState("signed-out");
     if (wasSignedIn) onSignedOut();
