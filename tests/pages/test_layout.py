@@ -50,6 +50,7 @@ async def test_a_page_for_some_roles_tells_the_others_it_is_not_for_them(
     assert await axe_violations(page) == []
     await page.get_by_label("Language", exact=True).select_option("az")
     await expect(page.get_by_role("heading", name="Hesabınız üçün deyil")).to_be_visible()
+    await expect(page.locator("#nf-forbidden-text")).to_contain_text("(üzv)")
     await page.get_by_role("button", name="Çıxış").click()
     await expect(page.get_by_role("heading", name="Daxil olun")).to_be_visible()
     await page.get_by_label("Dil", exact=True).select_option("en")

@@ -11,11 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from notiflow.models.tenancy import Role
 from notiflow.notifications.ledger import NO_PUSH_SUBSCRIPTION, WEB_PUSH_NOT_CONFIGURED
 from notiflow.notifications.ledger_search import LedgerStatus
 from notiflow.notifications.policy import Reason
 from notiflow.notifications.types import Category, NotificationChannel, NotificationType
 from notiflow.pages import i18n
+from tests.pages.conftest import chromium_executable
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ROOT / "src" / "notiflow" / "pages"
@@ -42,12 +44,13 @@ def test_the_azerbaijani_catalogue_is_azerbaijani() -> None:
     assert any(letter in "".join(azerbaijani.values()) for letter in "əğışçöü")
 
 
-def test_every_type_category_channel_status_and_reason_has_words() -> None:
+def test_every_type_category_channel_role_status_and_reason_has_words() -> None:
     english = i18n.catalogue("en")
     wanted = (
         [f"type.{kind.value}" for kind in NotificationType]
         + [f"category.{category.value}" for category in Category]
         + [f"channel.{channel.value}" for channel in NotificationChannel]
+        + [f"role.{role.value}" for role in Role]
         + [f"status.{status.value}" for status in LedgerStatus]
         + [f"reason.{reason.value}" for reason in Reason]
         + [
@@ -150,3 +153,11 @@ def test_the_vendored_versions_are_those_recorded() -> None:
     for licence in ("pusher-js/LICENCE", "laravel-echo/LICENSE.md"):
         assert "MIT" in (PAGES / "static" / "vendor" / licence).read_text()
     assert (ROOT / "tests" / "pages" / "vendor" / "axe-core" / "LICENSE").is_file()
+
+
+def test_without_chromium_the_browser_tests_fail_rather_than_skip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NOTIFLOW_TEST_CHROMIUM", "/nonexistent/chromium")
+    with pytest.raises(pytest.fail.Exception, match="chromium is needed"):
+        chromium_executable()

@@ -174,7 +174,7 @@ export function startPage({ onSignedIn, onSignedOut, roles = null }) {
   const showUser = () => {
     const element = document.getElementById("nf-user");
     element.textContent = user ? t("layout.signed_in_as", { name: user.name || user.email }) : "";
-    document.getElementById("nf-forbidden-text").textContent = user ? t("layout.forbidden", { role: user.role }) : "";
+    document.getElementById("nf-forbidden-text").textContent = user ? t("layout.forbidden", { role: hasMessage(`role.${user.role}`) ? t(`role.${user.role}`) : user.role }) : "";
   };
   onLocaleChange(showUser);
 
