@@ -127,7 +127,13 @@ class Server:
         return response.json() if response.content else {}
 
     async def send(
-        self, user: User, *, title: str, type: str = "post_published", message: str = ""
+        self,
+        user: User,
+        *,
+        title: str,
+        type: str = "post_published",
+        message: str = "",
+        action_url: str | None = None,
     ) -> str:
         """Send ``user`` (an owner or admin) a notification through the REST API; its id."""
         body = {
@@ -135,6 +141,7 @@ class Server:
             "type": type,
             "title": title,
             "message": message or f"{title}: details.",
+            "action_url": action_url,
         }
         sent = await self.api("POST", "/api/v1/notifications/send", user, json=body)
         notification_id: str = sent["data"]["notifications"][0]["id"]

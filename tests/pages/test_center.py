@@ -17,8 +17,10 @@ async def test_sign_in_with_email_and_password_shows_the_unread_badge(
     server: Server, new_page: NewPage
 ) -> None:
     user = server.user()
-    await server.send(user, title="Spring launch is live")
-    await server.send(user, title="Summer teaser is live")
+    await server.send(user, title="Spring launch is live", action_url="/posts/7")
+    await server.send(
+        user, title="Summer teaser is live", action_url="https://app.example.com/posts/8"
+    )
     page = await new_page()
 
     await sign_in(page, user)
@@ -30,6 +32,11 @@ async def test_sign_in_with_email_and_password_shows_the_unread_badge(
     items = page.locator("#nf-feed > li")
     await expect(items).to_have_count(2)
     await expect(items.first).to_contain_text("Summer teaser is live")  # newest first
+    # A full address is a link; a path is the platform's own front end's, not notiflow's.
+    await expect(items.first.get_by_role("link", name="Open")).to_have_attribute(
+        "href", "https://app.example.com/posts/8"
+    )
+    await expect(items.nth(1).get_by_role("link", name="Open")).to_have_count(0)
 
 
 async def test_a_pasted_token_signs_in_and_signing_out_forgets_it(

@@ -151,8 +151,10 @@ function renderItem(notification, { fresh = false } = {}) {
     }),
   }));
   actions.append(whyButton);
-  if (notification.action_url) {
-    actions.append(element("a", { href: notification.action_url, text: t("feed.open") }));
+  // A path ("/posts/42") belongs to the platform's own front end, not to notiflow: only a full
+  // address is a link here.
+  if (/^https?:\/\//.test(notification.action_url || "")) {
+    actions.append(element("a", { href: notification.action_url, text: t("feed.open"), rel: "noopener noreferrer" }));
   }
   const category = categoryOf(notification.type);
   const item = element(
