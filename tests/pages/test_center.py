@@ -380,3 +380,17 @@ async def test_the_demo_shows_in_the_notification_center_with_a_pasted_token(
     finally:
         process.terminate()
         await process.wait()
+
+
+async def test_a_burst_of_notifications_all_arrive_once(server: Server, new_page: NewPage) -> None:
+    user = server.user()
+    page = await new_page()
+    await sign_in(page, user)
+
+    await asyncio.gather(*(server.send(user, title=f"Burst {number}") for number in range(12)))
+
+    items = page.locator("#nf-feed > li")
+    await expect(page.locator("#nf-badge")).to_have_text("12")
+    await expect(items).to_have_count(12)
+    ids = await items.evaluate_all("(nodes) => nodes.map((node) => node.dataset.id)")
+    assert len(set(ids)) == 12

@@ -291,11 +291,16 @@ function fillViewport() {
 }
 
 let headQueue = Promise.resolve();
+let headQueued = false;
 
 /** Bring the top of the list up to date: new notifications in, read state and removals from
- * other tabs applied. Serialized, so bursts of live events do not race each other. */
+ * other tabs applied. Serialized, so bursts of live events do not race each other, and
+ * coalesced: a burst of events while one refresh runs makes one more refresh, not one each. */
 function refreshHead({ fresh = true } = {}) {
+  if (headQueued) return headQueue;
+  headQueued = true;
   headQueue = headQueue.then(() => run(async () => {
+    headQueued = false;
     if (!state.user) return;
     const generation = state.generation;
     const page = await api("/api/v1/notifications", { params: feedParams({ page: 1 }) });
