@@ -203,12 +203,12 @@ def test_without_a_configured_master_key_one_is_derived_from_the_secret_key() ->
         (f"private-encrypted-notifications.{ADA.user_id}", True),
         (f"private-cache-notifications.{ADA.user_id}", True),
         (f"presence-notifications.{ADA.user_id}", False),  # never a presence channel
-        (f"private-notifications.{uuid.uuid4()}", False),  # not a member
+        (f"private-notifications.{uuid.UUID(int=0xB0B)}", False),  # not a member
         (f"private-tenant.{ADA.tenant_id}", True),
         (f"presence-tenant.{ADA.tenant_id}", True),
         (f"presence-cache-tenant.{ADA.tenant_id}", True),
         (f"private-encrypted-cache-tenant.{ADA.tenant_id}", True),
-        (f"private-tenant.{uuid.uuid4()}", False),  # another tenant's
+        (f"private-tenant.{uuid.UUID(int=0x0FF)}", False),  # another tenant's
         (f"tenant.{ADA.tenant_id}", False),  # public: nobody's
         ("private-orders", False),
         ("not a channel", False),
