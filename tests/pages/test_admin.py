@@ -12,7 +12,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.delivery.conftest import SmtpServer
-from tests.pages.conftest import NewPage, Server, User, start_server
+from tests.pages.conftest import NewPage, Server, User, sign_in, start_server
 
 # Retrying waits for the worker and the mail server: longer than one page update.
 OUTCOME_TIMEOUT_MS = 60_000
@@ -240,3 +240,20 @@ async def test_members_and_invitations_are_managed_and_the_change_is_audited(
     await expect(row).to_contain_text("Waiting for an answer")
     await row.get_by_role("button", name=f"Revoke the invitation of {invited}").click()
     await expect(row).to_contain_text("Revoked")
+
+
+async def test_the_notification_center_links_to_admin_for_owners_and_admins_only(
+    server: Server, new_page: NewPage
+) -> None:
+    tenant = tenant_name()
+    admin = server.user(role="admin", tenant=tenant)
+    member = server.user(role="member", tenant=tenant)
+    page = await new_page()
+    await sign_in(page, member)
+    await expect(page.get_by_role("link", name="Operations")).to_be_hidden()
+    await page.get_by_role("button", name="Sign out").click()
+
+    await sign_in(page, admin)
+    await page.get_by_role("link", name="Operations").click()
+    await expect(page).to_have_url(f"{server.url}/admin")
+    await expect(page.get_by_role("heading", name="Failed jobs")).to_be_visible()

@@ -31,8 +31,7 @@ function shortTime(iso, locale) {
 
 function frame(times, maximum, locale, unit) {
   const svg = svgElement("svg", {
-    viewBox: `0 0 ${WIDTH} ${HEIGHT}`, class: "chart__svg", preserveAspectRatio: "none",
-    focusable: "false",
+    viewBox: `0 0 ${WIDTH} ${HEIGHT}`, class: "chart__svg", focusable: "false",
   });
   const bottom = HEIGHT - PAD.bottom;
   svg.append(svgElement("line", { x1: PAD.left, x2: WIDTH - PAD.right, y1: bottom, y2: bottom, class: "chart__axis" }));
