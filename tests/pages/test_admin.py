@@ -94,9 +94,7 @@ async def test_a_failed_email_is_seen_retried_and_then_shows_as_sent(
             "delivery.send (Email) will run again."
         )
         await expect(page.locator("#nf-failed-list")).to_contain_text("No failed jobs.")
-        await expect(ledger.locator("[data-status=sent]")).to_be_visible(
-            timeout=OUTCOME_TIMEOUT_MS
-        )
+        await expect(ledger.locator("[data-status=sent]")).to_be_visible(timeout=OUTCOME_TIMEOUT_MS)
         # Alice's email, once (the owner also got the failure alert).
         assert [mail.rcpt_tos for mail in smtp.received].count([alice.email]) == 1
         # The audit log says who retried it.
@@ -177,9 +175,7 @@ async def test_a_notification_sent_from_the_form_is_found_in_the_ledger(
     await form.get_by_label("Title", exact=True).fill("Renew your card")
     await form.get_by_label("Message", exact=True).fill("The card on file has expired.")
     await form.get_by_role("button", name="Send").click()
-    await expect(page.locator("#nf-send-status")).to_have_text(
-        "Sent: 1 notifications created."
-    )
+    await expect(page.locator("#nf-send-status")).to_have_text("Sent: 1 notifications created.")
 
     search = page.locator("#nf-ledger-form")
     await search.get_by_label("User", exact=True).select_option(member.id)
@@ -227,6 +223,9 @@ async def test_members_and_invitations_are_managed_and_the_change_is_audited(
     page = await new_page()
     await open_admin(page, owner)
 
+    await expect(page.locator("#nf-members tbody tr").filter(has_text=member.email)).to_have_count(
+        1
+    )
     await page.get_by_label("Role of Ayla Həsənova").select_option("admin")
     await expect(page.locator("#nf-members-status")).to_have_text("Ayla Həsənova is now Admin.")
     audit = page.locator("#nf-audit-list tbody tr").filter(has_text="member.role_changed")
