@@ -175,7 +175,7 @@ async def test_a_notification_sent_from_the_form_is_found_in_the_ledger(
     await form.get_by_label("Title", exact=True).fill("Renew your card")
     await form.get_by_label("Message", exact=True).fill("The card on file has expired.")
     await form.get_by_role("button", name="Send").click()
-    await expect(page.locator("#nf-send-status")).to_have_text("Sent: 1 notifications created.")
+    await expect(page.locator("#nf-send-status")).to_have_text("Sent. Notifications created: 1.")
 
     search = page.locator("#nf-ledger-form")
     await search.get_by_label("User", exact=True).select_option(member.id)
@@ -238,6 +238,7 @@ async def test_members_and_invitations_are_managed_and_the_change_is_audited(
     row = page.locator("#nf-invitations tbody tr").filter(has_text=invited)
     await expect(row).to_contain_text("Waiting for an answer")
     await row.get_by_role("button", name=f"Revoke the invitation of {invited}").click()
+    await row.get_by_role("button", name=re.compile("press again to confirm$")).click()
     await expect(row).to_contain_text("Revoked")
 
 
@@ -256,3 +257,49 @@ async def test_the_notification_center_links_to_admin_for_owners_and_admins_only
     await page.get_by_role("link", name="Operations").click()
     await expect(page).to_have_url(f"{server.url}/admin")
     await expect(page.get_by_role("heading", name="Failed jobs")).to_be_visible()
+
+
+async def test_failed_jobs_are_forgotten_or_all_retried(
+    browser: Browser, smtp: SmtpServer, smtp_served: Server
+) -> None:
+    tenant = tenant_name()
+    owner = smtp_served.user(role="owner", tenant=tenant)
+    bob = smtp_served.user(role="member", tenant=tenant)
+    cleo = smtp_served.user(role="member", tenant=tenant)
+    for member in (bob, cleo):
+        smtp.refuse(member.email, "550 5.1.1 mailbox unavailable")
+    pages = NewPage(browser, smtp_served)
+    try:
+        page = await pages()
+        await open_admin(page, owner)
+        await send_to(smtp_served, owner, bob, type="payment_failed", title="For Bob")
+        await send_to(smtp_served, owner, cleo, type="payment_failed", title="For Cleo")
+        failed = page.locator("#nf-failed-list tbody tr")
+        await expect(failed).to_have_count(2, timeout=OUTCOME_TIMEOUT_MS)
+
+        # Forget asks once more, then forgets.
+        await failed.first.get_by_role("button", name=re.compile("^Forget")).click()
+        await expect(failed).to_have_count(2)
+        await failed.first.get_by_role("button", name=re.compile("press again to confirm$")).click()
+        await expect(failed).to_have_count(1)
+        await expect(page.locator("#nf-failed-status")).to_have_text(
+            "delivery.send (Email) forgotten."
+        )
+
+        smtp.handler.recipient_replies.clear()
+        await page.get_by_role("button", name="Retry all").click()
+        await expect(page.locator("#nf-failed-status")).to_have_text("Jobs to run again: 1.")
+        await expect(page.locator("#nf-failed-list")).to_contain_text("No failed jobs.")
+        await expect(page.get_by_role("button", name="Retry all")).to_be_disabled()
+        sent = page.locator("#nf-ledger tbody tr").filter(has=page.locator("[data-status=sent]"))
+        await expect(sent).to_have_count(1, timeout=OUTCOME_TIMEOUT_MS)
+        forgotten = page.locator("#nf-ledger tbody tr").filter(
+            has=page.locator("[data-status=failed]")
+        )
+        await expect(forgotten).to_have_count(1)
+        audit = page.locator("#nf-audit-list")
+        await expect(audit).to_contain_text("failed_job.forgotten")
+        await expect(audit).to_contain_text("failed_job.retried")
+    finally:
+        await pages.close()
+    assert pages.problems == [], "\n".join(pages.problems)

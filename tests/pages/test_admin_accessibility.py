@@ -96,5 +96,7 @@ async def test_admin_is_usable_by_keyboard(server: Server, new_page: NewPage) ->
     await page.keyboard.press("Tab")
     await expect(page.locator("#nf-send-form").get_by_role("button", name="Send")).to_be_focused()
     await page.keyboard.press("Enter")
-    await expect(page.locator("#nf-send-status")).to_have_text("Sent: 2 notifications created.")
-    await expect(page.locator("#nf-admin-announcer")).to_have_text("Sent: 2 notifications created.")
+    await expect(page.locator("#nf-send-status")).to_have_text("Sent. Notifications created: 2.")
+    await expect(page.locator("#nf-admin-announcer")).to_have_text(
+        "Sent. Notifications created: 2."
+    )

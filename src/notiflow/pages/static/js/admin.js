@@ -110,6 +110,33 @@ function table(container, { caption, columns, rows, empty }) {
   ));
 }
 
+/** A button whose action cannot be undone: the first press asks "Sure?", the second does it.
+ * Unconfirmed, it goes back after a few seconds. */
+function destructiveButton({ label, named, action }) {
+  let armed = null;
+  const button = element("button", {
+    type: "button", class: "button button--small button--quiet", "aria-label": named,
+  }, label);
+  button.addEventListener("click", async () => {
+    if (armed === null) {
+      button.textContent = t("admin.confirm");
+      button.setAttribute("aria-label", t("admin.confirm_named", { action: named }));
+      button.classList.add("button--danger");
+      armed = window.setTimeout(() => {
+        armed = null;
+        button.textContent = label;
+        button.setAttribute("aria-label", named);
+        button.classList.remove("button--danger");
+      }, 6000);
+      return;
+    }
+    window.clearTimeout(armed);
+    button.disabled = true;
+    await action();
+  });
+  return button;
+}
+
 function failure(container, error) {
   container.replaceChildren(element("p", { class: "notice notice--error", role: "alert", text: t("error.generic", { message: error.message }) }));
 }
@@ -304,11 +331,11 @@ async function loadFailed() {
               "aria-label": t("admin.retry_named", { job: describeJob(job) }),
               onclick: () => retry(job),
             }, t("admin.retry")),
-            element("button", {
-              type: "button", class: "button button--small button--quiet",
-              "aria-label": t("admin.forget_named", { job: describeJob(job) }),
-              onclick: () => forget(job),
-            }, t("admin.forget")),
+            destructiveButton({
+              label: t("admin.forget"),
+              named: t("admin.forget_named", { job: describeJob(job) }),
+              action: () => forget(job),
+            }),
           ),
         },
       ],
@@ -341,8 +368,9 @@ async function forget(job) {
 
 async function retryAll() {
   await run(async () => {
-    const { data } = await api("/api/v1/admin/failed-jobs/retry-all", { method: "POST" });
-    const message = t("admin.retried_all", { count: data.retried.length });
+    // {"retried": [jobs]} (docs/admin.md)
+    const { retried } = await api("/api/v1/admin/failed-jobs/retry-all", { method: "POST" });
+    const message = t("admin.retried_all", { count: retried.length });
     setStatus("nf-failed-status", message);
     announce(message);
     await loadFailed();
@@ -537,11 +565,11 @@ async function loadMembers() {
           label: t("admin.actions"),
           cell: (member) => (member.user_id === state.user.id
             ? t("admin.member_you")
-            : element("button", {
-              type: "button", class: "button button--small button--quiet",
-              "aria-label": t("admin.member_remove_named", { name: member.name || member.email }),
-              onclick: () => removeMember(member),
-            }, t("admin.member_remove"))),
+            : destructiveButton({
+              label: t("admin.member_remove"),
+              named: t("admin.member_remove_named", { name: member.name || member.email }),
+              action: () => removeMember(member),
+            })),
         },
       ],
     });
@@ -602,11 +630,11 @@ async function loadInvitations() {
         {
           label: t("admin.actions"),
           cell: (invitation) => (invitation.status === "pending"
-            ? element("button", {
-              type: "button", class: "button button--small button--quiet",
-              "aria-label": t("admin.invite_revoke_named", { email: invitation.email }),
-              onclick: () => revoke(invitation),
-            }, t("admin.invite_revoke"))
+            ? destructiveButton({
+              label: t("admin.invite_revoke"),
+              named: t("admin.invite_revoke_named", { email: invitation.email }),
+              action: () => revoke(invitation),
+            })
             : ""),
         },
       ],
