@@ -303,3 +303,26 @@ async def test_failed_jobs_are_forgotten_or_all_retried(
     finally:
         await pages.close()
     assert pages.problems == [], "\n".join(pages.problems)
+
+
+async def test_a_workspace_job_is_run_now_from_the_schedule(
+    server: Server, new_page: NewPage
+) -> None:
+    owner = server.user()
+    await server.api(
+        "POST", "/api/v1/workspaces", owner, json={"name": "Baku office", "timezone": "Asia/Baku"}
+    )
+    page = await new_page()
+    await open_admin(page, owner)
+
+    schedule = page.locator("#nf-schedule tbody tr")
+    archive = schedule.filter(has_text="inbox.archive_old").filter(has_text="Baku office")
+    await expect(archive).to_contain_text("(Asia/Baku)")
+    await expect(archive).to_contain_text("Archives old inbox items of the workspace")
+    await expect(schedule.filter(has_text="notifications.cleanup")).to_contain_text(
+        "All organisations"
+    )
+    await archive.get_by_role("button", name="Run inbox.archive_old now for Baku office").click()
+    await expect(archive.get_by_role("button")).to_have_text("Queued")
+    await expect(page.locator("#nf-admin-announcer")).to_have_text("inbox.archive_old is queued.")
+    await expect(page.locator("#nf-audit-list")).to_contain_text("scheduled_job.run_now")

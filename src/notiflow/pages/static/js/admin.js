@@ -270,7 +270,11 @@ async function loadSchedule() {
       columns: [
         { label: t("admin.job"), cell: (entry) => element("code", { text: entry.job }) },
         { label: t("admin.schedule_for"), cell: (entry) => entry.scope },
-        { label: t("admin.schedule_when"), cell: (entry) => entry.description || entry.when },
+        {
+          label: t("admin.schedule_what"),
+          cell: (entry) => (hasMessage(`admin.job.${entry.job}`) ? t(`admin.job.${entry.job}`) : entry.description),
+        },
+        { label: t("admin.schedule_when"), cell: (entry) => element("code", { text: entry.when }) },
         { label: t("admin.schedule_next"), cell: (entry) => (entry.next_run_at ? time(entry.next_run_at) : t("admin.schedule_continuous")) },
         {
           label: t("admin.actions"),
