@@ -220,12 +220,22 @@ async def test_members_and_invitations_are_managed_and_the_change_is_audited(
     tenant = tenant_name()
     owner = server.user(role="owner", tenant=tenant)
     member = server.user(role="member", tenant=tenant)
+    await server.api(
+        "PUT",
+        "/api/v1/notifications/preferences",
+        member,
+        json={"notification_type": "new_comment", "email_enabled": False},
+    )
     page = await new_page()
     await open_admin(page, owner)
 
-    await expect(page.locator("#nf-members tbody tr").filter(has_text=member.email)).to_have_count(
-        1
+    preference = page.locator("#nf-audit-list tbody tr").filter(
+        has_text="notification_preference.updated"
     )
+    await expect(preference).to_contain_text(f"{member.email}> · New comment")
+    await expect(preference).to_contain_text("→ false")
+    members = page.locator("#nf-members tbody tr")
+    await expect(members.filter(has_text=member.email)).to_have_count(1)
     await page.get_by_label("Role of Ayla Həsənova").select_option("admin")
     await expect(page.locator("#nf-members-status")).to_have_text("Ayla Həsənova is now Admin.")
     audit = page.locator("#nf-audit-list tbody tr").filter(has_text="member.role_changed")

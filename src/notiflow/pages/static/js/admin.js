@@ -686,6 +686,14 @@ function describeChange(entry) {
   )));
 }
 
+/** A member by name (a preference: "member · type"), else the kind and a short id. */
+function describeTarget(target) {
+  if (!target.id) return target.type;
+  const [first, second] = target.id.split(":");
+  if (state.members.has(first)) return second ? `${memberName(first)} · ${typeLabel(second)}` : memberName(first);
+  return `${target.type} ${target.id.slice(0, 8)}`;
+}
+
 let auditRows = [];
 
 async function loadAudit({ more = false } = {}) {
@@ -708,7 +716,7 @@ async function loadAudit({ more = false } = {}) {
         { label: t("admin.ledger_when"), cell: (entry) => time(entry.created_at) },
         { label: t("admin.audit_action"), cell: (entry) => element("code", { text: entry.action }) },
         { label: t("admin.audit_actor"), cell: (entry) => entry.actor.name || entry.actor.email || t("admin.audit_system") },
-        { label: t("admin.audit_target"), cell: (entry) => `${entry.target.type}${entry.target.id ? ` ${entry.target.id.slice(0, 8)}` : ""}` },
+        { label: t("admin.audit_target"), cell: (entry) => describeTarget(entry.target) },
         { label: t("admin.audit_change"), cell: describeChange },
       ],
     });
