@@ -25,8 +25,10 @@ function niceMax(value) {
   return 10 * power;
 }
 
-function shortTime(iso, locale) {
-  return new Intl.DateTimeFormat(locale, { hour: "2-digit", minute: "2-digit" }).format(new Date(iso));
+function shortTime(iso, locale, withDay) {
+  const options = { hour: "2-digit", minute: "2-digit" };
+  if (withDay) options.weekday = "short";
+  return new Intl.DateTimeFormat(locale, options).format(new Date(iso));
 }
 
 function frame(times, maximum, locale, unit) {
@@ -44,8 +46,12 @@ function frame(times, maximum, locale, unit) {
   label(PAD.left - 6, PAD.top + 4, `${maximum}${unit}`, "end");
   label(PAD.left - 6, bottom, `0`, "end");
   if (times.length) {
-    label(PAD.left, HEIGHT - 6, shortTime(times[0], locale), "start");
-    label(WIDTH - PAD.right, HEIGHT - 6, shortTime(times[times.length - 1], locale), "end");
+    const first = times[0];
+    const last = times[times.length - 1];
+    // Over more than half a day, the times need their day to be read right.
+    const withDay = new Date(last) - new Date(first) > 12 * 3600 * 1000;
+    label(PAD.left, HEIGHT - 6, shortTime(first, locale, withDay), "start");
+    label(WIDTH - PAD.right, HEIGHT - 6, shortTime(last, locale, withDay), "end");
   }
   return svg;
 }
