@@ -113,6 +113,9 @@ function numbersTable(times, columns, caption, locale) {
 }
 
 function mount(container, svg, summary, entries, table) {
+  // Redrawn with new numbers: the table stays open if it was.
+  const previous = container.querySelector("details.chart__numbers");
+  if (previous && previous.open) table.open = true;
   const figure = document.createElement("div");
   figure.className = "chart__body";
   svg.setAttribute("role", "img");

@@ -91,8 +91,17 @@ function time(iso) {
   return element("time", { datetime: iso, title: new Date(iso).toLocaleString(currentLocale()) }, formatTime(iso));
 }
 
-/** A table of `rows`, or an empty-state line. Columns: {label, cell(row) -> Node|string}. */
+const rendered = new WeakMap(); // container -> what it shows, to redraw only on a change
+
+/** A table of `rows`, or an empty-state line. Columns: {label, cell(row) -> Node|string}.
+ * Redrawn only when the rows, the language or the minute (relative times) changed, and the
+ * keyboard focus stays on the same control (found again by its accessible name). */
 function table(container, { caption, columns, rows, empty }) {
+  const signature = JSON.stringify([currentLocale(), Math.floor(Date.now() / 60000), rows]);
+  if (rendered.get(container) === signature) return;
+  rendered.set(container, signature);
+  const active = document.activeElement;
+  const focused = active && container.contains(active) ? active.getAttribute("aria-label") : null;
   if (!rows.length) {
     container.replaceChildren(element("p", { class: "empty", text: empty }));
     return;
@@ -108,6 +117,16 @@ function table(container, { caption, columns, rows, empty }) {
     element("thead", {}, head),
     element("tbody", {}, ...body),
   ));
+  if (focused) {
+    const again = [...container.querySelectorAll("[aria-label]")].find((node) => node.getAttribute("aria-label") === focused);
+    if (again) again.focus();
+  }
+}
+
+/** Text that changed only: a live region re-reads what it is given, even the same. */
+function setText(id, value) {
+  const node = $(id);
+  if (node.textContent !== String(value)) node.textContent = value;
 }
 
 /** A button whose action cannot be undone: the first press asks "Sure?", the second does it.
@@ -138,6 +157,7 @@ function destructiveButton({ label, named, action }) {
 }
 
 function failure(container, error) {
+  rendered.delete(container);
   container.replaceChildren(element("p", { class: "notice notice--error", role: "alert", text: t("error.generic", { message: error.message }) }));
 }
 
@@ -175,9 +195,9 @@ async function loadJobs() {
     const { data } = await api("/api/v1/admin/jobs", { params: { minutes: 60 } });
     if (!current()) return;
     const { queue, throughput } = data;
-    $("nf-queue-waiting").textContent = queue.running === null ? queue.waiting : queue.waiting + queue.running;
-    $("nf-queue-retries").textContent = queue.retries_scheduled;
-    $("nf-queue-pending").textContent = queue.tenant_deliveries_pending + queue.tenant_deliveries_sending;
+    setText("nf-queue-waiting", queue.running === null ? queue.waiting : queue.waiting + queue.running);
+    setText("nf-queue-retries", queue.retries_scheduled);
+    setText("nf-queue-pending", queue.tenant_deliveries_pending + queue.tenant_deliveries_sending);
     const chart = $("nf-throughput-chart");
     if (!throughput) {
       chart.replaceChildren(element("p", { class: "empty", text: t("admin.throughput_none") }));
@@ -231,7 +251,7 @@ async function loadNodes() {
   await panel(container, async (current) => {
     const { data } = await api("/api/v1/admin/realtime/nodes");
     if (!current()) return;
-    $("nf-connections").textContent = data.connections;
+    setText("nf-connections", data.connections);
     table(container, {
       caption: t("admin.nodes_title"),
       empty: t("admin.nodes_none"),
@@ -825,6 +845,7 @@ function signedOut() {
   auditRows = [];
   for (const id of ["nf-nodes", "nf-schedule", "nf-failed-list", "nf-ledger", "nf-members", "nf-invitations", "nf-audit-list", "nf-mail-list", "nf-throughput-chart", "nf-lag-chart", "nf-outcomes-chart"]) {
     $(id).replaceChildren();
+    rendered.delete($(id));
   }
   $("nf-mail-message").hidden = true;
 }
