@@ -3,15 +3,20 @@ sending, members, the mail folder, a member refused, Azerbaijani."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from notiflow.main.demo import DEMO_WORKSPACE
 from tests.delivery.conftest import SmtpServer
+from tests.delivery.processes import NOTIFLOW, NotiflowProcess, free_port, notiflow_env
 from tests.pages.conftest import NewPage, Server, User, sign_in, start_server
 
 # Retrying waits for the worker and the mail server: longer than one page update.
@@ -336,3 +341,45 @@ async def test_a_workspace_job_is_run_now_from_the_schedule(
     await expect(archive.get_by_role("button")).to_have_text("Queued")
     await expect(page.locator("#nf-admin-announcer")).to_have_text("inbox.archive_old is queued.")
     await expect(page.locator("#nf-audit-list")).to_contain_text("scheduled_job.run_now")
+
+
+async def test_the_demo_owner_token_opens_admin(browser: Browser, tmp_path: Path) -> None:
+    port, ws_port = free_port(), free_port()
+    env = notiflow_env(env="development", database_url=f"sqlite+aiosqlite:///{tmp_path}/demo.db")
+    process = await asyncio.create_subprocess_exec(
+        NOTIFLOW,
+        "serve",
+        "--demo",
+        "--port",
+        str(port),
+        "--ws-port",
+        str(ws_port),
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        while line := (await process.stdout.readline()).decode():
+            lines.append(line)
+            if line.rstrip() == "}":
+                break
+        demo = json.loads("".join(lines))["demo"]
+        assert demo["admin"] == f"http://127.0.0.1:{port}/admin"
+        # The served demo, for the page's base URL (this process object starts nothing).
+        server = Server(NotiflowProcess([], env), f"http://127.0.0.1:{port}")
+        pages = NewPage(browser, server)
+        page = await pages()
+        await page.goto(demo["admin"])
+        await page.get_by_text("Use a token instead").click()
+        await page.get_by_label("API token").fill(demo["owner_token"])
+        await page.get_by_role("button", name="Use this token").click()
+        await expect(page.locator("#nf-schedule")).to_contain_text(DEMO_WORKSPACE)
+        await expect(page.locator("#nf-members tbody tr")).to_have_count(2)
+        await pages.close()
+        assert pages.problems == []
+    finally:
+        process.terminate()
+        await process.wait()
