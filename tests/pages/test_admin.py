@@ -383,3 +383,25 @@ async def test_the_demo_owner_token_opens_admin(browser: Browser, tmp_path: Path
     finally:
         process.terminate()
         await process.wait()
+
+
+async def test_another_tenants_data_is_never_shown(server: Server, new_page: NewPage) -> None:
+    ours, theirs = tenant_name(), tenant_name()
+    owner = server.user(role="owner", tenant=ours)
+    member = server.user(role="member", tenant=ours)
+    other_owner = server.user(role="owner", tenant=theirs)
+    other_member = server.user(role="member", tenant=theirs)
+    await send_to(server, owner, member, type="payment_failed", title="Ours to see")
+    await send_to(server, other_owner, other_member, type="payment_failed", title="Theirs alone")
+    page = await new_page()
+    await open_admin(page, owner)
+
+    await expect(page.locator("#nf-ledger")).to_contain_text("Ours to see")
+    await expect(page.locator("#nf-mail-list")).to_contain_text(
+        "Ours to see", timeout=OUTCOME_TIMEOUT_MS
+    )
+    members = page.locator("#nf-members tbody tr")
+    await expect(members).to_have_count(2)
+    for section in ("#nf-ledger", "#nf-mail-list", "#nf-members", "#nf-audit-list"):
+        await expect(page.locator(section)).not_to_contain_text("Theirs alone")
+        await expect(page.locator(section)).not_to_contain_text(other_member.email)
