@@ -441,6 +441,9 @@ async function loadOutcomes() {
   });
 }
 
+// The search as last submitted: a refresh repeats it, not what is half-typed in the form.
+let ledgerSearch = {};
+
 function ledgerFilters() {
   const form = $("nf-ledger-form");
   return {
@@ -477,7 +480,7 @@ let ledgerRows = [];
 async function loadLedger({ more = false } = {}) {
   const container = $("nf-ledger");
   await panel(container, async (current) => {
-    const params = { ...ledgerFilters(), per_page: LEDGER_PAGE };
+    const params = { ...ledgerSearch, per_page: LEDGER_PAGE };
     if (more && state.ledgerCursor) params.cursor = state.ledgerCursor;
     else params.page = 1;
     const { data, meta } = await api("/api/v1/tenant/deliveries", { params });
@@ -842,6 +845,8 @@ function signedOut() {
   window.clearInterval(state.watchTimer);
   state.members = new Map();
   ledgerRows = [];
+  ledgerSearch = {};
+  $("nf-ledger-form").reset();
   auditRows = [];
   for (const id of ["nf-nodes", "nf-schedule", "nf-failed-list", "nf-ledger", "nf-members", "nf-invitations", "nf-audit-list", "nf-mail-list", "nf-throughput-chart", "nf-lag-chart", "nf-outcomes-chart"]) {
     $(id).replaceChildren();
@@ -852,7 +857,11 @@ function signedOut() {
 
 $("nf-refresh").addEventListener("click", () => refresh({ everything: true }));
 $("nf-retry-all").addEventListener("click", retryAll);
-$("nf-ledger-form").addEventListener("submit", (event) => { event.preventDefault(); loadLedger(); });
+$("nf-ledger-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  ledgerSearch = ledgerFilters();
+  loadLedger();
+});
 $("nf-ledger-more").addEventListener("click", () => loadLedger({ more: true }));
 $("nf-audit-action").addEventListener("change", () => loadAudit());
 $("nf-audit-more").addEventListener("click", () => loadAudit({ more: true }));
