@@ -405,3 +405,22 @@ async def test_another_tenants_data_is_never_shown(server: Server, new_page: New
     for section in ("#nf-ledger", "#nf-mail-list", "#nf-members", "#nf-audit-list"):
         await expect(page.locator(section)).not_to_contain_text("Theirs alone")
         await expect(page.locator(section)).not_to_contain_text(other_member.email)
+
+
+async def test_signing_out_of_admin_leaves_nothing_on_the_page(
+    server: Server, new_page: NewPage
+) -> None:
+    tenant = tenant_name()
+    owner = server.user(role="owner", tenant=tenant)
+    member = server.user(role="member", tenant=tenant)
+    await send_to(server, owner, member, type="payment_failed", title="Before sign-out")
+    page = await new_page()
+    await open_admin(page, owner)
+    await expect(page.locator("#nf-ledger")).to_contain_text("Before sign-out")
+
+    await page.get_by_role("button", name="Sign out").click()
+
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    for section in ("#nf-ledger", "#nf-members", "#nf-audit-list", "#nf-mail-list"):
+        await expect(page.locator(section)).to_be_empty()
+    await expect(page.get_by_text(member.email)).to_have_count(0)

@@ -844,6 +844,7 @@ function signedOut() {
   window.clearInterval(state.refreshTimer);
   window.clearInterval(state.watchTimer);
   state.members = new Map();
+  fillMemberSelects();
   ledgerRows = [];
   ledgerSearch = {};
   $("nf-ledger-form").reset();
@@ -851,6 +852,12 @@ function signedOut() {
   for (const id of ["nf-nodes", "nf-schedule", "nf-failed-list", "nf-ledger", "nf-members", "nf-invitations", "nf-audit-list", "nf-mail-list", "nf-throughput-chart", "nf-lag-chart", "nf-outcomes-chart"]) {
     $(id).replaceChildren();
     rendered.delete($(id));
+  }
+  for (const id of ["nf-failed-status", "nf-ledger-status-line", "nf-send-status", "nf-members-status", "nf-invite-status"]) {
+    $(id).textContent = "";
+  }
+  for (const id of ["nf-queue-waiting", "nf-queue-retries", "nf-queue-pending", "nf-connections"]) {
+    $(id).textContent = "–";
   }
   $("nf-mail-message").hidden = true;
 }
