@@ -370,6 +370,7 @@ async def test_the_demo_owner_token_opens_admin(browser: Browser, tmp_path: Path
         assert demo["admin"] == f"http://127.0.0.1:{port}/admin"
         # The served demo, for the page's base URL (this process object starts nothing).
         server = Server(NotiflowProcess([], env), f"http://127.0.0.1:{port}")
+        server.process.stop()  # closes the log file it opened
         pages = NewPage(browser, server)
         page = await pages()
         await page.goto(demo["admin"])
