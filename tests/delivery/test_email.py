@@ -528,6 +528,34 @@ async def test_a_connection_lost_before_the_final_dot_is_retried(smtp_server: Sm
     assert smtp_server.received == []
 
 
+@pytest.mark.parametrize("refused_at", ["rcpt", "end_of_data"])
+async def test_after_a_refusal_the_same_connection_sends_the_next_email(
+    smtp_server: SmtpServer, sender: EmailSender, refused_at: str
+) -> None:
+    """As the delivery worker sends (with a commit point): after a refused recipient the
+    transaction is ended (RSET), so the next email on the kept connection is not refused with
+    "503 nested MAIL command"; a message refused at its end leaves the connection usable too."""
+
+    async def commit_point() -> None:
+        return None
+
+    if refused_at == "rcpt":
+        smtp_server.refuse(ADA, "550 5.1.1 mailbox unavailable")
+    else:
+        smtp_server.handler.data_reply = "554 5.7.1 rejected"
+    settings = smtp_server.settings()
+    first = await sender.send(make_context(settings, commit_point=commit_point))
+    assert first.outcome is Outcome.FAILED
+    smtp_server.handler.recipient_replies.clear()
+    smtp_server.handler.data_reply = None
+
+    second = await sender.send(make_context(settings, commit_point=commit_point))
+
+    assert second.outcome is Outcome.SENT, second.error
+    assert [mail.rcpt_tos for mail in smtp_server.received] == [[ADA]]
+    assert sender.connections_opened == 1
+
+
 # ---------------------------------------------------------------------------- login
 
 

@@ -598,7 +598,13 @@ async def _transact(
         return
     eight_bit = client.supports_extension("8bitmime")
     await client.mail(sender, options=["BODY=8BITMIME"] if eight_bit else None)
-    await client.rcpt(recipient)
+    try:
+        await client.rcpt(recipient)
+    except aiosmtplib.SMTPResponseException:
+        # The transaction stays open after a refused RCPT: end it, or the next email on this
+        # connection is refused with "503 nested MAIL command" (send_message does the same).
+        await _reset(client)
+        raise
     flat = flatten_message(message, utf8=False, cte_type="8bit" if eight_bit else "7bit")
     body = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(flat))
     protocol = client.protocol
@@ -610,8 +616,10 @@ async def _transact(
         protocol._response_pending = True
         protocol.write(b"DATA\r\n")
         start = await protocol.read_response(timeout=client.timeout)
-        if start.code != 354:
-            raise aiosmtplib.SMTPDataError(start.code, start.message)
+    if start.code != 354:
+        await _reset(client)
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    async with protocol._command_lock:  # type: ignore[union-attr]
         protocol.write(body)
         try:
             await commit_point()
@@ -626,6 +634,15 @@ async def _transact(
             raise NoReplyAfterData(_describe(error)) from error
         if response.code != 250:
             raise aiosmtplib.SMTPDataError(response.code, response.message)
+
+
+async def _reset(client: aiosmtplib.SMTP) -> None:
+    """End the open transaction (RSET); a connection that cannot is closed, and the next send
+    opens another."""
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()
 
 
 def _recipient_refused(error: aiosmtplib.SMTPRecipientsRefused) -> SendResult:

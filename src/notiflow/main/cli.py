@@ -402,6 +402,8 @@ async def _seed_demo(runtime: Runtime, api_url: str) -> None:
                     "database": runtime.engine.url.render_as_string(hide_password=True),
                     # Open it and paste a token ("Use a token instead").
                     "notification_center": f"{api_url}/",
+                    # The tenant's operations: with the owner's token.
+                    "admin": f"{api_url}/admin",
                     "owner_token": seed.owner_token,
                     "editor_token": seed.editor_token,
                     "workspace_id": seed.workspace_id,

@@ -1,4 +1,5 @@
-"""Routes of the pages: ``GET /`` (the notification center) and the static assets."""
+"""Routes of the pages: ``GET /`` (the notification center), ``GET /admin`` (operations, for
+a tenant's owners and admins) and the static assets."""
 
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ router = APIRouter(include_in_schema=False)
 async def notification_center(request: Request) -> HTMLResponse:
     """The end user's notification center: bell, feed, preferences (docs/pages.md)."""
     return render_page(request, "center.html", title_key="center.title")
+
+
+@router.get("/admin", response_class=HTMLResponse)
+async def admin(request: Request) -> HTMLResponse:
+    """The tenant's operations for its owners and admins: jobs, failures, deliveries, live
+    connections, the audit log, members, sending, the development mail folder
+    (docs/pages.md). The HTML carries no data; the scripts call the admin API with the
+    user's token."""
+    return render_page(request, "admin.html", title_key="admin.title")
 
 
 def static_files() -> StaticFiles:

@@ -175,6 +175,9 @@ export function startPage({ onSignedIn, onSignedOut, roles = null }) {
     const element = document.getElementById("nf-user");
     element.textContent = user ? t("layout.signed_in_as", { name: user.name || user.email }) : "";
     document.getElementById("nf-forbidden-text").textContent = user ? t("layout.forbidden", { role: hasMessage(`role.${user.role}`) ? t(`role.${user.role}`) : user.role }) : "";
+    for (const link of document.querySelectorAll("[data-roles]")) {
+      link.hidden = !user || !link.dataset.roles.split(" ").includes(user.role);
+    }
   };
   onLocaleChange(showUser);
 
