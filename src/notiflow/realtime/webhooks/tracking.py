@@ -200,8 +200,9 @@ class _NodeWebhooks(ABC):
     def _left(self, key: str, event: dict[str, Any] | None) -> None:
         """Record that this node no longer holds ``key`` (``event`` if it was the last)."""
 
+    @abstractmethod
     def _emit(self, event: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Hand one webhook event to the app's outbox (this node's own, or the cluster's)."""
 
 
 class LocalWebhooks(_NodeWebhooks):
